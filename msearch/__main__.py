@@ -1,0 +1,3 @@
+from msearch.cli import app
+
+app(prog_name="msearch")

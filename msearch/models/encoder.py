@@ -1,0 +1,70 @@
+"""The one interface the rest of msearch uses to turn tiles and texts into vectors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from msearch.models.card import ModelCard, get_card
+from msearch.models.hub import weights_digest
+from msearch.models.loading import LoadedModel, load_model
+from msearch.models.recipe import prepare
+from msearch.schema.pixels import Pixels
+
+
+@dataclass(frozen=True)
+class EncoderIdentity:
+    """What an index records about the encoder that filled it: vectors from another identity do not mix."""
+
+    card: str
+    weights_sha256: str
+
+    def __str__(self) -> str:
+        return f"{self.card}@sha256:{self.weights_sha256[:12]}"
+
+
+class Encoder:
+    """Image batches and texts -> (n, d) float32, L2-normalised; cosine similarity is the score."""
+
+    def __init__(self, card: ModelCard, loaded: LoadedModel):
+        self.card = card
+        self.model = loaded.model.eval()
+        self.tokenizer = loaded.tokenizer
+        self.weights_path = loaded.weights_path
+        self.identity = EncoderIdentity(card.name, weights_digest(loaded.weights_path))
+
+    @property
+    def dim(self) -> int:
+        return self.card.embed_dim
+
+    @property
+    def context_length(self) -> int:
+        return int(self.tokenizer.context_length)
+
+    def prepare(self, tiles: Sequence[Pixels]) -> torch.Tensor:
+        """The card's input recipe (pure and batched; see msearch.models.recipe)."""
+        return prepare(self.card.input, tiles)
+
+    @torch.inference_mode()
+    def encode_images(self, batch: torch.Tensor) -> np.ndarray:
+        """Prepared inputs (n, bands, 224, 224) -> (n, d)."""
+        features = self.model.encode_image(batch, normalize=True)
+        return features.float().numpy()
+
+    def encode_pixels(self, tiles: Sequence[Pixels]) -> np.ndarray:
+        return self.encode_images(self.prepare(tiles))
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        tokens = self.tokenizer(list(texts))
+        return self.model.encode_text(tokens, normalize=True).float().numpy()
+
+
+def load_encoder(model: str | Path | ModelCard = "llama3-ms-clip-base", checkpoint: str | Path | None = None) -> Encoder:
+    """An encoder by card name or card file, with weights from the hub/cache or from `checkpoint`."""
+    card = model if isinstance(model, ModelCard) else get_card(model)
+    return Encoder(card, load_model(card, checkpoint))

@@ -1,0 +1,69 @@
+"""The input recipe as a pure, batched function: named bands in, normalised tensor out.
+
+Steps, in the order the models were trained with (../shared/reference/MODELS.md):
+1. select the card's bands by name, as float32;
+2. remove the +1000 radiometric offset where the source carries it;
+3. scale: 'dn' keeps digital numbers as they are (Llama3-MS-CLIP: no division, no clipping);
+   'linear' maps DN to [0, 1] brightness, clip(DN / divide, lo, hi) (the RGB models);
+4. resize so the shorter side is `resize` (bicubic, antialiased as torchvision does), centre-crop `crop`;
+5. normalise per band, (x - mean) / std.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from msearch.models.card import InputRecipe
+from msearch.schema.pixels import Pixels
+
+_INTERPOLATION = {
+    "bicubic": InterpolationMode.BICUBIC,
+    "bilinear": InterpolationMode.BILINEAR,
+    "nearest": InterpolationMode.NEAREST,
+}
+
+
+def scaled_bands(recipe: InputRecipe, pixels: Pixels) -> np.ndarray:
+    """Steps 1-3 for one tile: (len(recipe.bands), H, W) float32."""
+    if recipe.remove_offset:
+        values = pixels.select(recipe.bands)
+    else:
+        values = Pixels(pixels.data, pixels.bands, 0.0).select(recipe.bands)
+    scale = recipe.scale
+    if scale["kind"] == "linear":
+        values = values / np.float32(scale.get("divide", 1.0))
+        lo, hi = scale.get("clip", (None, None))
+        if lo is not None or hi is not None:
+            values = np.clip(values, lo, hi)
+    if not np.isfinite(values).all():
+        raise ValueError("pixel values contain NaN or infinity")
+    return values
+
+
+def _resize_and_crop(recipe: InputRecipe, batch: torch.Tensor) -> torch.Tensor:
+    interpolation = _INTERPOLATION[recipe.interpolation]
+    resized = TF.resize(batch, [recipe.resize], interpolation=interpolation, antialias=True)
+    return TF.center_crop(resized, [recipe.crop, recipe.crop])
+
+
+def prepare(recipe: InputRecipe, tiles: Sequence[Pixels]) -> torch.Tensor:
+    """Tiles of any sizes -> (n, bands, crop, crop) float32, normalised. Tiles of one size are resized
+    together; the result keeps the input order."""
+    if not tiles:
+        return torch.empty((0, len(recipe.bands), recipe.crop, recipe.crop), dtype=torch.float32)
+    mean = torch.tensor(recipe.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(recipe.std, dtype=torch.float32).view(1, -1, 1, 1)
+    scaled = [scaled_bands(recipe, tile) for tile in tiles]
+    out = torch.empty((len(tiles), len(recipe.bands), recipe.crop, recipe.crop), dtype=torch.float32)
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for i, values in enumerate(scaled):
+        by_shape.setdefault(values.shape[1:], []).append(i)
+    for positions in by_shape.values():
+        batch = torch.from_numpy(np.stack([scaled[i] for i in positions]))
+        out[positions] = (_resize_and_crop(recipe, batch) - mean) / std
+    return out

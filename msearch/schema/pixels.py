@@ -1,0 +1,44 @@
+"""Pixels as they travel from a reader to an encoder's input recipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from msearch.schema.bands import canonical_band
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """One tile's raster values: `data` is (bands, height, width) in Sentinel-2 digital numbers
+    (reflectance x 10000) exactly as stored; `bands` names each plane; `offset` is what the stored values
+    carry on top of the offset-free scale (1000 for products with processing baseline >= 04.00, else 0)."""
+
+    data: np.ndarray
+    bands: tuple[str, ...]
+    offset: float = 0.0
+
+    def __post_init__(self):
+        if self.data.ndim != 3:
+            raise ValueError(f"pixels must be (bands, height, width), got shape {self.data.shape}")
+        if len(self.bands) != self.data.shape[0]:
+            raise ValueError(f"{self.data.shape[0]} planes but {len(self.bands)} band names {self.bands}")
+        object.__setattr__(self, "bands", tuple(canonical_band(b) for b in self.bands))
+
+    def select(self, names: tuple[str, ...]) -> np.ndarray:
+        """The named bands, in the order asked for, on the offset-free scale, as float32."""
+        index = {name: i for i, name in enumerate(self.bands)}
+        missing = [name for name in names if name not in index]
+        if missing:
+            raise MissingBandsError(missing, self.bands)
+        selected = self.data[[index[name] for name in names]].astype(np.float32)
+        if self.offset:
+            selected -= np.float32(self.offset)
+        return selected
+
+
+class MissingBandsError(ValueError):
+    def __init__(self, missing: list[str], present: tuple[str, ...]):
+        super().__init__(f"missing bands {', '.join(missing)} (the tile has {', '.join(present)})")
+        self.missing = missing
