@@ -1,0 +1,1 @@
+"""Archive -> tiles -> pixels -> embeddings -> FAISS + SQLite."""

@@ -1,0 +1,136 @@
+"""The uniform contract between archive layouts and the rest of the indexer.
+
+A reader turns a folder into `TileSource`s (cheap: no pixels read), and a `TileSource` into a `Tile`
+(pixels by band name + everything the catalogue records). Every layout — multiband GeoTIFFs, per-band
+folders, SAFE products, STAC items, chips of whole scenes — is a reader behind this one interface.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Protocol
+
+from msearch.schema.pixels import Pixels
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt")
+
+
+@dataclass(frozen=True)
+class ReadSettings:
+    """What the user told `msearch index` about their data."""
+
+    band_order: tuple[str, ...] | None = None  # for multiband files without band descriptions
+    offset: float | None = None  # force the radiometric offset the values carry (None: from metadata)
+    chip_size: int = 224  # scenes larger than a chip are cut into chips of this many 10 m pixels
+    stride: int | None = None  # chip stride; None means chip_size (chips tile the scene)
+    max_nodata: float = 0.5  # chips with a larger nodata fraction are skipped
+
+
+@dataclass(frozen=True)
+class TileSource:
+    """One tile to index. `key` is unique within `root` and stable across runs: the path relative to the
+    root, plus `#col,row,width,height` for a chip of a larger scene."""
+
+    root: Path
+    key: str
+    files: tuple[Path, ...]  # every file the tile is read from: a change to any of them re-embeds it
+    reader: str
+    window: tuple[int, int, int, int] | None = None  # col_off, row_off, width, height on the 10 m grid
+    options: tuple[tuple[str, object], ...] = ()  # reader-specific facts found at discovery
+
+    @property
+    def path(self) -> str:
+        """The file or folder, relative to the root, as users refer to it."""
+        return self.key.split("#", 1)[0]
+
+    def option(self, name: str, default=None):
+        return dict(self.options).get(name, default)
+
+    def stat_signature(self) -> str:
+        """Changes whenever any file's size or modification time does (no file contents read)."""
+        parts = []
+        for path in self.files:
+            stat = os.stat(path)
+            parts.append(f"{path}|{stat.st_size}|{stat.st_mtime_ns}")
+        return hashlib.sha1("\n".join(parts).encode()).hexdigest()
+
+
+@dataclass
+class Tile:
+    """A read tile: pixels by band name and what the catalogue records about it."""
+
+    source: TileSource
+    pixels: Pixels
+    crs: str | None = None
+    width: int | None = None
+    height: int | None = None
+    pixel_size: float | None = None  # in CRS units (metres for UTM)
+    bounds: tuple[float, float, float, float] | None = None  # WGS84 min lon, min lat, max lon, max lat
+    footprint: dict | None = None  # WGS84 GeoJSON Polygon
+    level: str | None = None  # "L1C" or "L2A"
+    acquired: str | None = None  # ISO 8601 date or datetime
+    product: str | None = None
+    mgrs_tile: str | None = None
+    processing_baseline: str | None = None
+    cloud_cover: float | None = None  # percent of the tile (or of its scene when only that is known)
+    nodata_fraction: float | None = None
+    scene: str | None = None  # for chips: the scene (relative path) they were cut from
+    extra: dict = field(default_factory=dict)
+
+
+class SkipTile(Exception):
+    """A tile that is read correctly but should not be indexed (e.g. all nodata); recorded as skipped."""
+
+
+class Reader(Protocol):
+    name: str
+
+    def discover(self, root: Path, files: list[Path], settings: ReadSettings) -> tuple[list[TileSource], set[Path]]:
+        """Tiles this reader recognises among `files` (sorted, all under `root`, none claimed yet), and the
+        files it claims: claimed files are not offered to later readers."""
+
+    def read(self, source: TileSource, settings: ReadSettings) -> Tile:
+        """Pixels and metadata; raises an exception with a clear message when the tile is unusable."""
+
+
+def relative_key(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix() if path != root else path.name
+
+
+def is_raster_name(path: Path) -> bool:
+    return path.suffix.lower() in RASTER_SUFFIXES
+
+
+def wgs84_geometry(crs, transform, width: int, height: int) -> tuple[tuple[float, float, float, float], dict]:
+    """Bounds (rasterio's transform_bounds, densified) and footprint polygon in WGS84 of a raster grid."""
+    from rasterio.transform import array_bounds
+    from rasterio.warp import transform_bounds, transform_geom
+
+    south, west, north, east = _bounds_tuple(array_bounds(height, width, transform))
+    if crs is None:
+        raise ValueError("the raster has no coordinate reference system")
+    bounds = transform_bounds(crs, "EPSG:4326", west, south, east, north, densify_pts=21)
+    ring = [(west, south), (east, south), (east, north), (west, north), (west, south)]
+    footprint = transform_geom(crs, "EPSG:4326", {"type": "Polygon", "coordinates": [ring]})
+    footprint = {"type": "Polygon", "coordinates": [[list(map(float, pt)) for pt in footprint["coordinates"][0]]]}
+    return tuple(float(v) for v in bounds), footprint
+
+
+def _bounds_tuple(bounds) -> tuple[float, float, float, float]:
+    # rasterio's array_bounds returns (west, south, east, north)
+    west, south, east, north = bounds
+    return south, west, north, east
+
+
+def iter_files(root: Path) -> Iterable[Path]:
+    """Every file under root (or root itself), sorted, following no symlinked folders twice."""
+    if root.is_file():
+        yield root
+        return
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        for name in sorted(names):
+            yield Path(folder) / name
