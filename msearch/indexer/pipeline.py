@@ -1,0 +1,347 @@
+"""The indexing run: plan -> read and prepare (worker processes) -> encode -> write, batch by batch.
+
+- plan: discover tiles, compare each with the catalogue by file size and mtime; only new, changed or
+  incomplete tiles are read (re-checking an unchanged archive reads no pixels and loads no model);
+- read: worker processes read pixels, hash the files and apply each encoder's input recipe, so that the
+  main process only runs the encoders (reading is ~20x faster than encoding on a CPU);
+- encode: one forward pass per space per batch;
+- write: each batch is one SQLite transaction (tiles, vectors, problems), so a killed run loses at most the
+  batch in flight, and the next run redoes exactly the tiles that have no committed vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from msearch.indexer.readers import discover, read_tile
+from msearch.indexer.store import IndexStore, SpaceIndex, vector_bytes
+from msearch.indexer.tiles import ReadSettings, SkipTile, Tile, TileSource
+from msearch.models import DEFAULT_MODEL, Encoder, InputRecipe, load_encoder
+from msearch.models.recipe import prepare
+from msearch.schema import catalog
+
+DEFAULT_SPACES = (DEFAULT_MODEL, "rs-m-clip")  # English multispectral + ten-language RGB
+FAISS_CHECKPOINT_SECONDS = 300.0
+
+
+@dataclass
+class RunSummary:
+    run_id: int
+    spaces: list[str]
+    discovered: int = 0
+    indexed: int = 0  # embedded in this run (new or changed)
+    unchanged: int = 0  # already indexed with the same content
+    removed: int = 0  # pruned: files gone
+    missing: int = 0  # files gone, kept because --prune was not given
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): read fine, not indexed
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): unreadable or bad
+    ignored: int = 0  # files that are not rasters of a known layout
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """A run fails only when nothing could be indexed although there was something to index."""
+        return not (self.failed and self.indexed == 0 and self.unchanged == 0)
+
+    def to_dict(self) -> dict:
+        return {
+            "run_id": self.run_id, "spaces": self.spaces, "discovered": self.discovered,
+            "indexed": self.indexed, "unchanged": self.unchanged, "removed": self.removed,
+            "missing": self.missing, "skipped": len(self.skipped), "failed": len(self.failed),
+            "ignored": self.ignored, "seconds": round(self.seconds, 2),
+        }
+
+
+@dataclass(frozen=True)
+class PendingTile:
+    source: TileSource
+    stat_signature: str
+    spaces: tuple[str, ...]  # spaces this tile needs vectors for
+
+
+# -- plan ---------------------------------------------------------------------------------------------
+
+
+def plan(store: IndexStore, sources: list[TileSource], spaces: Sequence[str]) -> tuple[list[PendingTile], int, list[int]]:
+    """(pending tiles, unchanged count, ids of catalogued tiles under the same roots that were not found)."""
+    roots = sorted({str(s.root) for s in sources})
+    with store.engine.connect() as conn:
+        known = {
+            (row.root, row.key): (row.id, row.stat_signature)
+            for row in conn.execute(select(catalog.tiles.c.id, catalog.tiles.c.root, catalog.tiles.c.key,
+                                           catalog.tiles.c.stat_signature).where(catalog.tiles.c.root.in_(roots)))
+        }
+        have: dict[int, set[str]] = {}
+        for tile_id, space in conn.execute(select(catalog.vectors.c.tile_id, catalog.vectors.c.space)):
+            have.setdefault(tile_id, set()).add(space)
+    pending, unchanged, seen = [], 0, set()
+    for source in sources:
+        entry = known.get((str(source.root), source.key))
+        seen.add((str(source.root), source.key))
+        try:
+            signature = source.stat_signature()
+        except OSError:
+            signature = ""  # unreadable now: the read reports why
+        if entry and entry[1] == signature:
+            needed = tuple(s for s in spaces if s not in have.get(entry[0], set()))
+            if not needed:
+                unchanged += 1
+                continue
+            pending.append(PendingTile(source, signature, needed))
+        else:
+            pending.append(PendingTile(source, signature, tuple(spaces)))
+    gone = [tile_id for (root, key), (tile_id, _) in known.items() if (root, key) not in seen]
+    return pending, unchanged, gone
+
+
+# -- read (in worker processes) -----------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def content_digest(files: Sequence[Path]) -> str:
+    """sha256 over the files' own digests (memoised, so chips of one scene hash it once per process)."""
+    sha = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        sha.update(_file_digest(str(path), stat.st_size, stat.st_mtime_ns).encode())
+    return sha.hexdigest()
+
+
+class PreparedTiles(torch.utils.data.Dataset):
+    """Reads pending tiles and applies the input recipes of the spaces each needs."""
+
+    def __init__(self, pending: list[PendingTile], recipes: dict[str, InputRecipe], settings: ReadSettings):
+        self.pending, self.recipes, self.settings = pending, recipes, settings
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.pending[i]
+        try:
+            tile = read_tile(item.source, self.settings)
+            digest = content_digest(item.source.files)
+            inputs = {space: prepare(self.recipes[space], [tile.pixels])[0] for space in item.spaces}
+        except SkipTile as exc:
+            return {"item": item, "skipped": str(exc)}
+        except Exception as exc:  # any failure of one tile is recorded, never the end of the run
+            return {"item": item, "failed": _reason(exc)}
+        return {"item": item, "row": tile_row(tile, item.stat_signature, digest), "inputs": inputs}
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, PermissionError):
+        return f"permission denied ({exc.filename or exc})"
+    if isinstance(exc, FileNotFoundError):
+        return f"file vanished during the run ({exc.filename or exc})"
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, ValueError) else f"{type(exc).__name__}: {text}"
+
+
+def tile_row(tile: Tile, stat_signature: str, digest: str) -> dict:
+    source = tile.source
+    stats = [f.stat() for f in source.files]
+    bounds = tile.bounds or (None, None, None, None)
+    centre = ((bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2) if tile.bounds else (None, None)
+    return {
+        "root": str(source.root), "key": source.key, "path": source.path, "reader": source.reader,
+        "stat_signature": stat_signature, "size": sum(s.st_size for s in stats),
+        "mtime": max(s.st_mtime for s in stats), "digest": digest,
+        "crs": tile.crs, "width": tile.width, "height": tile.height, "pixel_size": tile.pixel_size,
+        "min_lon": bounds[0], "min_lat": bounds[1], "max_lon": bounds[2], "max_lat": bounds[3],
+        "centre_lon": centre[0], "centre_lat": centre[1],
+        "footprint": json.dumps(tile.footprint) if tile.footprint else None,
+        "bands": ",".join(tile.pixels.bands), "offset": tile.pixels.offset, "level": tile.level,
+        "acquired": tile.acquired, "product": tile.product, "mgrs_tile": tile.mgrs_tile,
+        "processing_baseline": tile.processing_baseline, "cloud_cover": tile.cloud_cover,
+        "nodata_fraction": tile.nodata_fraction, "scene": tile.scene,
+        "window": ",".join(map(str, source.window)) if source.window else None,
+    }
+
+
+def _worker_init(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # the encoder in the main process gets the cores
+
+
+# -- write ----------------------------------------------------------------------------------------------
+
+
+class CatalogueWriter:
+    def __init__(self, store: IndexStore, run_id: int, views: dict[str, SpaceIndex]):
+        self.store, self.run_id, self.views = store, run_id, views
+
+    def write_batch(self, done: list[tuple[dict, dict[str, "object"]]], problems: list[tuple[TileSource, str, str]]) -> None:
+        """One transaction: tile rows, their vectors per space, and the problems of this batch."""
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        with self.store.engine.begin() as conn:
+            for row, vectors in done:
+                values = dict(row, run_id=self.run_id, indexed_at=now)
+                statement = sqlite_insert(catalog.tiles).values(values)
+                statement = statement.on_conflict_do_update(
+                    index_elements=["root", "key"], set_={k: statement.excluded[k] for k in values if k not in ("root", "key")}
+                ).returning(catalog.tiles.c.id)
+                tile_id = conn.execute(statement).scalar_one()
+                for space, vector in vectors.items():
+                    conn.execute(delete(catalog.vectors).where(
+                        catalog.vectors.c.tile_id == tile_id, catalog.vectors.c.space == space))
+                    conn.execute(catalog.vectors.insert().values(tile_id=tile_id, space=space, vector=vector_bytes(vector)))
+                conn.execute(delete(catalog.problems).where(
+                    catalog.problems.c.root == row["root"], catalog.problems.c.key == row["key"]))
+            for source, kind, reason in problems:
+                statement = sqlite_insert(catalog.problems).values(
+                    run_id=self.run_id, root=str(source.root), key=source.key, kind=kind, reason=reason)
+                conn.execute(statement.on_conflict_do_update(
+                    index_elements=["root", "key"], set_={"run_id": self.run_id, "kind": kind, "reason": reason}))
+            for view in self.views.values():
+                self.store.catch_up(view, conn)
+
+
+# -- run ------------------------------------------------------------------------------------------------
+
+
+ProgressCallback = Callable[[int, int], None]  # (tiles done, tiles to do)
+
+
+def index_archive(
+    paths: Sequence[str | Path],
+    index: str | Path | None = None,
+    models: Sequence[str] | None = None,
+    checkpoint: str | Path | None = None,
+    settings: ReadSettings = ReadSettings(),
+    batch_size: int = 32,
+    workers: int = 1,
+    prune: bool = False,
+    progress: ProgressCallback | None = None,
+    encoders: dict[str, Encoder] | None = None,
+) -> RunSummary:
+    """Index the tiles under `paths` into the index directory. Incremental and resumable: run it again
+    after a crash, or after new acquisitions land, and it embeds exactly what is missing.
+    `encoders` lets a caller that already holds loaded encoders (keyed by space) reuse them."""
+    started = time.perf_counter()
+    roots = [Path(p) for p in paths]
+    for root in roots:
+        if not root.exists():
+            raise FileNotFoundError(f"{root} does not exist")
+    spaces = list(encoders) if encoders else list(models or DEFAULT_SPACES)
+    if checkpoint and len(spaces) != 1:
+        raise ValueError("--checkpoint names the weights of one model: give exactly one --model with it")
+    store = IndexStore(index, create=True)
+    with store.engine.begin() as conn:
+        run_id = conn.execute(catalog.runs.insert().values(
+            started_at=_now(), status="running", paths=json.dumps([str(r.resolve()) for r in roots]),
+            spaces=json.dumps(spaces))).inserted_primary_key[0]
+    summary = RunSummary(run_id=run_id, spaces=spaces)
+    found = discover(roots, settings)
+    summary.discovered, summary.ignored = len(found.sources), len(found.ignored)
+    pending, summary.unchanged, gone = plan(store, found.sources, spaces)
+    if gone and prune:
+        with store.engine.begin() as conn:
+            store.delete_tiles(conn, gone)
+        summary.removed = len(gone)
+    else:
+        summary.missing = len(gone)
+
+    views: dict[str, SpaceIndex] = {}
+    status = "failed"
+    try:
+        if pending or gone and prune:
+            encoders = encoders or {}
+            for space in spaces:
+                if pending and space not in encoders:
+                    encoders[space] = load_encoder(space, checkpoint)
+            for space in spaces:
+                if space in encoders:
+                    identity = encoders[space].identity
+                    store.ensure_space(space, identity.card, identity.weights_sha256, encoders[space].dim)
+            views = {space: store.open_space(space) for space in store.manifests() if space in spaces or prune}
+            _run_batches(store, summary, pending, encoders, views, settings, batch_size, workers, progress)
+        status = "finished"
+    finally:
+        for view in views.values():
+            store.save_space(view)
+        summary.seconds = time.perf_counter() - started
+        with store.engine.begin() as conn:
+            conn.execute(catalog.runs.update().where(catalog.runs.c.id == run_id).values(
+                finished_at=_now(), status=status, summary=json.dumps(summary.to_dict())))
+    return summary
+
+
+def _run_batches(store, summary, pending, encoders, views, settings, batch_size, workers, progress) -> None:
+    if not pending:
+        return
+    recipes = {space: encoder.card.input for space, encoder in encoders.items()}
+    loader = torch.utils.data.DataLoader(
+        PreparedTiles(pending, recipes, settings), batch_size=batch_size, num_workers=workers,
+        collate_fn=list, worker_init_fn=_worker_init if workers else None,
+        prefetch_factor=2 if workers else None,
+    )
+    with store.engine.connect() as conn:
+        digests = {(root, key): digest for root, key, digest in conn.execute(
+            select(catalog.tiles.c.root, catalog.tiles.c.key, catalog.tiles.c.digest))}
+    writer = CatalogueWriter(store, summary.run_id, views)
+    last_save, done_count = time.monotonic(), 0
+    for batch in loader:
+        done, problems = [], []
+        for result in batch:
+            item: PendingTile = result["item"]
+            if "skipped" in result:
+                problems.append((item.source, "skipped", result["skipped"]))
+                summary.skipped.append((item.source.key, result["skipped"]))
+            elif "failed" in result:
+                problems.append((item.source, "error", result["failed"]))
+                summary.failed.append((item.source.key, result["failed"]))
+        ok = [r for r in batch if "row" in r]
+        # A tile whose files were only touched (same content, all spaces present) keeps its vectors.
+        touched = [r for r in ok if digests.get((r["row"]["root"], r["row"]["key"])) == r["row"]["digest"]
+                   and set(r["item"].spaces) == set(encoders) and _has_all_vectors(store, r, encoders)]
+        embed = [r for r in ok if r not in touched]
+        vectors = {id(r): {} for r in embed}
+        for space, encoder in encoders.items():
+            needing = [r for r in embed if space in r["inputs"]]
+            if needing:
+                out = encoder.encode_images(torch.stack([r["inputs"][space] for r in needing]))
+                for r, vector in zip(needing, out):
+                    vectors[id(r)][space] = vector
+        done = [(r["row"], vectors[id(r)]) for r in embed] + [(r["row"], {}) for r in touched]
+        writer.write_batch(done, problems)
+        summary.indexed += len(embed)
+        summary.unchanged += len(touched)
+        done_count += len(batch)
+        if progress:
+            progress(done_count, len(pending))
+        if time.monotonic() - last_save > FAISS_CHECKPOINT_SECONDS:
+            for view in views.values():
+                store.save_space(view)
+            last_save = time.monotonic()
+
+
+def _has_all_vectors(store: IndexStore, result: dict, encoders: dict) -> bool:
+    with store.engine.connect() as conn:
+        found = conn.execute(
+            select(catalog.vectors.c.space).join(catalog.tiles, catalog.tiles.c.id == catalog.vectors.c.tile_id)
+            .where(catalog.tiles.c.root == result["row"]["root"], catalog.tiles.c.key == result["row"]["key"])
+        ).scalars().all()
+    return set(encoders) <= set(found)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

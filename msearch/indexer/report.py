@@ -1,0 +1,37 @@
+"""`msearch info` as a library call: what an index directory holds."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import func, select
+
+from msearch.indexer.store import IndexStore
+from msearch.schema import catalog
+
+
+def index_report(index=None, with_problems: bool = False) -> dict:
+    store = IndexStore(index, create=False)
+    size = sum(f.stat().st_size for f in store.directory.rglob("*") if f.is_file())
+    with store.engine.connect() as conn:
+        counts = {space: n for space, n in conn.execute(
+            select(catalog.vectors.c.space, func.count()).group_by(catalog.vectors.c.space))}
+        last = conn.execute(select(catalog.runs).order_by(catalog.runs.c.id.desc()).limit(1)).mappings().first()
+        problem_counts = dict(conn.execute(
+            select(catalog.problems.c.kind, func.count()).group_by(catalog.problems.c.kind)).all())
+        problem_rows = conn.execute(select(catalog.problems).order_by(catalog.problems.c.key)).mappings().all() if with_problems else []
+    report = {
+        "directory": str(store.directory),
+        "tiles": store.tile_count(),
+        "size_mb": size / 1e6,
+        "spaces": [
+            {"space": m.space, "identity": m.identity, "dim": m.dim, "metric": m.metric, "index": m.index,
+             "vectors": counts.get(m.space, 0), "faiss_file": m.faiss_file}
+            for m in store.manifests().values()
+        ],
+        "last_run": dict(last, summary=json.loads(last["summary"]) if last and last["summary"] else None) if last else None,
+        "problem_counts": problem_counts,
+    }
+    if with_problems:
+        report["problems"] = [{"key": r["key"], "root": r["root"], "kind": r["kind"], "reason": r["reason"]} for r in problem_rows]
+    return report

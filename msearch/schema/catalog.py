@@ -1,0 +1,121 @@
+"""The SQLite catalogue: one row per tile, its vectors per encoder space, runs and per-file problems.
+
+Vectors are stored here, in the same transaction as their tile, so that the catalogue is the durable
+truth: a FAISS file is a derived, rebuildable view of the `vectors` table (see msearch.indexer.store).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import (
+    Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, Text, UniqueConstraint,
+    create_engine, event,
+)
+from sqlalchemy.engine import Engine
+
+CATALOGUE_FILE = "catalogue.sqlite"
+metadata = MetaData()
+
+tiles = Table(
+    "tiles", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("root", Text, nullable=False),  # the folder given to `msearch index`, absolute
+    Column("key", Text, nullable=False),  # relative path (+ '#col,row,width,height' for chips)
+    Column("path", Text, nullable=False),  # relative path of the file or folder
+    Column("reader", String(32), nullable=False),
+    Column("stat_signature", String(40), nullable=False),  # size+mtime of every file: cheap change check
+    Column("size", Integer),  # bytes, all files together
+    Column("mtime", Float),  # latest modification time of its files (POSIX seconds)
+    Column("digest", String(64)),  # sha256 over the contents of its files
+    Column("crs", Text),
+    Column("width", Integer),
+    Column("height", Integer),
+    Column("pixel_size", Float),
+    Column("min_lon", Float), Column("min_lat", Float), Column("max_lon", Float), Column("max_lat", Float),
+    Column("centre_lon", Float), Column("centre_lat", Float),
+    Column("footprint", Text),  # GeoJSON Polygon, WGS84
+    Column("bands", Text),  # comma-separated canonical band names, as present in the source
+    Column("offset", Float),  # radiometric offset the stored values carry (removed before encoding)
+    Column("level", String(8)),
+    Column("acquired", String(32)),  # ISO 8601
+    Column("product", Text),
+    Column("mgrs_tile", String(8)),
+    Column("processing_baseline", String(8)),
+    Column("cloud_cover", Float),  # percent
+    Column("nodata_fraction", Float),
+    Column("scene", Text),  # chips: the scene they were cut from
+    Column("window", Text),  # chips: 'col,row,width,height' on the 10 m grid
+    Column("run_id", Integer),
+    Column("indexed_at", String(32)),
+    UniqueConstraint("root", "key", name="uq_tiles_root_key"),
+)
+Index("ix_tiles_acquired", tiles.c.acquired)
+Index("ix_tiles_mgrs", tiles.c.mgrs_tile)
+Index("ix_tiles_lon_lat", tiles.c.centre_lon, tiles.c.centre_lat)
+
+spaces = Table(
+    "spaces", metadata,
+    Column("name", String(128), primary_key=True),
+    Column("card", String(128), nullable=False),
+    Column("weights_sha256", String(64), nullable=False),
+    Column("dim", Integer, nullable=False),
+    Column("metric", String(16), nullable=False),
+    # Bumped whenever vectors are replaced or deleted: a FAISS file built at another generation cannot be
+    # brought up to date by appending, and is rebuilt from the vectors.
+    Column("generation", Integer, nullable=False, default=0),
+)
+
+vectors = Table(
+    "vectors", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),  # order of insertion: FAISS catch-up point
+    Column("tile_id", Integer, ForeignKey("tiles.id", ondelete="CASCADE"), nullable=False),
+    Column("space", String(128), ForeignKey("spaces.name"), nullable=False),
+    Column("vector", LargeBinary, nullable=False),  # float32, little-endian, L2-normalised
+    UniqueConstraint("tile_id", "space", name="uq_vectors_tile_space"),
+)
+Index("ix_vectors_space_seq", vectors.c.space, vectors.c.seq)
+
+runs = Table(
+    "runs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("started_at", String(32), nullable=False),
+    Column("finished_at", String(32)),
+    Column("status", String(16), nullable=False),  # running | finished | failed (a crash leaves 'running')
+    Column("paths", Text),
+    Column("spaces", Text),
+    Column("summary", Text),  # JSON counts
+)
+
+problems = Table(
+    "problems", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, nullable=False),
+    Column("root", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("kind", String(16), nullable=False),  # error (unreadable, bad) | skipped (e.g. all nodata)
+    Column("reason", Text, nullable=False),
+    UniqueConstraint("root", "key", name="uq_problems_root_key"),
+)
+
+
+def catalogue_engine(index_dir: Path, create: bool = True) -> Engine:
+    """The catalogue of an index directory, in WAL mode so that readers see a consistent snapshot while
+    an indexing run writes."""
+    path = Path(index_dir) / CATALOGUE_FILE
+    if not create and not path.exists():
+        raise FileNotFoundError(f"no msearch index at {index_dir} ({path} does not exist); run `msearch index` first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 60})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses no commit
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    if create:
+        metadata.create_all(engine)
+    return engine
