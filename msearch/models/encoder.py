@@ -45,6 +45,13 @@ class Encoder:
     def context_length(self) -> int:
         return int(self.tokenizer.context_length)
 
+    def truncates(self, text: str) -> bool:
+        """Whether the tokenizer cuts this text to its context length (77 tokens for both families)."""
+        inner = getattr(self.tokenizer, "tokenizer", None)  # open_clip's HFTokenizer wraps a transformers one
+        if inner is not None:
+            return len(inner(text)["input_ids"]) > self.context_length
+        return len(self.tokenizer.encode(text)) + 2 > self.context_length  # + start and end tokens
+
     def prepare(self, tiles: Sequence[Pixels]) -> torch.Tensor:
         """The card's input recipe (pure and batched; see msearch.models.recipe)."""
         return prepare(self.card.input, tiles)

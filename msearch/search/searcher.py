@@ -1,0 +1,264 @@
+"""Query -> embeddings -> FAISS -> metadata -> results, over one index directory.
+
+Routing: English goes to the multispectral space, the nine other languages to a space whose card speaks
+them (rs-m-clip); `space=` overrides; `fuse=True` merges the rankings of every space that understands the
+query by reciprocal rank fusion. Filters run in SQL first and the vector search is restricted to the ids
+they keep, so a filtered query returns k tiles whenever k matching tiles exist.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import and_, or_, select
+
+from msearch.indexer.store import IndexStore, SpaceIndex, SpaceMismatchError
+from msearch.models import Encoder, ModelCard, get_card, load_encoder
+from msearch.schema import catalog
+from msearch.search.language import detect_language, parse_language
+from msearch.search.results import SearchResult
+
+RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
+EXACT_SUBSET_LIMIT = 50_000  # below this many allowed tiles, score them exactly instead of asking FAISS
+
+
+class QueryError(ValueError):
+    """A query that cannot be answered as asked: the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Filters:
+    bbox: tuple[float, float, float, float] | None = None  # min lon, min lat, max lon, max lat (WGS84)
+    date_from: date | None = None
+    date_to: date | None = None  # inclusive
+    max_cloud: float | None = None  # percent; tiles of unknown cloud cover are excluded
+    tile_id: str | None = None  # MGRS tile, e.g. 33NZA
+
+    def __post_init__(self):
+        if self.bbox is not None:
+            min_lon, min_lat, max_lon, max_lat = self.bbox
+            if not (-180 <= min_lon <= 180 and -180 <= max_lon <= 180 and -90 <= min_lat <= 90 and -90 <= max_lat <= 90):
+                raise QueryError(f"bbox {self.bbox} is outside WGS84 longitude/latitude ranges")
+            if min_lon > max_lon or min_lat > max_lat:
+                raise QueryError(f"bbox must be minlon,minlat,maxlon,maxlat with min <= max, got {self.bbox}")
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            raise QueryError(f"--date-from {self.date_from} is after --date-to {self.date_to}")
+        if self.max_cloud is not None and not 0 <= self.max_cloud <= 100:
+            raise QueryError(f"--max-cloud is a percentage (0-100), got {self.max_cloud}")
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in (self.bbox, self.date_from, self.date_to, self.max_cloud, self.tile_id))
+
+    def where(self):
+        t = catalog.tiles.c
+        clauses = []
+        if self.bbox is not None:
+            min_lon, min_lat, max_lon, max_lat = self.bbox
+            clauses.append(and_(t.max_lon >= min_lon, t.min_lon <= max_lon, t.max_lat >= min_lat, t.min_lat <= max_lat))
+        if self.date_from is not None:
+            clauses.append(t.acquired >= self.date_from.isoformat())
+        if self.date_to is not None:
+            clauses.append(t.acquired < (self.date_to + timedelta(days=1)).isoformat())
+        if self.max_cloud is not None:
+            clauses.append(and_(t.cloud_cover.is_not(None), t.cloud_cover <= self.max_cloud))
+        if self.tile_id is not None:
+            clauses.append(t.mgrs_tile == self.tile_id.upper().removeprefix("T"))
+        return and_(*clauses)
+
+
+@dataclass
+class QueryAnswer:
+    results: list[SearchResult]
+    query: str
+    lang: str | None
+    spaces: list[str]
+    truncated: bool = False
+    matching_tiles: int | None = None  # tiles that pass the filters (None without filters)
+
+    def info(self) -> dict:
+        return {"query": self.query, "lang": self.lang, "space": "+".join(self.spaces),
+                "truncated": self.truncated, "matching_tiles": self.matching_tiles}
+
+
+class Searcher:
+    """Searches one index directory. Encoders and FAISS views are loaded on first use and kept."""
+
+    def __init__(self, index: str | Path | None = None, checkpoints: dict[str, str | Path] | None = None):
+        self.store = IndexStore(index, create=False)
+        self.checkpoints = checkpoints or {}
+        self._encoders: dict[str, Encoder] = {}
+        self._views: dict[str, SpaceIndex] = {}
+
+    # -- spaces and routing -----------------------------------------------------------------------------
+
+    def spaces(self) -> dict[str, ModelCard]:
+        return {name: get_card(m.card) for name, m in self.store.manifests().items()}
+
+    def route(self, lang: str, space: str | None = None) -> str:
+        spaces = self.spaces()
+        if not spaces:
+            raise QueryError(f"the index at {self.store.directory} has no encoder spaces yet; run `msearch index`")
+        if space is not None:
+            if space not in spaces:
+                raise QueryError(f"no space {space!r} in this index (it has: {', '.join(spaces)})")
+            if lang not in spaces[space].languages:
+                raise QueryError(f"space {space!r} ({spaces[space].name}) does not understand {lang!r}; "
+                                 f"it speaks {', '.join(spaces[space].languages)}")
+            return space
+        speaking = [name for name, card in spaces.items() if lang in card.languages]
+        if not speaking:
+            raise QueryError(
+                f"no space in this index understands {lang!r} (spaces: "
+                + ", ".join(f"{n} [{', '.join(c.languages)}]" for n, c in spaces.items())
+                + "); index with --model rs-m-clip for the nine languages beyond English"
+            )
+        # English prefers the multispectral encoder, which sees all ten bands.
+        multispectral = [n for n in speaking if spaces[n].family == "ms-clip"]
+        return (multispectral or speaking)[0]
+
+    def encoder(self, space: str) -> Encoder:
+        if space not in self._encoders:
+            manifest = self.store.manifest(space)
+            encoder = load_encoder(manifest.card, self.checkpoints.get(space))
+            if encoder.identity.weights_sha256 != manifest.weights_sha256:
+                raise SpaceMismatchError(
+                    f"space {space!r} was built with {manifest.identity}, but the weights found now are "
+                    f"{encoder.identity}: pass the weights the index was built with (--checkpoint)"
+                )
+            self._encoders[space] = encoder
+        return self._encoders[space]
+
+    def view(self, space: str) -> SpaceIndex:
+        if space not in self._views:
+            self._views[space] = self.store.open_space(space)
+        return self._views[space]
+
+    # -- queries ----------------------------------------------------------------------------------------
+
+    def query(self, text: str, top_k: int = 10, lang: str = "auto", space: str | None = None,
+              fuse: bool = False, filters: Filters = Filters()) -> QueryAnswer:
+        if not text or not text.strip():
+            raise QueryError("the query is empty: give some words to search for")
+        if top_k <= 0:
+            raise QueryError(f"--top-k must be at least 1, got {top_k}")
+        lang = parse_language(lang)
+        if lang == "auto":
+            lang = detect_language(text)
+        if fuse:
+            if space is not None:
+                raise QueryError("--fuse merges every space that understands the query: leave out --space")
+            names = [n for n, card in self.spaces().items() if lang in card.languages]
+            if not names:
+                self.route(lang)  # raises the clear error
+        else:
+            names = [self.route(lang, space)]
+        allowed = self._allowed_ids(filters)
+        truncated = False
+        rankings = {}
+        for name in names:
+            encoder = self.encoder(name)
+            truncated |= encoder.truncates(text)
+            vector = encoder.encode_texts([text.strip()])[0]
+            rankings[name] = self._search_vector(name, vector, top_k if len(names) == 1 else max(top_k, 100), allowed)
+        ranked = rankings[names[0]] if len(names) == 1 else reciprocal_rank_fusion(list(rankings.values()))
+        results = self._results(ranked[:top_k], "+".join(names))
+        return QueryAnswer(results, text, lang, names, truncated, len(allowed) if allowed is not None else None)
+
+    def like(self, example: str, top_k: int = 10, space: str | None = None, filters: Filters = Filters()) -> QueryAnswer:
+        """Tiles that look like an example: a tile id, a catalogued path, or a raster file."""
+        if top_k <= 0:
+            raise QueryError(f"--top-k must be at least 1, got {top_k}")
+        spaces = self.spaces()
+        name = space or next((n for n, c in spaces.items() if c.family == "ms-clip"), None) or next(iter(spaces), None)
+        if name is None or name not in spaces:
+            raise QueryError(f"no space {space!r} in this index (it has: {', '.join(spaces) or 'none'})")
+        tile_id = self._tile_id_of(example)
+        if tile_id is not None:
+            vector = self.store.vectors_of(name, [tile_id])[0]
+        else:
+            vector = self._embed_file(example, name)
+        allowed = self._allowed_ids(filters)
+        if tile_id is not None and allowed is not None:
+            allowed = allowed[allowed != tile_id]
+        ranked = [(t, s) for t, s in self._search_vector(name, vector, top_k + 1, allowed) if t != tile_id][:top_k]
+        return QueryAnswer(self._results(ranked, name), f"like:{example}", None, [name],
+                           matching_tiles=len(allowed) if allowed is not None else None)
+
+    def _tile_id_of(self, example: str) -> int | None:
+        t = catalog.tiles.c
+        with self.store.engine.connect() as conn:
+            if example.isdigit():
+                found = conn.execute(select(t.id).where(t.id == int(example))).scalar()
+                if found is not None:
+                    return int(found)
+            found = conn.execute(select(t.id).where(or_(t.key == example, t.path == example)).limit(1)).scalar()
+            if found is None and Path(example).exists():
+                resolved = Path(example).resolve()
+                for tid, root, key in conn.execute(select(t.id, t.root, t.key)):
+                    if Path(root) / key.split("#", 1)[0] == resolved and "#" not in key:
+                        return int(tid)
+        if found is None and not Path(example).exists():
+            raise QueryError(f"{example!r} is neither a tile id, a catalogued path, nor a file")
+        return int(found) if found is not None else None
+
+    def _embed_file(self, path: str, space: str) -> np.ndarray:
+        from msearch.indexer.readers import discover, read_tile
+        from msearch.indexer.tiles import ReadSettings
+
+        found = discover([Path(path)], ReadSettings())
+        if not found.sources:
+            raise QueryError(f"{path} is not a raster msearch can read")
+        tile = read_tile(found.sources[0], ReadSettings())
+        return self.encoder(space).encode_pixels([tile.pixels])[0]
+
+    def _allowed_ids(self, filters: Filters) -> np.ndarray | None:
+        if not filters.active:
+            return None
+        with self.store.engine.connect() as conn:
+            ids = conn.execute(select(catalog.tiles.c.id).where(filters.where())).scalars().all()
+        return np.asarray(ids, dtype=np.int64)
+
+    def _search_vector(self, space: str, vector: np.ndarray, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
+        query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
+        if allowed is not None:
+            if len(allowed) == 0:
+                return []
+            if len(allowed) <= EXACT_SUBSET_LIMIT:
+                vectors = self.store.vectors_of(space, allowed)
+                scores = vectors @ query[0]
+                order = np.argsort(-scores, kind="stable")[:k]
+                return [(int(allowed[i]), float(scores[i])) for i in order]
+            import faiss
+
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+            scores, ids = self.view(space).index.search(query, k, params=params)
+        else:
+            scores, ids = self.view(space).index.search(query, k)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+
+    def _results(self, ranked: list[tuple[int, float]], space: str) -> list[SearchResult]:
+        rows = self.store.tiles_by_id([t for t, _ in ranked])
+        results = []
+        for rank, (tile_id, score) in enumerate(ranked, start=1):
+            row = rows[tile_id]
+            results.append(SearchResult(
+                rank=rank, score=score, tile_id=tile_id, path=row["key"], root=row["root"],
+                lon=row["centre_lon"], lat=row["centre_lat"], date=row["acquired"], tile=row["mgrs_tile"],
+                cloud=row["cloud_cover"], space=space,
+                footprint=json.loads(row["footprint"]) if row["footprint"] else None,
+            ))
+        return results
+
+
+def reciprocal_rank_fusion(rankings: list[list[tuple[int, float]]], k: int = RRF_K) -> list[tuple[int, float]]:
+    """Merge ranked lists: score(tile) = sum over lists of 1 / (k + rank). Ties keep first-seen order."""
+    fused: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, (tile_id, _) in enumerate(ranking, start=1):
+            fused[tile_id] = fused.get(tile_id, 0.0) + 1.0 / (k + rank)
+    return sorted(fused.items(), key=lambda item: -item[1])
