@@ -126,3 +126,98 @@ def info(
     console.print(f"problems: {report['problem_counts']}")
     for item in report.get("problems", []):
         console.print(f"  {item['kind']}: {item['key']}: {item['reason']}")
+
+
+def _parse_bbox(text: Optional[str]):
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        _fail(f"--bbox must be four numbers minlon,minlat,maxlon,maxlat, got {text!r}")
+    return values
+
+
+def _parse_date(text: Optional[str], option: str):
+    from datetime import date
+
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        _fail(f"{option} must be a date as YYYY-MM-DD, got {text!r}")
+
+
+@app.command()
+def query(
+    text: Optional[str] = typer.Argument(None, help="What to look for, in any of the ten languages."),
+    index: Optional[Path] = INDEX_OPTION,
+    top_k: int = typer.Option(10, "--top-k", "-k", help="Number of results."),
+    lang: str = typer.Option("auto", help="auto, en, pt, es, fr, de, nl, it, zh, ko or ru."),
+    space: Optional[str] = typer.Option(None, help="Search this encoder space instead of the language's default."),
+    fuse: bool = typer.Option(False, help="Merge the rankings of every space that understands the query (RRF)."),
+    like: Optional[str] = typer.Option(None, help="Find tiles that look like this tile id, catalogued path or raster file."),
+    bbox: Optional[str] = typer.Option(None, help="minlon,minlat,maxlon,maxlat (WGS84): tiles that intersect it."),
+    date_from: Optional[str] = typer.Option(None, help="Acquired on or after YYYY-MM-DD."),
+    date_to: Optional[str] = typer.Option(None, help="Acquired on or before YYYY-MM-DD."),
+    max_cloud: Optional[float] = typer.Option(None, help="At most this cloud cover (percent); tiles of unknown cover are excluded."),
+    tile_id: Optional[str] = typer.Option(None, help="MGRS tile, e.g. 33NZA."),
+    as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print results as CSV."),
+    as_geojson: bool = typer.Option(False, "--geojson", help="Print results as a GeoJSON FeatureCollection of footprints."),
+    html: Optional[Path] = typer.Option(None, help="Also write one self-contained HTML page with a quicklook per result."),
+    checkpoint: Optional[List[str]] = typer.Option(None, help="SPACE=PATH: local weights for a space's encoder (repeatable)."),
+):
+    """Search an index by text (or by example with --like)."""
+    from msearch.models import CardError, ModelNotAvailableError
+    from msearch.indexer.store import SpaceMismatchError
+    from msearch.search import formats
+    from msearch.search.searcher import Filters, QueryError, Searcher
+
+    if sum([as_json, as_csv, as_geojson]) > 1:
+        _fail("choose one of --json, --csv, --geojson")
+    if (text is None) == (like is None):
+        _fail("give a query TEXT or --like EXAMPLE (one of them)")
+    checkpoints = {}
+    for item in checkpoint or []:
+        name, sep, path = item.partition("=")
+        if not sep:
+            _fail(f"--checkpoint takes SPACE=PATH, got {item!r}")
+        checkpoints[name] = path
+    try:
+        filters = Filters(bbox=_parse_bbox(bbox), date_from=_parse_date(date_from, "--date-from"),
+                          date_to=_parse_date(date_to, "--date-to"), max_cloud=max_cloud, tile_id=tile_id)
+        searcher = Searcher(index, checkpoints)
+        if like is not None:
+            answer = searcher.like(like, top_k=top_k, space=space, filters=filters)
+        else:
+            answer = searcher.query(text, top_k=top_k, lang=lang, space=space, fuse=fuse, filters=filters)
+    except (QueryError, FileNotFoundError, CardError, ModelNotAvailableError, SpaceMismatchError) as exc:
+        _fail(str(exc))
+    if answer.truncated:
+        err_console.print("[yellow]note:[/yellow] the query is longer than the text encoder's 77 tokens and was truncated")
+    if len(answer.results) < top_k and answer.matching_tiles is not None:
+        err_console.print(f"only {answer.matching_tiles} tiles match the filters")
+    if as_json:
+        typer.echo(formats.to_json(answer.results, answer.info()))
+    elif as_csv:
+        typer.echo(formats.to_csv(answer.results), nl=False)
+    elif as_geojson:
+        typer.echo(formats.to_geojson(answer.results, answer.info()))
+    else:
+        console.print(f"[bold]{answer.query}[/bold]  ({answer.lang or 'image'} → {', '.join(answer.spaces)})")
+        console.print(formats.results_table(answer.results))
+    if html is not None:
+        from msearch.search.quicklook import html_page, png_bytes, true_colour
+
+        images = []
+        for result in answer.results:
+            try:
+                images.append(png_bytes(true_colour(searcher.tile_pixels(result.tile_id))))
+            except Exception:  # a tile that moved or broke since indexing gets a placeholder, not a crash
+                images.append(None)
+        html.write_text(html_page(answer.results, images, answer.info()), encoding="utf-8")
+        err_console.print(f"wrote {html}")

@@ -216,6 +216,21 @@ class Searcher:
         tile = read_tile(found.sources[0], ReadSettings())
         return self.encoder(space).encode_pixels([tile.pixels])[0]
 
+    def tile_pixels(self, tile_id: int):
+        """Re-read a catalogued tile's pixels (for quicklooks), with the band order it was indexed with."""
+        from msearch.indexer.readers import discover, read_tile
+        from msearch.indexer.tiles import ReadSettings
+
+        row = self.store.tiles_by_id([tile_id])[tile_id]
+        settings = ReadSettings(band_order=tuple(row["bands"].split(",")) if row["reader"] == "geotiff" else None,
+                                offset=row["offset"])
+        window = tuple(int(v) for v in row["window"].split(",")) if row["window"] else None
+        found = discover([Path(row["root"]) / row["path"]], settings)
+        source = next((s for s in found.sources if s.window == window), None)
+        if source is None:
+            raise FileNotFoundError(f"{row['path']} is no longer readable under {row['root']}")
+        return read_tile(source, settings).pixels
+
     def _allowed_ids(self, filters: Filters) -> np.ndarray | None:
         if not filters.active:
             return None
