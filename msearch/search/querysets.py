@@ -29,6 +29,10 @@ QUERY_COLUMNS = ("query", "lang", "relevant")
 REQUIRED_COLUMNS = ("query", "relevant")
 SEPARATOR = ";"
 
+# Shipped query set for the EuroSAT sample layout (`<Class>/<Class>_<n>.tif`): 2 queries per class in each of
+# RS-M-CLIP's ten languages, relevant = every file of that class in the sample data's labels.csv.
+EUROSAT_SAMPLE_QUERIES = Path(__file__).parent / "data" / "eurosat-queries.csv"
+
 
 class QuerySetError(ValueError):
     """A query or labels file that cannot be read as a query set."""
