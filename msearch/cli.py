@@ -221,3 +221,127 @@ def query(
                 images.append(None)
         html.write_text(html_page(answer.results, images, answer.info()), encoding="utf-8")
         err_console.print(f"wrote {html}")
+
+
+def _templates(path: Optional[Path]):
+    from msearch.search.prompts import TEMPLATES, load_templates
+
+    return load_templates(path) if path else TEMPLATES
+
+
+@app.command("eval")
+def evaluate(
+    queryset: Path = typer.Argument(..., help="Query set (CSV/JSONL: query,lang,relevant) or a labels file (file,label)."),
+    index: Optional[Path] = INDEX_OPTION,
+    space: Optional[str] = typer.Option(None, help="Answer every query in this space."),
+    k: int = typer.Option(100, "--k", min=1, help="Cut-off for mAP@k."),
+    task: str = typer.Option("retrieval", help="retrieval, or classify (zero-shot accuracy on a labels file)."),
+    templates: Optional[Path] = typer.Option(None, help="Prompt templates, one per line with {c} (default: the paper's 50)."),
+    label_column: Optional[str] = typer.Option(None, help="Label column of a labels file (default: label or labels)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    out: Optional[Path] = typer.Option(None, help="Save the report as OUT.json, OUT.csv (per query) and OUT.means.csv."),
+):
+    """Score retrieval with mAP@100 as the paper computes it (and friends), or zero-shot classification."""
+    from msearch.models import CardError, ModelNotAvailableError
+    from msearch.search.evaluate import evaluate_classification, evaluate_retrieval
+    from msearch.search.querysets import QuerySetError
+    from msearch.search.searcher import QueryError, Searcher
+
+    if task not in ("retrieval", "classify"):
+        _fail(f"--task must be retrieval or classify, got {task!r}")
+    try:
+        searcher = Searcher(index)
+        if task == "classify":
+            result = evaluate_classification(searcher, queryset, space, _templates(templates), label_column)
+        else:
+            result = evaluate_retrieval(searcher, queryset, space, k, _templates(templates), label_column)
+    except (QueryError, QuerySetError, FileNotFoundError, CardError, ModelNotAvailableError) as exc:
+        _fail(str(exc))
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}")
+    if task == "classify":
+        data = {"accuracy": result.accuracy, "mean_class_recall": result.mean_class_recall,
+                "per_class_recall": result.per_class_recall, "tiles": result.n_tiles}
+        if as_json:
+            typer.echo(json.dumps(data, indent=2))
+        else:
+            table = Table("class", "recall")
+            for name, value in result.per_class_recall.items():
+                table.add_row(name, f"{value:.3f}")
+            console.print(table)
+            console.print(f"top-1 accuracy {result.accuracy:.3f}, mean per-class recall {result.mean_class_recall:.3f} "
+                          f"over {result.n_tiles} tiles")
+        if out:
+            out.with_suffix(".json").write_text(json.dumps(data, indent=2))
+        return
+    report = result.report
+    data = report.as_dict()
+    data["index_recall_at_k"] = {"mean": result.mean_index_recall, "per_query": result.index_recall}
+    data["spaces"] = result.spaces
+    if out:
+        out.with_suffix(".json").write_text(json.dumps(data, indent=2, ensure_ascii=False))
+        report.write_queries_csv(out.with_suffix(".csv"))
+        report.write_means_csv(out.with_suffix(".means.csv"))
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    table = Table("query", "lang", "space", f"mAP@{k}", f"AP/min({k},R)", "R@1", "R@5", "R@10", "P@10", "index R@k")
+    for row in report.queries:
+        table.add_row(row.query, row.lang, result.spaces[row.query], f"{row.average_precision:.3f}",
+                      f"{row.average_precision_normalised_by_relevant:.3f}", f"{row.recall_at_1:.2f}",
+                      f"{row.recall_at_5:.2f}", f"{row.recall_at_10:.2f}", f"{row.precision_at_10:.2f}",
+                      f"{result.index_recall[row.query]:.3f}")
+    console.print(table)
+    means = Table("scope", "queries", f"mAP@{k} (paper)", f"mAP normalised by min({k},R)", "R@1", "R@5", "R@10", "P@10")
+    for m in [report.overall, *report.by_lang.values()]:
+        means.add_row(m.lang or "all", str(m.n_queries), f"{m.mean_average_precision:.4f}",
+                      f"{m.mean_average_precision_normalised_by_relevant:.4f}", f"{m.recall_at_1:.3f}",
+                      f"{m.recall_at_5:.3f}", f"{m.recall_at_10:.3f}", f"{m.precision_at_10:.3f}")
+    console.print(means)
+    console.print(f"index recall@{k} against exact search: {result.mean_index_recall:.4f}")
+
+
+@app.command()
+def classify(
+    paths: List[Path] = typer.Argument(..., help="Tiles (files or folders), indexed or not."),
+    classes: Optional[List[str]] = typer.Option(None, "--classes", help="A class name (repeatable)."),
+    classes_file: Optional[Path] = typer.Option(None, help="Class names, one per line."),
+    model: str = typer.Option("llama3-ms-clip-base", "--model", "-m", help="Encoder card."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Local weights for the model."),
+    templates: Optional[Path] = typer.Option(None, help="Prompt templates, one per line with {c}."),
+    band_order: Optional[str] = typer.Option(None, help="Band order of multiband files without band descriptions."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print probabilities as CSV."),
+):
+    """Zero-shot classification: per-class probabilities (softmax of 100 x cosine) for each tile."""
+    import csv
+    import io
+
+    from msearch.models import CardError, ModelNotAvailableError
+    from msearch.schema.bands import parse_band_order
+    from msearch.search.evaluate import classify_files
+    from msearch.search.searcher import QueryError
+
+    names = list(classes or [])
+    if classes_file:
+        names += [line.strip() for line in classes_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        order = parse_band_order(band_order) if band_order else None
+        keys, probabilities, failures = classify_files(paths, names, model, checkpoint, _templates(templates), order)
+    except (QueryError, ValueError, CardError, ModelNotAvailableError) as exc:
+        _fail(str(exc))
+    for key, reason in failures:
+        err_console.print(f"[yellow]skipped[/yellow] {key}: {reason}")
+    if as_csv:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["tile", "predicted", *names])
+        for key, row in zip(keys, probabilities):
+            writer.writerow([key, names[int(row.argmax())], *(f"{p:.6f}" for p in row)])
+        typer.echo(buffer.getvalue(), nl=False)
+    else:
+        table = Table("tile", "predicted", *names)
+        for key, row in zip(keys, probabilities):
+            table.add_row(key, names[int(row.argmax())], *(f"{p:.3f}" for p in row))
+        console.print(table)
+    if failures and not keys:
+        raise typer.Exit(1)

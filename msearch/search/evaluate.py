@@ -1,0 +1,178 @@
+"""`msearch eval` and `msearch classify` as library calls.
+
+Retrieval: every query is ranked against its space through the index (what users get) and exactly over the
+stored vectors; metrics are computed on the index's ranking, and the index's recall@k against the exact
+ranking tells index error from model error. Label-based query sets follow the paper: one query per class,
+its vector the re-normalised mean of the template embeddings, class names lower-cased with '_' and '/' as
+spaces (MODELS.md §3).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from sqlalchemy import select
+
+from msearch.schema import catalog
+from msearch.search.language import detect_language
+from msearch.search.metrics import EvaluationReport, RankedQuery, evaluate_rankings, index_recall_at_k
+from msearch.search.prompts import TEMPLATES, class_vectors, classify_probabilities, eurosat_class_name
+from msearch.search.querysets import QuerySet, load_query_set, query_set_from_labels, resolve
+from msearch.search.searcher import QueryError, Searcher
+
+
+@dataclass
+class RetrievalEvaluation:
+    report: EvaluationReport
+    index_recall: dict[str, float]  # per query: recall@k of the index's ranking against exact search
+    spaces: dict[str, str]  # per query: the space it was answered in
+    warnings: list[str]
+
+    @property
+    def mean_index_recall(self) -> float:
+        return float(np.mean(list(self.index_recall.values()))) if self.index_recall else float("nan")
+
+
+@dataclass
+class ClassificationEvaluation:
+    accuracy: float
+    mean_class_recall: float
+    per_class_recall: dict[str, float]
+    n_tiles: int
+    warnings: list[str]
+
+
+def paper_class_name(label: str) -> str:
+    return eurosat_class_name(label, split_camel_case=False)
+
+
+def is_labels_file(path: Path) -> bool:
+    """A labels file (file -> label(s)) rather than an explicit query set (query, lang, relevant)."""
+    if path.suffix.lower() != ".csv":
+        return False
+    with open(path, newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle), [])
+    return "query" not in header and "file" in header
+
+
+def load_queries(path: str | Path, label_column: str | None = None) -> tuple[QuerySet, bool]:
+    path = Path(path)
+    if not path.exists():
+        raise QueryError(f"query set {path} does not exist")
+    if is_labels_file(path):
+        return query_set_from_labels(path, label_column=label_column, query_for_label=paper_class_name, lang="en"), True
+    return load_query_set(path), False
+
+
+def tile_lookup(searcher: Searcher):
+    """Relevant entries name tiles by path relative to the indexed root (or key), or by tile id."""
+    with searcher.store.engine.connect() as conn:
+        rows = conn.execute(select(catalog.tiles.c.id, catalog.tiles.c.key, catalog.tiles.c.path)).all()
+    by_name = {}
+    for tile_id, key, path in rows:
+        by_name.setdefault(key, tile_id)
+        by_name.setdefault(path, tile_id)
+    ids = {str(r[0]) for r in rows}
+
+    def lookup(entry: str) -> int | None:
+        if entry in by_name:
+            return int(by_name[entry])
+        return int(entry) if entry in ids else None
+
+    return lookup
+
+
+def evaluate_retrieval(searcher: Searcher, queries_path: str | Path, space: str | None = None, k: int = 100,
+                       templates: Sequence[str] = TEMPLATES, label_column: str | None = None) -> RetrievalEvaluation:
+    queryset, label_based = load_queries(queries_path, label_column)
+    warnings = list(queryset.warnings)
+    if not queryset.queries:
+        raise QueryError(f"{queries_path} holds no queries")
+    lookup = tile_lookup(searcher)
+    ranked_queries, index_recall, spaces = [], {}, {}
+    exact_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for query in queryset.queries:
+        lang = query.lang or detect_language(query.query)
+        name = searcher.route(lang, space)
+        encoder = searcher.encoder(name)
+        if label_based:
+            vector = class_vectors([query.query], encoder.encode_texts, templates)[0]
+        else:
+            vector = encoder.encode_texts([query.query])[0]
+        resolution = resolve(query.relevant, lookup)
+        if resolution.unknown:
+            warnings.append(f"{query.source}: {len(resolution.unknown)} relevant tiles are not in the index "
+                            f"(e.g. {resolution.unknown[0]})")
+        if name not in exact_cache:
+            exact_cache[name] = searcher.store.all_vectors(name)
+        ids, matrix = exact_cache[name]
+        scores = matrix @ vector.astype(np.float32)
+        exact = [int(ids[i]) for i in np.argsort(-scores, kind="stable")[:k]]
+        approx = [tile_id for tile_id, _ in searcher._search_vector(name, vector, k, None)]
+        label = f"{query.query} [{lang}]"
+        index_recall[label] = index_recall_at_k(approx, exact, k) if exact else 1.0
+        spaces[label] = name
+        ranked_queries.append(RankedQuery(query=label, ranked=approx, relevant=set(resolution.ids), lang=lang))
+    return RetrievalEvaluation(evaluate_rankings(ranked_queries, k=k), index_recall, spaces, warnings)
+
+
+def evaluate_classification(searcher: Searcher, labels_path: str | Path, space: str | None = None,
+                            templates: Sequence[str] = TEMPLATES, label_column: str | None = None) -> ClassificationEvaluation:
+    """Zero-shot top-1 accuracy and mean per-class recall of the indexed tiles of a single-label labels file."""
+    queryset, label_based = load_queries(labels_path, label_column)
+    if not label_based:
+        raise QueryError(f"{labels_path} is not a labels file (columns file,label): --task classify needs one")
+    name = searcher.route("en", space)
+    encoder = searcher.encoder(name)
+    lookup = tile_lookup(searcher)
+    classes = [q.query for q in queryset.queries]
+    truth: dict[int, int] = {}
+    warnings = list(queryset.warnings)
+    for class_index, query in enumerate(queryset.queries):
+        resolution = resolve(query.relevant, lookup)
+        if resolution.unknown:
+            warnings.append(f"class {query.query!r}: {len(resolution.unknown)} labelled tiles are not in the index")
+        for tile_id in resolution.ids:
+            if tile_id in truth and truth[tile_id] != class_index:
+                warnings.append(f"tile {tile_id} has several labels: classification scores its first")
+                continue
+            truth[tile_id] = class_index
+    if not truth:
+        raise QueryError(f"none of the tiles in {labels_path} are in the index")
+    tile_ids = sorted(truth)
+    probabilities = classify_probabilities(searcher.store.vectors_of(name, tile_ids),
+                                           class_vectors(classes, encoder.encode_texts, templates))
+    predicted = probabilities.argmax(axis=1)
+    expected = np.array([truth[t] for t in tile_ids])
+    recall = {c: float((predicted[expected == i] == i).mean()) for i, c in enumerate(classes) if (expected == i).any()}
+    return ClassificationEvaluation(float((predicted == expected).mean()), float(np.mean(list(recall.values()))),
+                                    recall, len(tile_ids), warnings)
+
+
+def classify_files(paths: Sequence[str | Path], classes: Sequence[str], model: str, checkpoint=None,
+                   templates: Sequence[str] = TEMPLATES, band_order=None) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+    """Zero-shot classification of raster files, indexed or not: (tile keys, probabilities, failures)."""
+    from msearch.indexer.readers import discover, read_tile
+    from msearch.indexer.tiles import ReadSettings
+    from msearch.models import load_encoder
+
+    if len(classes) < 2:
+        raise QueryError("give at least two classes to choose between")
+    encoder = load_encoder(model, checkpoint)
+    settings = ReadSettings(band_order=band_order)
+    found = discover([Path(p) for p in paths], settings)
+    keys, pixels, failures = [], [], []
+    for source in found.sources:
+        try:
+            pixels.append(read_tile(source, settings).pixels)
+            keys.append(str(Path(source.root) / source.key))
+        except Exception as exc:  # one unreadable tile is reported, the others are classified
+            failures.append((source.key, str(exc)))
+    if not pixels:
+        return keys, np.empty((0, len(classes))), failures
+    image_vectors = np.concatenate([encoder.encode_pixels(pixels[i:i + 32]) for i in range(0, len(pixels), 32)])
+    return keys, classify_probabilities(image_vectors, class_vectors(list(classes), encoder.encode_texts, templates)), failures
