@@ -6,6 +6,9 @@ import json
 
 import numpy as np
 import pytest
+import rasterio
+import shapely.geometry
+from rasterio.warp import transform_geom
 from rich.console import Console
 
 from msearch.search.formats import CSV_COLUMNS, results_table, to_csv, to_geojson, to_json
@@ -70,11 +73,12 @@ def test_centre_needs_both_coordinates_in_range():
 
 def test_json_round_trip():
     document = json.loads(to_json(make_results(), QUERY_INFO))
-    assert [document[key] for key in ("query", "lang", "space", "k")] == ["überflutetes Ackerland", "de", "rs-m-clip", 3]
+    assert {key: document[key] for key in QUERY_INFO} == QUERY_INFO
     first, second, third = document["results"]
     assert first["rank"] == 1 and first["score"] == 0.3125 and first["tile_id"] == 42
     assert first["path"] == "2021/S2A_32UPU_chip_07.tif" and first["root"] == "/archive/bavaria"
-    assert (first["lon"], first["lat"], first["date"], first["tile"], first["cloud"]) == (11.55, 48.15, "2021-06-14", "32UPU", 3.5)
+    assert (first["lon"], first["lat"], first["date"]) == (11.55, 48.15, "2021-06-14")
+    assert (first["tile"], first["cloud"]) == ("32UPU", 3.5)
     assert first["footprint"]["type"] == "Polygon"
     assert second["footprint"] is None and second["date"] is None
     assert third["path"] == 'odd, name "quoted".tif' and third["lat"] is None
@@ -113,7 +117,9 @@ def test_geojson_is_a_feature_collection_with_lon_lat_geometries():
     assert all(feature["type"] == "Feature" for feature in collection["features"])
 
     ring = polygon_feature["geometry"]["coordinates"][0]
+    polygon = shapely.geometry.shape(polygon_feature["geometry"])
     assert polygon_feature["geometry"]["type"] == "Polygon"
+    assert polygon.is_valid and polygon.exterior.is_ccw
     assert ring[0] == ring[-1]
     assert all(11.5 <= lon <= 11.6 and 48.1 <= lat <= 48.2 for lon, lat in ring)
     assert polygon_feature["properties"]["rank"] == 1 and "footprint" not in polygon_feature["properties"]
@@ -125,17 +131,16 @@ def test_geojson_is_a_feature_collection_with_lon_lat_geometries():
 
 
 def test_geojson_footprint_of_a_real_tile(shared_data):
-    rasterio = pytest.importorskip("rasterio")
-    from rasterio.warp import transform_geom
-
     with rasterio.open(shared_data / "terramesh-examples" / "S2L2A" / "282D_485L_3_3.tif") as source:
         left, bottom, right, top = source.bounds
-        projected = {"type": "Polygon", "coordinates": [[[left, bottom], [right, bottom], [right, top], [left, top], [left, bottom]]]}
+        corners = [[left, bottom], [right, bottom], [right, top], [left, top], [left, bottom]]
+        projected = {"type": "Polygon", "coordinates": [corners]}
         footprint = transform_geom(source.crs, "EPSG:4326", projected)
     result = SearchResult(rank=1, score=0.5, tile_id=1, path="S2L2A/282D_485L_3_3.tif", root=str(shared_data),
                           space="llama3-ms-clip-base", footprint=footprint)
-    ring = json.loads(to_geojson([result], QUERY_INFO))["features"][0]["geometry"]["coordinates"][0]
-    assert ring[0] == ring[-1]
+    geometry = json.loads(to_geojson([result], QUERY_INFO))["features"][0]["geometry"]
+    ring = geometry["coordinates"][0]
+    assert ring[0] == ring[-1] and shapely.geometry.shape(geometry).is_valid
     # UTM zone 22S is southern Brazil: longitudes -54..-48, latitudes south of the equator.
     assert all(-54 <= lon <= -48 and -35 < lat < 0 for lon, lat in ring)
 
