@@ -1,1 +1,1 @@
-"""Search evaluation: retrieval metrics, prompt templates and labelled query sets (numpy only, no model)."""
+"""Query -> embeddings -> FAISS -> metadata -> results; evaluation."""

@@ -1,0 +1,97 @@
+"""Search results as the terminal table, JSON, CSV and GeoJSON.
+
+`query_info` describes the search: it must hold "query" (the text as typed), "lang" (the language code the
+query was read as) and "space" (the embedding space searched); any further keys (such as "k") are kept.
+
+JSON schema (`to_json`):
+
+    {"query": str, "lang": str, "space": str, ...further query_info keys...,
+     "results": [{"rank": int, "score": float, "tile_id": int, "path": str, "root": str, "space": str,
+                  "lon": float|null, "lat": float|null, "date": str|null, "tile": str|null,
+                  "cloud": float|null, "footprint": GeoJSON Polygon|null}, ...]}
+
+GeoJSON (`to_geojson`, RFC 7946): a FeatureCollection with one Feature per result, best first. Its geometry
+is the footprint Polygon, or a Point at the centre when there is no footprint, or null when neither is
+known; its properties are the result's other fields. The query_info entries are foreign members of the
+FeatureCollection, which GIS software ignores.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict
+
+from rich.table import Table
+
+from msearch.search.results import SearchResult
+
+QUERY_INFO_KEYS = ("query", "lang", "space")
+CSV_COLUMNS = ("rank", "score", "path", "lat", "lon", "date", "tile", "cloud", "space", "tile_id", "root")
+
+
+def to_json(results: list[SearchResult], query_info: dict) -> str:
+    document = {**_checked_query_info(query_info), "results": [asdict(result) for result in results]}
+    # allow_nan=False: NaN is not JSON, and a NaN score would be a bug upstream worth failing on.
+    return json.dumps(document, ensure_ascii=False, allow_nan=False, indent=2)
+
+
+def to_csv(results: list[SearchResult]) -> str:
+    """One row per result in CSV_COLUMNS order, with a header; unknown values are empty cells."""
+    buffer = io.StringIO()
+    # "\n" rather than csv's default "\r\n": the text goes to a terminal or a redirect, not a Windows tool.
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for result in results:
+        writer.writerow(["" if (value := getattr(result, column)) is None else value for column in CSV_COLUMNS])
+    return buffer.getvalue()
+
+
+def to_geojson(results: list[SearchResult], query_info: dict) -> str:
+    features = []
+    for result in results:
+        properties = asdict(result)
+        del properties["footprint"]
+        if result.footprint is not None:
+            geometry = result.footprint
+        elif result.lon is not None:
+            geometry = {"type": "Point", "coordinates": [result.lon, result.lat]}
+        else:
+            geometry = None
+        features.append({"type": "Feature", "geometry": geometry, "properties": properties})
+    collection = {"type": "FeatureCollection", **_checked_query_info(query_info), "features": features}
+    return json.dumps(collection, ensure_ascii=False, allow_nan=False, indent=2)
+
+
+def results_table(results: list[SearchResult]) -> Table:
+    """The default terminal output: one row per result, best first."""
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("file", overflow="fold")
+    table.add_column("lat, lon", justify="right")
+    table.add_column("date")
+    table.add_column("tile")
+    table.add_column("id", justify="right")
+    for result in results:
+        place = f"{result.lat:.4f}, {result.lon:.4f}" if result.lat is not None else "-"
+        table.add_row(
+            str(result.rank),
+            f"{result.score:.3f}",
+            result.path,
+            place,
+            result.date or "-",
+            result.tile or "-",
+            str(result.tile_id),
+        )
+    return table
+
+
+def _checked_query_info(query_info: dict) -> dict:
+    missing = [key for key in QUERY_INFO_KEYS if key not in query_info]
+    if missing:
+        raise ValueError(f"query_info lacks {', '.join(missing)} (it needs {', '.join(QUERY_INFO_KEYS)})")
+    if "results" in query_info or "features" in query_info or "type" in query_info:
+        raise ValueError("query_info must not hold 'results', 'features' or 'type': they are the output's own")
+    return dict(query_info)

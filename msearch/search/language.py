@@ -1,0 +1,90 @@
+"""Which language a text query is in, restricted to the ten languages msearch's text encoders cover.
+
+English queries go to the multispectral English-only model's space, the other nine to RS-M-CLIP's
+multilingual space, so detection only ever answers one of `SUPPORTED_LANGUAGES`. Queries are short
+("flooded farmland", "침수된 농경지"), which is where general-purpose detectors are weakest, so it works in
+two steps:
+
+1. Script. Hangul is only Korean, Han only Chinese and Cyrillic only Russian among the ten, so if the text
+   has any letters of these three scripts, the language is that of whichever of them has the most letters.
+   A Latin acronym or place name inside such a query ("NDVI 高的农田") does not change that.
+2. Latin script. The seven Latin-script languages are told apart by py3langid's naive Bayes model over
+   byte n-grams (it ships inside its PyPI package, 4.5 MB), restricted to those seven. Its scores are
+   log-likelihoods, so the difference between the best language and English says how many times more
+   likely the text is under that language than under English.
+
+Ambiguity resolves to English: a non-English language is chosen only when the text is at least
+`NON_ENGLISH_MIN_LIKELIHOOD_RATIO` times more likely under it than under English. One-word and two-word
+queries shared by several languages ("glacier", "delta", "open pit mine", "port") fall short of that and
+stay English; text with no letters at all is English too.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import unicodedata
+
+from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+SUPPORTED_LANGUAGES: tuple[str, ...] = ("en", "pt", "es", "fr", "de", "nl", "it", "zh", "ko", "ru")
+LATIN_SCRIPT_LANGUAGES: tuple[str, ...] = ("en", "pt", "es", "fr", "de", "nl", "it")
+AUTO = "auto"
+
+# English is the default because it is the language of the multispectral model (the better one for
+# English queries) and the language of most queries. A ratio of 100 keeps one- and two-word English queries
+# that other languages also spell that way English, while a non-English query of two real words or more
+# clears it by far.
+NON_ENGLISH_MIN_LIKELIHOOD_RATIO = 100.0
+_MIN_LOG_RATIO = math.log(NON_ENGLISH_MIN_LIKELIHOOD_RATIO)
+
+# The first word of a character's Unicode name says its script; these are the scripts that name a language.
+_SCRIPT_LANGUAGE = {"HANGUL": "ko", "CJK": "zh", "CYRILLIC": "ru"}
+
+
+def detect_language(text: str) -> str:
+    """The language of `text`, one of SUPPORTED_LANGUAGES; English when it is ambiguous or has no letters."""
+    script_language = _language_by_script(text)
+    if script_language is not None:
+        return script_language
+    if not any(ch.isalpha() for ch in text):
+        return "en"
+    log_likelihood = dict(_latin_identifier().rank(text))
+    best = max(log_likelihood, key=log_likelihood.get)
+    if best != "en" and log_likelihood[best] - log_likelihood["en"] >= _MIN_LOG_RATIO:
+        return best
+    return "en"
+
+
+def parse_language(code: str) -> str:
+    """A user's `--lang` value, lower-cased: 'auto' or one of SUPPORTED_LANGUAGES. Raises ValueError otherwise."""
+    normalised = code.strip().lower()
+    if normalised == AUTO or normalised in SUPPORTED_LANGUAGES:
+        return normalised
+    raise ValueError(
+        f"unsupported language {code!r}: use 'auto' or one of {', '.join(SUPPORTED_LANGUAGES)}"
+    )
+
+
+def _language_by_script(text: str) -> str | None:
+    letters_per_language: dict[str, int] = {}
+    for ch in text:
+        if not ch.isalpha():
+            continue
+        script = unicodedata.name(ch, "").split(" ", 1)[0]
+        language = _SCRIPT_LANGUAGE.get(script)
+        if language is not None:
+            letters_per_language[language] = letters_per_language.get(language, 0) + 1
+    if not letters_per_language:
+        return None
+    return max(letters_per_language, key=letters_per_language.get)
+
+
+@functools.cache
+def _latin_identifier() -> LanguageIdentifier:
+    # Loading the model takes most of a second, so it happens on the first Latin-script query, once.
+    # An identifier of our own, rather than py3langid's module-level one, so restricting its languages
+    # affects nobody else.
+    identifier = LanguageIdentifier.from_model_file(MODEL_FILE)
+    identifier.set_languages(list(LATIN_SCRIPT_LANGUAGES))
+    return identifier
