@@ -1,6 +1,7 @@
 """Discovery over a folder mixing layouts: each file goes to one reader, sidecars are not reported."""
 
 import json
+import pickle
 import shutil
 
 import rasterio
@@ -46,3 +47,6 @@ def test_mixed_folder_is_split_between_readers_with_no_file_read_twice(shared_da
     assert len(all_files) == len(set(all_files))
     # json and png sidecars are claimed; only the unrelated text file is reported
     assert [p.name for p in found.ignored] == ["notes.txt"]
+    # sources travel to worker processes
+    for source in found.sources:
+        assert pickle.loads(pickle.dumps(source)) == source
