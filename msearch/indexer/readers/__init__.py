@@ -10,9 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from msearch.indexer.readers.geotiff import MultibandGeoTIFFReader
+from msearch.indexer.readers.perband import PerBandFolderReader
+from msearch.indexer.readers.safe import SafeReader
+from msearch.indexer.readers.stac import StacReader
 from msearch.indexer.tiles import ReadSettings, Reader, TileSource, is_raster_name, iter_files
 
-READERS: tuple[Reader, ...] = (MultibandGeoTIFFReader(),)
+# SAFE first: its L1C IMG_DATA folders look like per-band folders. STAC before per-band folders: an item
+# describing band files says more than their names. The plain multiband GeoTIFF reader takes what is left.
+READERS: tuple[Reader, ...] = (SafeReader(), StacReader(), PerBandFolderReader(), MultibandGeoTIFFReader())
 READERS_BY_NAME = {reader.name: reader for reader in READERS}
 
 
