@@ -1,0 +1,24 @@
+import shutil
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def eurosat_index(tmp_path_factory, shared_data):
+    """A small real index: 3 EuroSAT tiles of each of the 10 classes, both tiny spaces."""
+    from msearch.indexer.pipeline import index_archive
+    from msearch.indexer.tiles import ReadSettings
+    from msearch.schema.bands import BAND_LAYOUTS
+
+    base = tmp_path_factory.mktemp("eurosat")
+    archive = base / "eurosat-ms"
+    for folder in sorted((shared_data / "eurosat-ms").iterdir()):
+        if folder.is_dir():
+            (archive / folder.name).mkdir(parents=True)
+            for n in (1, 2, 3):
+                shutil.copy(folder / f"{folder.name}_{n}.tif", archive / folder.name)
+    index = base / "index"
+    summary = index_archive([archive], index=index, models=["tiny-ms-clip", "rs-m-clip"],
+                            settings=ReadSettings(band_order=BAND_LAYOUTS["eurosat"]), workers=0)
+    assert summary.indexed == 30
+    return index
