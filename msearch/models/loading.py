@@ -42,11 +42,26 @@ def load_model(card: ModelCard, checkpoint: str | Path | None = None) -> LoadedM
 def weights_status(card: ModelCard) -> str:
     """'cached', 'not downloaded' or 'local only', without touching the network."""
     if card.family == "ms-clip":
+        if "hub" not in card.weights:
+            return "local only"
         return "cached" if is_cached(card.weights["hub"], card.weights["file"]) else "not downloaded"
     repo = _open_clip_repo(card)
     if repo is None:
         return "local only"
     return "cached" if any(is_cached(repo, f) for f in _open_clip_weight_files(card)) else "not downloaded"
+
+
+def download_weights(card: ModelCard) -> list[Path]:
+    """Every hub file that loading `card` needs, fetched into the Hugging Face cache (or found there), so that
+    the model then loads with HF_HUB_OFFLINE=1. Returns the cached paths."""
+    if card.family == "ms-clip":
+        return [_msclip_weights_path(card, None)]
+    cfg, weights = _open_clip_sources(card, None)
+    paths = [weights]
+    if "hf_model_name" in cfg["text_cfg"]:
+        folder = _hf_text_folder(cfg["text_cfg"]["hf_model_name"], card)
+        paths += [folder / name for name in (*HF_TEXT_FILES, *HF_TEXT_OPTIONAL_FILES) if (folder / name).is_file()]
+    return paths
 
 
 # -- Llama3-MS-CLIP: open_clip architecture, multispectral patch embedding, three-prefix state dict --------
@@ -55,17 +70,27 @@ def weights_status(card: ModelCard) -> str:
 def _load_msclip(card: ModelCard, checkpoint: str | Path | None) -> LoadedModel:
     import open_clip
 
+    # Find and read the weights before building the model: building ViT-B/16 takes seconds, and a
+    # missing file (offline, not cached) must fail at once.
+    path = _msclip_weights_path(card, checkpoint)
+    raw = _torch_load(path, card)
     cfg = _architecture_config(card)
     model = open_clip.CLIP(**cfg)
     old = model.visual.conv1
     model.visual.conv1 = nn.Conv2d(
         len(card.input.bands), old.out_channels, kernel_size=old.kernel_size, stride=old.stride, bias=False
     )
-    path = Path(checkpoint) if checkpoint else hub_file(card.weights["hub"], card.weights["file"], what=card.name)
-    raw = _torch_load(path, card)
     _load_strict(model, msclip_state_dict(raw, path, card), path, card)
     tokenizer = open_clip.SimpleTokenizer(context_length=cfg["text_cfg"].get("context_length", 77))
     return LoadedModel(model.eval(), tokenizer, path)
+
+
+def _msclip_weights_path(card: ModelCard, checkpoint: str | Path | None) -> Path:
+    if checkpoint:
+        return Path(checkpoint)
+    if "hub" not in card.weights:
+        raise ModelNotAvailableError(f"{card.name}: the card names no hub repository; pass --checkpoint PATH")
+    return hub_file(card.weights["hub"], card.weights["file"], what=card.name)
 
 
 def msclip_state_dict(raw: dict[str, torch.Tensor], path: Path, card: ModelCard) -> dict[str, torch.Tensor]:

@@ -34,14 +34,15 @@ def scaled_bands(recipe: InputRecipe, pixels: Pixels) -> np.ndarray:
         values = pixels.select(recipe.bands)
     else:
         values = Pixels(pixels.data, pixels.bands, 0.0).select(recipe.bands)
+    # Checked before scaling: clipping would turn an infinity into an ordinary value.
+    if not np.isfinite(values).all():
+        raise ValueError("pixel values contain NaN or infinity")
     scale = recipe.scale
     if scale["kind"] == "linear":
         values = values / np.float32(scale.get("divide", 1.0))
         lo, hi = scale.get("clip", (None, None))
         if lo is not None or hi is not None:
             values = np.clip(values, lo, hi)
-    if not np.isfinite(values).all():
-        raise ValueError("pixel values contain NaN or infinity")
     return values
 
 
