@@ -396,3 +396,18 @@ def models(
             f"[{status_style[entry.status]}]{entry.status}[/]",
         )
     console.print(table)
+@app.command()
+def export(
+    out: Path = typer.Argument(..., help="GeoParquet file to write (replaced atomically if it exists)."),
+    index: Optional[Path] = INDEX_OPTION,
+    space: Optional[List[str]] = typer.Option(None, "--space", "-s", help="Encoder space to export (repeatable). Default: all."),
+):
+    """Write the index as GeoParquet: one row per tile, its footprint, catalogue fields and embeddings."""
+    from msearch.indexer.export import export_geoparquet
+    from msearch.indexer.store import SpaceMismatchError
+
+    try:
+        rows = export_geoparquet(index, out, spaces=space)
+    except (FileNotFoundError, SpaceMismatchError) as exc:
+        _fail(str(exc))
+    console.print(f"wrote {rows} rows to {out}")

@@ -1,0 +1,167 @@
+"""Indexing throughput against the bare encoder: how much of the encoder's speed `index_archive` keeps.
+
+In one run, on the same tiles, with the same loaded encoder and batch size:
+  1. `index_archive` into a fresh index in a temporary folder (reading, preparing, encoding, catalogue
+     writes and the FAISS save: everything a user waits for once the model is loaded);
+  2. `encoder.encode_images` alone, on batches prepared beforehand from the same tiles.
+The ratio of the two rates is the pipeline's efficiency (target >= 0.9: reading and writing should hide
+behind the encoder). Peak memory is the main process's VmHWM and the largest reader process's max RSS.
+
+    python bench/index_throughput.py --random-full-size --limit 64
+    python bench/index_throughput.py --tiny --data ../shared/data/terramesh-examples/S2L2A --band-order l2a
+
+--random-full-size measures the real Llama3-MS-CLIP ViT-B/16 cost without downloadable weights: a randomly
+initialised 10-band model in the release's checkpoint layout, loaded through the normal strict loader.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "eurosat-ms"
+FULL_SIZE_MODEL = "llama3-ms-clip-base"
+TINY_MODEL = "tiny-ms-clip"
+TARGET_RATIO = 0.9
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"folder of tiles (default: {DEFAULT_DATA})")
+    parser.add_argument("--band-order", default="eurosat",
+                        help="band order of files without band descriptions (default: eurosat, the default data's)")
+    parser.add_argument("--model", default=None,
+                        help=f"encoder card (default: {FULL_SIZE_MODEL}; {TINY_MODEL} with --tiny)")
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument("--tiny", action="store_true", help="the tests' tiny models, built into a temporary cache")
+    weights.add_argument("--random-full-size", action="store_true",
+                         help=f"a randomly initialised full-size {FULL_SIZE_MODEL} checkpoint (ViT-B/16, 10 bands)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="reader processes of index_archive")
+    parser.add_argument("--limit", type=int, default=None, help="index only the first N tiles")
+    args = parser.parse_args(argv)
+    if args.random_full_size and args.model not in (None, FULL_SIZE_MODEL):
+        parser.error(f"--random-full-size builds a {FULL_SIZE_MODEL} checkpoint; it cannot stand in for {args.model}")
+    return args
+
+
+def isolate_model_state(scratch: Path) -> None:
+    """Offline, with caches and cards in the scratch folder: set before msearch or huggingface_hub is
+    imported, since huggingface_hub reads these variables at import."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_HUB_CACHE"] = str(scratch / "hf-hub")
+    os.environ["MSEARCH_CARDS"] = str(scratch / "cards")
+    os.environ["MSEARCH_CACHE"] = str(scratch / "msearch-cache")
+
+
+def model_and_checkpoint(args: argparse.Namespace, scratch: Path) -> tuple[str, Path | None]:
+    if args.tiny:
+        from tests import tiny_models
+
+        for folder in (Path(os.environ["HF_HUB_CACHE"]), Path(os.environ["MSEARCH_CARDS"])):
+            folder.mkdir(parents=True, exist_ok=True)
+        tiny_models.tiny_msclip_card(Path(os.environ["MSEARCH_CARDS"]))
+        tiny_models.save_tiny_msclip(Path(os.environ["HF_HUB_CACHE"]))
+        tiny_models.save_tiny_rsmclip(Path(os.environ["HF_HUB_CACHE"]))
+        return args.model or TINY_MODEL, None
+    if args.random_full_size:
+        import open_clip
+        import torch
+
+        from tests.tiny_models import build_msclip, msclip_release_state_dict
+
+        checkpoint = scratch / "random-llama3-ms-clip-base.pt"
+        torch.save(msclip_release_state_dict(build_msclip(open_clip.get_model_config("ViT-B-16"))), checkpoint)
+        return FULL_SIZE_MODEL, checkpoint
+    return args.model or FULL_SIZE_MODEL, None
+
+
+def link_tiles(data: Path, settings, limit: int | None, folder: Path) -> list:
+    """Symlink the files of the first `limit` tiles under `folder` (same relative paths), and return the
+    tiles discovered there: both measurements run on exactly these."""
+    from msearch.indexer.readers import discover
+
+    for source in discover([data], settings).sources[:limit]:
+        for path in source.files:
+            link = folder / path.relative_to(source.root)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path)
+    return discover([folder], settings).sources
+
+
+def peak_memory_mib() -> tuple[float, float]:
+    """(this process's peak RSS from VmHWM, the largest waited-for child's peak RSS), in MiB."""
+    status = Path("/proc/self/status").read_text()
+    hwm_kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    return hwm_kib / 1024, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # ru_maxrss: KiB on Linux
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="msearch-bench-") as tmp:
+        scratch = Path(tmp)
+        if args.tiny or args.random_full_size:
+            isolate_model_state(scratch)
+        sys.path.insert(0, str(REPO_ROOT))  # msearch without installing, and tests.tiny_models
+        import torch
+
+        from msearch.indexer.pipeline import index_archive
+        from msearch.indexer.readers import read_tile
+        from msearch.indexer.tiles import ReadSettings
+        from msearch.models import load_encoder
+        from msearch.schema.bands import parse_band_order
+
+        model, checkpoint = model_and_checkpoint(args, scratch)
+        settings = ReadSettings(band_order=parse_band_order(args.band_order) if args.band_order else None)
+        tiles_dir = scratch / "tiles"
+        sources = link_tiles(args.data.resolve(), settings, args.limit, tiles_dir)
+        if not sources:
+            print(f"no tiles under {args.data}", file=sys.stderr)
+            return 2
+        encoder = load_encoder(model, checkpoint)
+        batches = [encoder.prepare([read_tile(s, settings).pixels for s in sources[i:i + args.batch_size]])
+                   for i in range(0, len(sources), args.batch_size)]
+        encoder.encode_images(batches[0][:2])  # first-call setup (allocator, kernels) is in neither timing
+        load_before = os.getloadavg()
+
+        started = time.perf_counter()
+        summary = index_archive([tiles_dir], index=scratch / "index", encoders={model: encoder}, settings=settings,
+                                batch_size=args.batch_size, workers=args.workers)
+        pipeline_seconds = time.perf_counter() - started
+        if summary.indexed != len(sources):
+            print(f"index_archive indexed {summary.indexed} of {len(sources)} tiles "
+                  f"(failed: {summary.failed[:3]}, skipped: {summary.skipped[:3]})", file=sys.stderr)
+            return 1
+
+        started = time.perf_counter()
+        for batch in batches:
+            encoder.encode_images(batch)
+        encoder_seconds = time.perf_counter() - started
+        load_after = os.getloadavg()
+
+    tiles = len(sources)
+    pipeline_rate, encoder_rate = tiles / pipeline_seconds, tiles / encoder_seconds
+    ratio = pipeline_rate / encoder_rate
+    main_mib, child_mib = peak_memory_mib()
+    weights = "random full-size" if args.random_full_size else ("tiny" if args.tiny else "released")
+    print(f"model {model} ({weights} weights), {tiles} tiles from {args.data}, batch {args.batch_size}, "
+          f"workers {args.workers}, torch threads {torch.get_num_threads()}, cores {os.cpu_count()}")
+    print(f"load average (1/5/15 min) before {'/'.join(f'{v:.2f}' for v in load_before)}, "
+          f"after {'/'.join(f'{v:.2f}' for v in load_after)}")
+    print(f"{'measurement':<28}{'tiles':>7}{'seconds':>10}{'tiles/s':>10}")
+    print(f"{'index_archive':<28}{tiles:>7}{pipeline_seconds:>10.2f}{pipeline_rate:>10.2f}")
+    print(f"{'encoder.encode_images':<28}{tiles:>7}{encoder_seconds:>10.2f}{encoder_rate:>10.2f}")
+    print(f"{'ratio (target >= 0.9)':<28}{ratio:>27.3f}  {'ok' if ratio >= TARGET_RATIO else 'BELOW TARGET'}")
+    print(f"{'peak RSS, main process':<28}{main_mib:>23.0f} MiB")
+    print(f"{'peak RSS, largest child':<28}{child_mib:>23.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

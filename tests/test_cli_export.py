@@ -1,0 +1,32 @@
+"""`msearch export` end to end: index real tiles with the tiny encoders, export, read the file back."""
+
+import json
+
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from msearch.cli import app
+
+runner = CliRunner()
+
+
+def test_export_command(shared_data, tmp_path):
+    index = tmp_path / "index"
+    result = runner.invoke(app, ["index", str(shared_data / "terramesh-examples" / "S2L2A"), "--index", str(index),
+                                 "--model", "tiny-ms-clip", "--model", "rs-m-clip", "--band-order", "l2a", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+
+    out = tmp_path / "tiles.parquet"
+    result = runner.invoke(app, ["export", str(out), "--index", str(index), "--space", "rs-m-clip"])
+    assert result.exit_code == 0, result.output
+    assert f"wrote 5 rows to {out}" in result.output.replace("\n", "")
+    table = pq.read_table(out)
+    assert table.num_rows == 5
+    assert json.loads(table.schema.metadata[b"geo"])["primary_column"] == "geometry"
+    assert [n for n in table.column_names if n.startswith("embedding_")] == ["embedding_rs-m-clip"]
+
+
+def test_export_command_without_an_index(tmp_path):
+    result = runner.invoke(app, ["export", str(tmp_path / "x.parquet"), "--index", str(tmp_path / "none")])
+    assert result.exit_code == 2
+    assert "no msearch index" in result.output
