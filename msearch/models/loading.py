@@ -53,7 +53,7 @@ def weights_status(card: ModelCard) -> str:
 
 def download_weights(card: ModelCard) -> list[Path]:
     """Every hub file that loading `card` needs, fetched into the Hugging Face cache (or found there), so that
-    the model then loads with HF_HUB_OFFLINE=1. Returns the cached paths."""
+    the model then loads with HF_HUB_OFFLINE=1. Returns the weights file and the text tower's files."""
     if card.family == "ms-clip":
         return [_msclip_weights_path(card, None)]
     cfg, weights = _open_clip_sources(card, None)
