@@ -1,0 +1,1 @@
+"""Vector indexes over tile embeddings: exact below a size threshold, inverted files above it."""
