@@ -114,7 +114,7 @@ def test_large_subset_through_the_index_still_returns_k_allowed_ids(built):
     assert np.all(np.isin(found, allowed))
 
 
-def test_removed_vectors_are_no_longer_found(built):
+def test_removed_vectors_are_no_longer_found():
     index, info = ann.choose_and_build(VECTORS[:5_000], IDS[:5_000], **THRESHOLDS)
     assert ann.remove(index, IDS[:10]) == 10
     found = ann.search(index, info, VECTORS[:10], 10)[1]
