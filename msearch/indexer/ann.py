@@ -123,8 +123,10 @@ def choose_and_build(vectors: np.ndarray, ids: np.ndarray, *, target_recall: flo
         index.do_polysemous_training = False
         params = {"nlist": nlist, "m": m, "nbits": PQ_NBITS, "rerank_factor": FIRST_RERANK_FACTOR}
     index.cp.niter = KMEANS_ITERATIONS
-    # Lookup by id: reconstructing ivf-flat vectors for subset search, and removing vectors by id.
-    index.set_direct_map_type(faiss.DirectMap.Hashtable)
+    if kind == "ivf-flat":
+        # Lookup by id, to reconstruct the vectors of an id subset. Not for ivf-pq, whose codes do not give the
+        # vectors back and whose hashtable would cost ~50 bytes a vector (~0.5 GB at 10M).
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)
     training_rows = np.sort(rng.choice(n, size=min(n, nlist * TRAINING_POINTS_PER_LIST), replace=False))
     started = time.perf_counter()
     index.train(np.ascontiguousarray(vectors[training_rows], dtype=np.float32))
@@ -192,8 +194,11 @@ def add(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray) -> None:
 
 def remove(index: faiss.Index, ids: np.ndarray) -> int:
     """Remove vectors by id; returns how many were there."""
-    # IDSelectorArray: the only selector an IVF hashtable direct map can remove with.
-    return index.remove_ids(faiss.IDSelectorArray(np.asarray(ids, dtype=np.int64)))
+    ids = np.asarray(ids, dtype=np.int64)
+    if isinstance(index, faiss.IndexIVF) and index.direct_map.type == faiss.DirectMap.Hashtable:
+        return index.remove_ids(faiss.IDSelectorArray(ids))  # the only selector a hashtable removes with
+    # Otherwise every stored id is tested against the selector: a hashed set, not a linear scan of `ids`.
+    return index.remove_ids(faiss.IDSelectorBatch(ids))
 
 
 def needs_retrain(info: AnnInfo, n_now: int, growth: float = RETRAIN_GROWTH) -> bool:

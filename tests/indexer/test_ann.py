@@ -95,7 +95,9 @@ def test_subset_search_is_the_exact_top_k_of_the_subset(built, n, subset_size):
     index, info = built[n]
     allowed = np.random.default_rng(subset_size).choice(IDS[:n], size=subset_size, replace=False)
     k = 10
-    scores, found = ann.search(index, info, QUERIES, k, vectors_lookup=lookup, allowed_ids=allowed)
+    # Only ivf-pq needs the stored vectors; the other kinds reconstruct the subset's vectors from the index.
+    vectors_lookup = lookup if info.kind == "ivf-pq" else None
+    scores, found = ann.search(index, info, QUERIES, k, vectors_lookup=vectors_lookup, allowed_ids=allowed)
     truth_scores, truth_ids = brute_force(QUERIES, k, allowed)
     kept = min(k, subset_size)
     np.testing.assert_array_equal(found[:, :kept], truth_ids)
@@ -114,10 +116,12 @@ def test_large_subset_through_the_index_still_returns_k_allowed_ids(built):
     assert np.all(np.isin(found, allowed))
 
 
-def test_removed_vectors_are_no_longer_found():
-    index, info = ann.choose_and_build(VECTORS[:5_000], IDS[:5_000], **THRESHOLDS)
+@pytest.mark.parametrize("n", [1_000, 5_000, COMPRESSED_THRESHOLD])
+def test_removed_vectors_are_no_longer_found(n):
+    index, info = ann.choose_and_build(VECTORS[:n], IDS[:n], **THRESHOLDS)
     assert ann.remove(index, IDS[:10]) == 10
-    found = ann.search(index, info, VECTORS[:10], 10)[1]
+    assert index.ntotal == n - 10
+    found = ann.search(index, info, VECTORS[:10], 10, vectors_lookup=lookup)[1]
     assert not np.isin(found, IDS[:10]).any()
 
 
