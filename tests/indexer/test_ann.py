@@ -55,7 +55,7 @@ def test_tuned_recall_is_measured_and_met_against_exact_search(built, n):
     assert info.measured_recall_at_100 >= info.target_recall == 0.95
     assert 1 <= info.params["nprobe"] < info.params["nlist"]
     found = ann.search(index, info, QUERIES, 100, vectors_lookup=lookup)[1]
-    truth = ann.exact_search(VECTORS[:n], IDS[:n], QUERIES, 100)[1]
+    truth = brute_force(QUERIES, 100, allowed=IDS[:n])[1]
     # Fresh queries, not the tuning sample: allow the estimate some sampling error.
     assert ann.recall_at_k(found, truth) >= info.target_recall - 0.03
 
@@ -63,7 +63,14 @@ def test_tuned_recall_is_measured_and_met_against_exact_search(built, n):
 def test_flat_search_is_exact(built):
     index, info = built[1_000]
     scores, found = ann.search(index, info, QUERIES, 10)
-    truth_scores, truth_ids = ann.exact_search(VECTORS[:1_000], IDS[:1_000], QUERIES, 10)
+    truth_scores, truth_ids = brute_force(QUERIES, 10, allowed=IDS[:1_000])
+    np.testing.assert_array_equal(found, truth_ids)
+    np.testing.assert_allclose(scores, truth_scores, rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_exact_search_matches_brute_force():
+    scores, found = ann.exact_search(VECTORS, IDS, QUERIES, 100, chunk_rows=3_000)
+    truth_scores, truth_ids = brute_force(QUERIES, 100)
     np.testing.assert_array_equal(found, truth_ids)
     np.testing.assert_allclose(scores, truth_scores, rtol=1e-5, atol=1e-6)
 
