@@ -55,7 +55,7 @@ def test_tuned_recall_is_measured_and_met_against_exact_search(built, n):
     assert info.measured_recall_at_100 >= info.target_recall == 0.95
     assert 1 <= info.params["nprobe"] < info.params["nlist"]
     found = ann.search(index, info, QUERIES, 100, vectors_lookup=lookup)[1]
-    truth = ann.exact_search(VECTORS[:n], IDS[:n], QUERIES, 100)[1]
+    truth = brute_force(QUERIES, 100, allowed=IDS[:n])[1]
     # Fresh queries, not the tuning sample: allow the estimate some sampling error.
     assert ann.recall_at_k(found, truth) >= info.target_recall - 0.03
 
@@ -63,7 +63,14 @@ def test_tuned_recall_is_measured_and_met_against_exact_search(built, n):
 def test_flat_search_is_exact(built):
     index, info = built[1_000]
     scores, found = ann.search(index, info, QUERIES, 10)
-    truth_scores, truth_ids = ann.exact_search(VECTORS[:1_000], IDS[:1_000], QUERIES, 10)
+    truth_scores, truth_ids = brute_force(QUERIES, 10, allowed=IDS[:1_000])
+    np.testing.assert_array_equal(found, truth_ids)
+    np.testing.assert_allclose(scores, truth_scores, rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_exact_search_matches_brute_force():
+    scores, found = ann.exact_search(VECTORS, IDS, QUERIES, 100, chunk_rows=3_000)
+    truth_scores, truth_ids = brute_force(QUERIES, 100)
     np.testing.assert_array_equal(found, truth_ids)
     np.testing.assert_allclose(scores, truth_scores, rtol=1e-5, atol=1e-6)
 
@@ -95,7 +102,9 @@ def test_subset_search_is_the_exact_top_k_of_the_subset(built, n, subset_size):
     index, info = built[n]
     allowed = np.random.default_rng(subset_size).choice(IDS[:n], size=subset_size, replace=False)
     k = 10
-    scores, found = ann.search(index, info, QUERIES, k, vectors_lookup=lookup, allowed_ids=allowed)
+    # Only ivf-pq needs the stored vectors; the other kinds reconstruct the subset's vectors from the index.
+    vectors_lookup = lookup if info.kind == "ivf-pq" else None
+    scores, found = ann.search(index, info, QUERIES, k, vectors_lookup=vectors_lookup, allowed_ids=allowed)
     truth_scores, truth_ids = brute_force(QUERIES, k, allowed)
     kept = min(k, subset_size)
     np.testing.assert_array_equal(found[:, :kept], truth_ids)
@@ -114,10 +123,12 @@ def test_large_subset_through_the_index_still_returns_k_allowed_ids(built):
     assert np.all(np.isin(found, allowed))
 
 
-def test_removed_vectors_are_no_longer_found(built):
-    index, info = ann.choose_and_build(VECTORS[:5_000], IDS[:5_000], **THRESHOLDS)
+@pytest.mark.parametrize("n", [1_000, 5_000, COMPRESSED_THRESHOLD])
+def test_removed_vectors_are_no_longer_found(n):
+    index, info = ann.choose_and_build(VECTORS[:n], IDS[:n], **THRESHOLDS)
     assert ann.remove(index, IDS[:10]) == 10
-    found = ann.search(index, info, VECTORS[:10], 10)[1]
+    assert index.ntotal == n - 10
+    found = ann.search(index, info, VECTORS[:10], 10, vectors_lookup=lookup)[1]
     assert not np.isin(found, IDS[:10]).any()
 
 
