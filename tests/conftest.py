@@ -19,7 +19,13 @@ import pytest  # noqa: E402
 
 from tests import tiny_models  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# `../shared/data` beside the project root; from a git worktree nested deeper (e.g. <root>/wt/<branch>), the
+# nearest ancestor that has one.
+_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = next(
+    (p / "shared" / "data" for p in _ROOT.parents if (p / "shared" / "data").is_dir()),
+    _ROOT.parent / "shared" / "data",
+)
 HF_CACHE = Path(os.environ["HF_HUB_CACHE"])
 CARD_DIR = Path(os.environ["MSEARCH_CARDS"])
 
