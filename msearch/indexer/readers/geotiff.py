@@ -37,7 +37,9 @@ class MultibandGeoTIFFReader:
                 width, height = raster.width, raster.height
                 pixel_size = float(abs(transform.a))
         except RasterioIOError as exc:
-            raise ValueError(f"not a readable raster ({exc})") from None
+            # a failed read says only "Read failed. See previous exception for details.": the GDAL error
+            # it chains (e.g. "IReadBlock failed ... TIFFReadEncodedStrip() failed") is the reason
+            raise ValueError(f"not a readable raster ({exc.__cause__ or exc})") from None
         facts = facts_from_name(source.path)
         nodata_fraction = nodata_fraction_of(data, nodata)
         if nodata_fraction >= 1.0:
