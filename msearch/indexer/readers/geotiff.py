@@ -32,7 +32,7 @@ class MultibandGeoTIFFReader:
             with rasterio.open(path) as raster:
                 names = band_names(raster.descriptions, raster.count, settings.band_order)
         except RasterioIOError as exc:
-            raise ValueError(f"not a readable raster ({exc})") from None
+            raise ValueError(f"not a readable raster ({exc.__cause__ or exc})") from None
         bands = tuple(BandFile(name, str(path), index) for index, name in enumerate(names, start=1))
         return read_stack(source, settings, bands, SceneFacts(names=facts_from_name(source.path)))
 

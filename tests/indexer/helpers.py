@@ -1,0 +1,95 @@
+"""Shared helpers of the indexer tests: small copies of the sample tiles and views of an index directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from msearch.indexer.store import IndexStore
+from msearch.indexer.tiles import ReadSettings
+from msearch.schema import catalog
+from msearch.schema.bands import BAND_LAYOUTS
+
+MODELS = ["tiny-ms-clip", "rs-m-clip"]
+EUROSAT = ReadSettings(band_order=BAND_LAYOUTS["eurosat"])
+WORKTREE = Path(__file__).resolve().parents[2]
+
+
+def copy_eurosat(shared: Path, dest: Path, classes=("Forest", "River"), per_class: int = 2) -> list[Path]:
+    """A few EuroSAT tiles, copied as <dest>/<Class>/<Class>_<n>.tif; returns the copies, sorted."""
+    copies = []
+    for name in classes:
+        (dest / name).mkdir(parents=True, exist_ok=True)
+        for path in sorted((shared / "eurosat-ms" / name).glob("*.tif"))[:per_class]:
+            copies.append(Path(shutil.copy2(path, dest / name / path.name)))
+    return sorted(copies)
+
+
+def tiles_by_key(index: Path) -> dict[str, dict]:
+    store = IndexStore(index)
+    with store.engine.connect() as conn:
+        return {row["key"]: dict(row) for row in conn.execute(select(catalog.tiles)).mappings()}
+
+
+def vectors_by_key(index: Path, space: str) -> dict[str, np.ndarray]:
+    store = IndexStore(index)
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(catalog.tiles.c.key, catalog.vectors.c.vector)
+            .join(catalog.vectors, catalog.vectors.c.tile_id == catalog.tiles.c.id)
+            .where(catalog.vectors.c.space == space)
+        ).all()
+    return {key: np.frombuffer(blob, dtype="<f4").copy() for key, blob in rows}
+
+
+def vector_seqs(index: Path) -> dict[tuple[int, str], int]:
+    store = IndexStore(index)
+    with store.engine.connect() as conn:
+        return {(t, s): q for t, s, q in conn.execute(
+            select(catalog.vectors.c.tile_id, catalog.vectors.c.space, catalog.vectors.c.seq))}
+
+
+def problems_by_key(index: Path) -> dict[str, tuple[str, str]]:
+    store = IndexStore(index)
+    with store.engine.connect() as conn:
+        return {r.key: (r.kind, r.reason) for r in conn.execute(select(catalog.problems))}
+
+
+def faiss_ids(view) -> np.ndarray:
+    """The labels of a SpaceIndex's FAISS index (an IndexIDMap2), in storage order."""
+    import faiss
+
+    return faiss.vector_to_array(view.index.id_map).astype(np.int64)
+
+
+def assert_view_matches_catalogue(index: Path, space: str) -> None:
+    """The FAISS view opened now holds exactly the catalogue's vectors of the space, each once, by tile id."""
+    store = IndexStore(index)
+    view = store.open_space(space)
+    ids = faiss_ids(view)
+    cat_ids, matrix = store.all_vectors(space)
+    assert view.ntotal == len(cat_ids)
+    assert len(set(ids.tolist())) == len(ids), "a tile appears twice in the FAISS view"
+    assert sorted(ids.tolist()) == sorted(cat_ids.tolist())
+    for tile_id, vector in zip(cat_ids, matrix):
+        np.testing.assert_allclose(view.index.reconstruct(int(tile_id)), vector, atol=1e-6)
+
+
+def subprocess_env() -> dict[str, str]:
+    """The test process's environment (offline hub, tiny models' cache and cards) plus the worktree on the path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(WORKTREE), env.get("PYTHONPATH", "")) if p)
+    for name in ("HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "MSEARCH_CARDS", "MSEARCH_CACHE"):
+        assert env.get(name), f"{name} is not set by tests/conftest.py"
+    return env
+
+
+def index_command(src: Path, index: Path, batch_size: int) -> list[str]:
+    return [sys.executable, "-m", "msearch", "index", str(src), "--index", str(index),
+            "--model", "tiny-ms-clip", "--model", "rs-m-clip", "--band-order", "eurosat",
+            "--batch-size", str(batch_size)]

@@ -1,0 +1,116 @@
+"""`msearch index` and `msearch info` through the command line (typer's CliRunner), with the tiny models."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from msearch.cli import app
+from tests import tiny_models
+from tests.indexer.helpers import copy_eurosat, problems_by_key, tiles_by_key, vector_seqs, vectors_by_key
+from tests.indexer.test_pipeline import make_bad_archive
+
+runner = CliRunner()
+MODEL_ARGS = ["--model", "tiny-ms-clip", "--model", "rs-m-clip", "--band-order", "eurosat", "--workers", "0"]
+
+
+@pytest.fixture
+def eurosat4(shared_data, tmp_path):
+    src = tmp_path / "eurosat"
+    copy_eurosat(shared_data, src)
+    return src
+
+
+def cli(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_index_then_info_json(eurosat4, tmp_path):
+    index = tmp_path / "index"
+    result = cli("index", eurosat4, "--index", index, *MODEL_ARGS, "--batch-size", 3)
+    assert result.exit_code == 0, result.output
+    assert "indexed 4, unchanged 0, skipped 0, failed 0" in result.output
+
+    result = cli("info", "--index", index, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["tiles"] == 4
+    spaces = {s["space"]: s for s in report["spaces"]}
+    assert set(spaces) == {"tiny-ms-clip", "rs-m-clip"}
+    assert (spaces["tiny-ms-clip"]["dim"], spaces["rs-m-clip"]["dim"]) == (64, 512)
+    assert all(s["vectors"] == 4 and s["faiss_file"] for s in spaces.values())
+    assert spaces["tiny-ms-clip"]["identity"].startswith("tiny-ms-clip@sha256:")
+    assert report["last_run"]["status"] == "finished"
+    assert report["last_run"]["summary"]["indexed"] == 4
+    assert report["problem_counts"] == {}
+
+    again = cli("index", eurosat4, "--index", index, *MODEL_ARGS)
+    assert again.exit_code == 0, again.output
+    assert "indexed 0, unchanged 4" in again.output
+
+
+def test_another_encoder_into_an_existing_space_is_refused(shared_data, eurosat4, tmp_path):
+    index = tmp_path / "index"
+    assert cli("index", eurosat4, "--index", index, *MODEL_ARGS).exit_code == 0
+    seqs = vector_seqs(index)
+    other = tmp_path / "other-weights.pt"  # same card and architecture, other weights
+    torch.save(tiny_models.msclip_release_state_dict(tiny_models.build_msclip(tiny_models.TINY_MSCLIP_CFG, seed=1)), other)
+    copy_eurosat(shared_data, eurosat4, classes=("Pasture",), per_class=1)  # a new tile: something to embed
+
+    result = cli("index", eurosat4, "--index", index, "--model", "tiny-ms-clip", "--checkpoint", other,
+                 "--band-order", "eurosat", "--workers", "0")
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.stderr.split())
+    assert "error:" in message and "space 'tiny-ms-clip'" in message
+    assert "Vectors of different encoders cannot share an index" in message
+    assert vector_seqs(index) == seqs  # nothing written
+    assert "Pasture/Pasture_1.tif" not in tiles_by_key(index)
+
+
+def test_checkpoint_names_one_model(eurosat4, tmp_path):
+    index = tmp_path / "index"
+    result = cli("index", eurosat4, "--index", index, *MODEL_ARGS, "--checkpoint", tmp_path / "w.pt")
+    assert result.exit_code == 2
+    assert "give exactly one --model" in " ".join(result.stderr.split())
+    assert not index.exists()
+
+
+def test_bad_files_exit_codes(shared_data, tmp_path):
+    src, index = tmp_path / "src", tmp_path / "index"
+    make_bad_archive(shared_data, src)
+
+    result = cli("index", src, "--index", index, *MODEL_ARGS)
+    assert result.exit_code == 0, result.output
+    assert "indexed 2, unchanged 0, skipped 1, failed 4" in result.output
+    assert "1 files are not rasters of a known layout" in result.output
+    assert len(problems_by_key(index)) == 5 and len(tiles_by_key(index)) == 2
+
+    strict = cli("index", src, "--index", index, *MODEL_ARGS, "--strict")
+    assert strict.exit_code == 1, strict.output
+    assert "indexed 0, unchanged 2, skipped 1, failed 4" in strict.output
+
+    info = cli("info", "--index", index, "--json", "--problems")
+    report = json.loads(info.stdout)
+    assert report["problem_counts"] == {"error": 4, "skipped": 1}
+    assert {p["key"] for p in report["problems"]} == set(problems_by_key(index))
+
+
+def test_nothing_indexable_exits_1(shared_data, tmp_path):
+    src, index = tmp_path / "src", tmp_path / "index"
+    make_bad_archive(shared_data, src)
+    for path in (src / "Forest").glob("*.tif"):
+        path.unlink()
+    result = cli("index", src, "--index", index, *MODEL_ARGS)
+    assert result.exit_code == 1, result.output
+    assert re.search(r"indexed 0, unchanged 0, skipped 1, failed 4", result.output)
+    assert tiles_by_key(index) == {} and vectors_by_key(index, "tiny-ms-clip") == {}
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    result = cli("index", tmp_path / "nope", "--index", tmp_path / "index", *MODEL_ARGS)
+    assert result.exit_code == 2
+    assert "nope does not exist" in " ".join(result.stderr.split())
