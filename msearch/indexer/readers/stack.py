@@ -159,7 +159,7 @@ def read_stack(
         data = _read_bands(bands, grid, window)
         mask_fractions = _mask_fractions(cloud_mask, grid, window) if cloud_mask else {}
     except RasterioIOError as exc:
-        raise ValueError(f"not a readable raster ({exc})") from None
+        raise ValueError(f"not a readable raster ({exc.__cause__ or exc})") from None
 
     nodata_fraction = nodata_fraction_of(data, grid.nodata)
     if nodata_fraction >= 1.0:
