@@ -120,6 +120,9 @@ class IndexStore:
 
         manifest = self.manifest(space)
         with self.engine.connect() as conn, conn.begin():
+            # pysqlite opens no transaction for SELECTs: without an explicit BEGIN each read could see a
+            # different commit of a concurrent indexing run
+            conn.exec_driver_sql("BEGIN")
             generation = self._generation(conn, space)
             path = self.space_dir(space) / manifest.faiss_file if manifest.faiss_file else None
             if path is not None and path.exists() and manifest.generation == generation:
