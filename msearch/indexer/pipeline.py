@@ -68,6 +68,9 @@ class PendingTile:
     source: TileSource
     stat_signature: str
     spaces: tuple[str, ...]  # spaces this tile needs vectors for
+    # The catalogued content digest, when the tile already has vectors in every space: a re-read that finds
+    # the same digest means the files were only touched, and the vectors are kept.
+    complete_digest: str | None = None
 
 
 # -- plan ---------------------------------------------------------------------------------------------
@@ -78,9 +81,10 @@ def plan(store: IndexStore, sources: list[TileSource], spaces: Sequence[str]) ->
     roots = sorted({str(s.root) for s in sources})
     with store.engine.connect() as conn:
         known = {
-            (row.root, row.key): (row.id, row.stat_signature)
+            (row.root, row.key): (row.id, row.stat_signature, row.digest)
             for row in conn.execute(select(catalog.tiles.c.id, catalog.tiles.c.root, catalog.tiles.c.key,
-                                           catalog.tiles.c.stat_signature).where(catalog.tiles.c.root.in_(roots)))
+                                           catalog.tiles.c.stat_signature, catalog.tiles.c.digest)
+                                    .where(catalog.tiles.c.root.in_(roots)))
         }
         have: dict[int, set[str]] = {}
         for tile_id, space in conn.execute(select(catalog.vectors.c.tile_id, catalog.vectors.c.space)):
@@ -100,8 +104,9 @@ def plan(store: IndexStore, sources: list[TileSource], spaces: Sequence[str]) ->
                 continue
             pending.append(PendingTile(source, signature, needed))
         else:
-            pending.append(PendingTile(source, signature, tuple(spaces)))
-    gone = [tile_id for (root, key), (tile_id, _) in known.items() if (root, key) not in seen]
+            complete = entry is not None and set(spaces) <= have.get(entry[0], set())
+            pending.append(PendingTile(source, signature, tuple(spaces), entry[2] if complete else None))
+    gone = [tile_id for (root, key), (tile_id, _, _) in known.items() if (root, key) not in seen]
     return pending, unchanged, gone
 
 
@@ -294,9 +299,6 @@ def _run_batches(store, summary, pending, encoders, views, settings, batch_size,
         collate_fn=list, worker_init_fn=_worker_init if workers else None,
         prefetch_factor=2 if workers else None,
     )
-    with store.engine.connect() as conn:
-        digests = {(root, key): digest for root, key, digest in conn.execute(
-            select(catalog.tiles.c.root, catalog.tiles.c.key, catalog.tiles.c.digest))}
     writer = CatalogueWriter(store, summary.run_id, views)
     last_save, done_count = time.monotonic(), 0
     for batch in loader:
@@ -311,8 +313,7 @@ def _run_batches(store, summary, pending, encoders, views, settings, batch_size,
                 summary.failed.append((item.source.key, result["failed"]))
         ok = [r for r in batch if "row" in r]
         # A tile whose files were only touched (same content, all spaces present) keeps its vectors.
-        touched = [r for r in ok if digests.get((r["row"]["root"], r["row"]["key"])) == r["row"]["digest"]
-                   and set(r["item"].spaces) == set(encoders) and _has_all_vectors(store, r, encoders)]
+        touched = [r for r in ok if r["item"].complete_digest == r["row"]["digest"]]
         embed = [r for r in ok if r not in touched]
         vectors = {id(r): {} for r in embed}
         for space, encoder in encoders.items():
@@ -332,15 +333,6 @@ def _run_batches(store, summary, pending, encoders, views, settings, batch_size,
             for view in views.values():
                 store.save_space(view)
             last_save = time.monotonic()
-
-
-def _has_all_vectors(store: IndexStore, result: dict, encoders: dict) -> bool:
-    with store.engine.connect() as conn:
-        found = conn.execute(
-            select(catalog.vectors.c.space).join(catalog.tiles, catalog.tiles.c.id == catalog.vectors.c.tile_id)
-            .where(catalog.tiles.c.root == result["row"]["root"], catalog.tiles.c.key == result["row"]["key"])
-        ).scalars().all()
-    return set(encoders) <= set(found)
 
 
 def _now() -> str:

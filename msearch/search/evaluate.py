@@ -112,7 +112,7 @@ def evaluate_retrieval(searcher: Searcher, queries_path: str | Path, space: str 
         ids, matrix = exact_cache[name]
         scores = matrix @ vector.astype(np.float32)
         exact = [int(ids[i]) for i in np.argsort(-scores, kind="stable")[:k]]
-        approx = [tile_id for tile_id, _ in searcher._search_vector(name, vector, k, None)]
+        approx = [tile_id for tile_id, _ in searcher.search_vector(name, vector, k, None)]
         label = f"{query.query} [{lang}]"
         index_recall[label] = index_recall_at_k(approx, exact, k) if exact else 1.0
         spaces[label] = name

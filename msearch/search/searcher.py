@@ -164,7 +164,7 @@ class Searcher:
             encoder = self.encoder(name)
             truncated |= encoder.truncates(text)
             vector = encoder.encode_texts([text.strip()])[0]
-            rankings[name] = self._search_vector(name, vector, top_k if len(names) == 1 else max(top_k, 100), allowed)
+            rankings[name] = self.search_vector(name, vector, top_k if len(names) == 1 else max(top_k, 100), allowed)
         ranked = rankings[names[0]] if len(names) == 1 else reciprocal_rank_fusion(list(rankings.values()))
         results = self._results(ranked[:top_k], "+".join(names))
         return QueryAnswer(results, text, lang, names, truncated, len(allowed) if allowed is not None else None)
@@ -185,7 +185,7 @@ class Searcher:
         allowed = self._allowed_ids(filters)
         if tile_id is not None and allowed is not None:
             allowed = allowed[allowed != tile_id]
-        ranked = [(t, s) for t, s in self._search_vector(name, vector, top_k + 1, allowed) if t != tile_id][:top_k]
+        ranked = [(t, s) for t, s in self.search_vector(name, vector, top_k + 1, allowed) if t != tile_id][:top_k]
         return QueryAnswer(self._results(ranked, name), f"like:{example}", None, [name],
                            matching_tiles=len(allowed) if allowed is not None else None)
 
@@ -238,7 +238,8 @@ class Searcher:
             ids = conn.execute(select(catalog.tiles.c.id).where(filters.where())).scalars().all()
         return np.asarray(ids, dtype=np.int64)
 
-    def _search_vector(self, space: str, vector: np.ndarray, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
+    def search_vector(self, space: str, vector: np.ndarray, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
+        """Top-k (tile id, cosine) of one vector in a space, restricted to `allowed` ids when given."""
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
         if allowed is not None:
             if len(allowed) == 0:
