@@ -39,17 +39,41 @@ def hub_file(repo_id: str, filename: str, *, what: str, required: bool = True) -
             f"(`msearch models --download NAME`), copy the cache from a machine that has it, or pass "
             f"--checkpoint PATH to local weights."
         )
+    unreachable = hub_unreachable()
     try:
+        if unreachable:
+            raise LocalEntryNotFoundError(unreachable)
         return Path(hf_hub_download(repo_id, filename))
-    except EntryNotFoundError:
-        if not required:
-            return None
-        raise ModelNotAvailableError(f"{what}: hf-hub:{repo_id} has no file {filename}") from None
+    # LocalEntryNotFoundError subclasses EntryNotFoundError: it must be told apart first
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+        if isinstance(exc, EntryNotFoundError) and not isinstance(exc, LocalEntryNotFoundError):
+            if not required:
+                return None
+            raise ModelNotAvailableError(f"{what}: hf-hub:{repo_id} has no file {filename}") from None
         raise ModelNotAvailableError(
             f"{what}: could not download {filename} from hf-hub:{repo_id} ({exc}). Check the network, or set "
             f"HF_HUB_OFFLINE=1 and use cached or local weights (--checkpoint PATH)."
         ) from exc
+
+
+HUB_PROBE_SECONDS = 3.0
+
+
+def hub_unreachable() -> str | None:
+    """Why the hub cannot be reached, or None. One quick connection attempt: huggingface_hub itself retries
+    an unreachable host for about 23 s before giving up, far too long for a machine that is simply offline."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=HUB_PROBE_SECONDS).close()
+    except OSError as exc:
+        return f"cannot connect to {url.hostname}:{port}: {exc}"
+    return None
 
 
 def is_cached(repo_id: str, filename: str) -> bool:

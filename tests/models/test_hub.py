@@ -30,3 +30,20 @@ def test_optional_file_missing_offline_is_none():
     assert hub_file(TINY_MSCLIP_REPO, "no-such-file.json", what="test", required=False) is None
     assert is_cached(TINY_MSCLIP_REPO, "Llama3_MS_CLIP_weights.pt")
     assert not is_cached("ibm-esa-geospatial/Llama3-MS-CLIP-base", "Llama3_MS_CLIP_weights.pt")
+
+
+def test_an_unreachable_hub_fails_at_once_with_a_network_message(monkeypatch):
+    """Not offline by setting, but with no route to the hub (a closed port on loopback)."""
+    import time
+
+    import pytest
+    from huggingface_hub import constants
+
+    from msearch.models.hub import ModelNotAvailableError, hub_file
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    started = time.perf_counter()
+    with pytest.raises(ModelNotAvailableError, match="could not download .*Check the network"):
+        hub_file("nobody/nothing", "weights.pt", what="test")
+    assert time.perf_counter() - started < 5
