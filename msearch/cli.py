@@ -25,7 +25,7 @@ def _fail(message: str, code: int = 2) -> None:
 
 @app.command()
 def index(
-    paths: List[Path] = typer.Argument(..., help="Folders or files of tiles, searched recursively."),
+    paths: Optional[List[Path]] = typer.Argument(None, help="Folders or files of tiles, searched recursively."),
     index: Optional[Path] = INDEX_OPTION,
     model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Encoder card (repeatable). Default: llama3-ms-clip-base and rs-m-clip."),
     checkpoint: Optional[Path] = typer.Option(None, help="Local weights for the (single) --model."),
@@ -38,14 +38,20 @@ def index(
     max_nodata: float = typer.Option(0.5, min=0.0, max=1.0, help="Skip chips with a larger nodata fraction."),
     prune: bool = typer.Option(False, help="Drop catalogued tiles whose files are gone."),
     strict: bool = typer.Option(False, help="Exit non-zero if any tile failed or was skipped."),
+    rebuild_ann: bool = typer.Option(False, "--rebuild-ann", help="Retrain and retune the search index of each space (after indexing PATHS, if given)."),
+    target_recall: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Recall@100 against exact search that --rebuild-ann tunes for (default: the space's, 0.95)."),
 ):
     """Embed an archive: incremental (only new or changed tiles), resumable and crash-safe."""
-    from msearch.indexer.pipeline import index_archive
+    from msearch.indexer.pipeline import rebuild_indexes
     from msearch.indexer.tiles import ReadSettings
     from msearch.models import CardError, ModelNotAvailableError
     from msearch.indexer.store import SpaceMismatchError
     from msearch.schema.bands import parse_band_order
 
+    if not paths and not rebuild_ann:
+        _fail("give the folders or files to index (or --rebuild-ann alone to retrain the search indexes)")
+    if target_recall is not None and not rebuild_ann:
+        _fail("--target-recall applies to --rebuild-ann")
     try:
         settings = ReadSettings(
             band_order=parse_band_order(band_order) if band_order else None, offset=offset,
@@ -53,6 +59,33 @@ def index(
         )
     except ValueError as exc:
         _fail(str(exc))
+    errors = (FileNotFoundError, CardError, ModelNotAvailableError, SpaceMismatchError, ValueError)
+    failed = False
+    if paths:
+        try:
+            summary = _index_with_progress(paths, index=index, models=model, checkpoint=checkpoint, settings=settings,
+                                           batch_size=batch_size, workers=workers, prune=prune)
+        except errors as exc:
+            _fail(str(exc))
+        _print_summary(summary)
+        failed = not summary.ok or (strict and bool(summary.failed or summary.skipped))
+    if rebuild_ann:
+        settings = {} if target_recall is None else {"target_recall": target_recall}
+        checkpoints = {model[0]: checkpoint} if checkpoint and model else None
+        try:
+            with err_console.status("retraining the search indexes"):
+                notes = rebuild_indexes(index, spaces=model, checkpoints=checkpoints, **settings)
+        except errors as exc:
+            _fail(str(exc))
+        for note in notes:
+            console.print(note)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _index_with_progress(paths, **options):
+    from msearch.indexer.pipeline import index_archive
+
     columns = (TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]} tiles/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=False) as bar:
@@ -67,14 +100,9 @@ def index(
             bar.update(task, completed=done, total=total, rate=f"{done / elapsed:.1f}")
 
         try:
-            summary = index_archive(paths, index=index, models=model, checkpoint=checkpoint, settings=settings,
-                                    batch_size=batch_size, workers=workers, prune=prune, progress=report)
-        except (FileNotFoundError, CardError, ModelNotAvailableError, SpaceMismatchError, ValueError) as exc:
+            return index_archive(paths, progress=report, **options)
+        finally:
             bar.stop()
-            _fail(str(exc))
-    _print_summary(summary)
-    if not summary.ok or (strict and (summary.failed or summary.skipped)):
-        raise typer.Exit(1)
 
 
 def _print_summary(summary) -> None:
@@ -86,6 +114,8 @@ def _print_summary(summary) -> None:
         console.print(f"{summary.missing} catalogued tiles are gone from disk: run with --prune to drop them")
     if summary.ignored:
         console.print(f"{summary.ignored} files are not rasters of a known layout and were ignored")
+    for note in summary.notes:
+        console.print(note)
     for title, items in (("failed", summary.failed), ("skipped", summary.skipped)):
         if items:
             table = Table(title=f"{len(items)} {title}", title_justify="left")
@@ -115,10 +145,14 @@ def info(
         console.print_json(json.dumps(report))
         return
     console.print(f"[bold]{report['directory']}[/bold]: {report['tiles']} tiles, {report['size_mb']:.1f} MB on disk")
-    table = Table("space", "encoder", "dim", "index", "vectors")
+    table = Table("space", "encoder", "dim", "vectors", "search index")
     for space in report["spaces"]:
-        table.add_row(space["space"], space["identity"], str(space["dim"]), space["index"]["kind"], str(space["vectors"]))
+        table.add_row(space["space"], space["identity"], str(space["dim"]), str(space["vectors"]), space["search"])
     console.print(table)
+    for space in report["spaces"]:
+        if space["retrain_advised"]:
+            console.print(f"{space['space']}: trained on {space['index']['trained_on']} vectors, holds "
+                          f"{space['vectors']} now: `msearch index --rebuild-ann` would retrain it")
     if report["last_run"]:
         run = report["last_run"]
         console.print(f"last run #{run['id']} ({run['status']}), started {run['started_at']}: {run['summary']}")

@@ -114,3 +114,36 @@ def test_missing_folder_is_a_clear_error(tmp_path):
     result = cli("index", tmp_path / "nope", "--index", tmp_path / "index", *MODEL_ARGS)
     assert result.exit_code == 2
     assert "nope does not exist" in " ".join(result.stderr.split())
+
+
+def test_rebuild_ann_retrains_with_the_target_recall_and_info_shows_it(shared_data, tmp_path):
+    from msearch.indexer.store import IndexStore
+
+    src, index = tmp_path / "src", tmp_path / "index"
+    copy_eurosat(shared_data, src, classes=("Forest", "River", "SeaLake"), per_class=3)
+    assert cli("index", src, "--index", index, *MODEL_ARGS).exit_code == 0
+    store = IndexStore(index)
+    view = store.open_space("tiny-ms-clip")
+    store.rebuild_ann(view, exact_threshold=4)  # this index: inverted files from 4 vectors on
+    store.save_space(view)
+    assert store.manifest("tiny-ms-clip").index["kind"] == "ivf-flat"
+
+    result = cli("index", "--rebuild-ann", "--index", index, "--model", "tiny-ms-clip", "--target-recall", 0.99)
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())  # rich wraps long lines
+    assert "tiny-ms-clip: 9 vectors, searched with ivf-flat (nlist 1, nprobe 1; recall@100 1.000" in output
+    report = json.loads(cli("info", "--index", index, "--json").stdout)
+    spaces = {s["space"]: s for s in report["spaces"]}
+    assert spaces["tiny-ms-clip"]["index"]["target_recall"] == 0.99
+    assert spaces["tiny-ms-clip"]["index"]["trained_on"] == 9
+    assert spaces["tiny-ms-clip"]["search"].startswith("ivf-flat")
+    assert spaces["rs-m-clip"]["search"] == "exact search"  # --model chose one space
+    assert spaces["tiny-ms-clip"]["retrain_advised"] is False
+    table = " ".join(cli("info", "--index", index).output.split())
+    assert "ivf-flat" in table and "exact search" in table
+
+
+def test_index_without_paths_or_rebuild_is_an_error(tmp_path):
+    result = cli("index", "--index", tmp_path / "index")
+    assert result.exit_code == 2
+    assert "give the folders or files to index" in result.output

@@ -39,6 +39,7 @@ COMPRESSED_THRESHOLD = 500_000
 # as the space outgrows the training, so it is retrained past this growth factor.
 RETRAIN_GROWTH = 4.0
 RECALL_K = 100
+DEFAULT_TARGET_RECALL = 0.95
 # nlist ~ 4 sqrt(n), capped: assigning every added vector costs nlist inner products, and 10M vectors into
 # 4096 lists is already ~4e13 flops (minutes on two cores).
 MAX_NLIST = 4096
@@ -81,6 +82,12 @@ class AnnInfo:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def describe(self) -> str:
+        if self.kind == "flat":
+            return "exact search"
+        params = ", ".join(f"{k} {v}" for k, v in self.params.items() if k != "training_sample")
+        return f"{self.kind} ({params}; recall@100 {self.measured_recall_at_100:.3f} against exact search)"
+
     @classmethod
     def from_dict(cls, data: dict) -> AnnInfo:
         return cls(**data)
@@ -93,7 +100,12 @@ def choose_kind(n: int, exact_threshold: int = EXACT_THRESHOLD,
     return "ivf-flat" if n < compressed_threshold else "ivf-pq"
 
 
-def choose_and_build(vectors: np.ndarray, ids: np.ndarray, *, target_recall: float = 0.95,
+def new_flat_index(dim: int) -> faiss.Index:
+    """Exact inner-product search, labelled by tile id."""
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+def choose_and_build(vectors: np.ndarray, ids: np.ndarray, *, target_recall: float = DEFAULT_TARGET_RECALL,
                      exact_threshold: int = EXACT_THRESHOLD, compressed_threshold: int = COMPRESSED_THRESHOLD,
                      sample_queries: np.ndarray | None = None, seed: int = 0) -> tuple[faiss.Index, AnnInfo]:
     """Build the index that suits the size of `vectors` (n, d) float32, unit rows; `ids` (n,) int64, unique.
@@ -104,13 +116,13 @@ def choose_and_build(vectors: np.ndarray, ids: np.ndarray, *, target_recall: flo
     ids = np.asarray(ids, dtype=np.int64)
     kind = choose_kind(n, exact_threshold, compressed_threshold)
     if kind == "flat":
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        index = new_flat_index(dim)
         _add_chunked(index, vectors, ids)
         return index, AnnInfo(kind, n, target_recall, 1.0, exact_threshold, compressed_threshold)
 
     rng = np.random.default_rng(seed)
-    nlist = min(MAX_NLIST, 2 ** round(math.log2(4 * math.sqrt(n))),
-                2 ** int(math.log2(n / TRAINING_POINTS_PER_LIST)))
+    nlist = max(1, min(MAX_NLIST, 2 ** round(math.log2(4 * math.sqrt(n))),
+                       2 ** math.floor(math.log2(n / TRAINING_POINTS_PER_LIST))))
     quantizer = faiss.IndexFlatIP(dim)
     if kind == "ivf-flat":
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -201,6 +213,16 @@ def remove(index: faiss.Index, ids: np.ndarray) -> int:
     return index.remove_ids(faiss.IDSelectorBatch(ids))
 
 
+def stored_ids(index: faiss.Index) -> np.ndarray:
+    """Every id an index holds (flat: in insertion order; inverted file: list by list)."""
+    if isinstance(index, faiss.IndexIDMap):
+        return faiss.vector_to_array(index.id_map).astype(np.int64)
+    invlists = index.invlists
+    parts = [faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
+             for i in range(index.nlist) if invlists.list_size(i)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+
+
 def needs_retrain(info: AnnInfo, n_now: int, growth: float = RETRAIN_GROWTH) -> bool:
     """Whether a space now holding `n_now` vectors deserves a rebuild: its size now calls for another kind of
     index (it crossed a threshold), or an inverted file has grown more than `growth` times since training."""
@@ -255,8 +277,13 @@ def exact_search(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: i
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean fraction of each query's true top-k (rows of `truth`) present in its found top-k."""
-    return float(np.mean([len(np.intersect1d(f, t)) / len(t) for f, t in zip(found, truth)]))
+    """Mean fraction of each query's true top-k (rows of `truth`) present in its found top-k. Rows are padded
+    with -1 where fewer than k vectors exist: the padding is not a result."""
+    fractions = []
+    for f, t in zip(found, truth):
+        t = t[t >= 0]
+        fractions.append(len(np.intersect1d(f[f >= 0], t)) / len(t) if len(t) else 1.0)
+    return float(np.mean(fractions))
 
 
 def _tune(index: faiss.Index, info: AnnInfo, queries: np.ndarray, truth: np.ndarray,

@@ -24,10 +24,12 @@ import torch
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from msearch.indexer import ann
+from msearch.indexer.ann import AnnInfo
 from msearch.indexer.readers import discover, read_tile
-from msearch.indexer.store import IndexStore, SpaceIndex, vector_bytes
+from msearch.indexer.store import IndexStore, SpaceIndex, SpaceMismatchError, vector_bytes
 from msearch.indexer.tiles import ReadSettings, SkipTile, Tile, TileSource
-from msearch.models import DEFAULT_MODEL, Encoder, InputRecipe, load_encoder
+from msearch.models import DEFAULT_MODEL, Encoder, InputRecipe, ModelNotAvailableError, load_encoder
 from msearch.models.recipe import prepare
 from msearch.schema import catalog
 
@@ -48,6 +50,7 @@ class RunSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): unreadable or bad
     ignored: int = 0  # files that are not rasters of a known layout
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what changed in the search indexes, or should
 
     @property
     def ok(self) -> bool:
@@ -59,7 +62,7 @@ class RunSummary:
             "run_id": self.run_id, "spaces": self.spaces, "discovered": self.discovered,
             "indexed": self.indexed, "unchanged": self.unchanged, "removed": self.removed,
             "missing": self.missing, "skipped": len(self.skipped), "failed": len(self.failed),
-            "ignored": self.ignored, "seconds": round(self.seconds, 2),
+            "ignored": self.ignored, "seconds": round(self.seconds, 2), "notes": self.notes,
         }
 
 
@@ -258,17 +261,14 @@ def index_archive(
     found = discover(roots, settings)
     summary.discovered, summary.ignored = len(found.sources), len(found.ignored)
     pending, summary.unchanged, gone = plan(store, found.sources, spaces)
-    if gone and prune:
-        with store.engine.begin() as conn:
-            store.delete_tiles(conn, gone)
-        summary.removed = len(gone)
-    else:
+    prune_now = bool(gone and prune)
+    if not prune:
         summary.missing = len(gone)
 
     views: dict[str, SpaceIndex] = {}
     status = "failed"
     try:
-        if pending or gone and prune:
+        if pending or prune_now:
             encoders = encoders or {}
             for space in spaces:
                 if pending and space not in encoders:
@@ -278,7 +278,15 @@ def index_archive(
                     identity = encoders[space].identity
                     store.ensure_space(space, identity.card, identity.weights_sha256, encoders[space].dim)
             views = {space: store.open_space(space) for space in store.manifests() if space in spaces or prune}
+            if prune_now:
+                with store.engine.begin() as conn:
+                    store.delete_tiles(conn, gone, views)
+                summary.removed = len(gone)
             _run_batches(store, summary, pending, encoders, views, settings, batch_size, workers, progress)
+            for space, view in views.items():
+                if ann.choose_kind(view.ntotal, view.ann.exact_threshold, view.ann.compressed_threshold) != view.ann.kind:
+                    info = rebuild_ann(store, view, encoders.get(space))
+                    summary.notes.append(f"{space}: {view.ntotal} vectors, now searched with {info.describe()}")
         status = "finished"
     finally:
         for view in views.values():
@@ -287,7 +295,45 @@ def index_archive(
         with store.engine.begin() as conn:
             conn.execute(catalog.runs.update().where(catalog.runs.c.id == run_id).values(
                 finished_at=_now(), status=status, summary=json.dumps(summary.to_dict())))
+    for space, view in views.items():
+        if ann.needs_retrain(view.ann, view.ntotal):
+            summary.notes.append(f"{space}: its {view.ann.kind} index was trained on {view.ann.trained_on} vectors "
+                                 f"and now holds {view.ntotal}: run `msearch index --rebuild-ann` to retrain it")
     return summary
+
+
+def rebuild_ann(store: IndexStore, view: SpaceIndex, encoder: Encoder | None = None, **settings) -> AnnInfo:
+    """Retrain and retune a space's index. With its encoder at hand, the recall target is measured on encoded
+    text queries (what users search with) rather than on perturbed image vectors."""
+    from msearch.search.prompts import query_like_texts
+
+    queries = None
+    if encoder is not None:
+        queries = encoder.encode_texts(query_like_texts(encoder.card.languages, ann.TUNING_QUERIES))
+    return store.rebuild_ann(view, sample_queries=queries, **settings)
+
+
+def rebuild_indexes(index: str | Path | None = None, spaces: Sequence[str] | None = None,
+                    checkpoints: dict[str, str | Path] | None = None, **settings) -> list[str]:
+    """`msearch index --rebuild-ann`: retrain and retune the search index of each space (default: all) from
+    its stored vectors. Returns one line per space saying what it is searched with now."""
+    store = IndexStore(index, create=False)
+    notes = []
+    for space in spaces or list(store.manifests()):
+        manifest = store.manifest(space)
+        view = store.open_space(space)
+        encoder, why_not = None, ""
+        try:
+            encoder = load_encoder(manifest.card, (checkpoints or {}).get(space))
+        except ModelNotAvailableError as exc:
+            why_not = f" (tuned on perturbed image vectors, not text queries: {exc})"
+        if encoder is not None and encoder.identity.weights_sha256 != manifest.weights_sha256:
+            raise SpaceMismatchError(f"space {space!r} was built with {manifest.identity}, but the weights found "
+                                     f"now are {encoder.identity}: pass the weights it was built with")
+        info = rebuild_ann(store, view, encoder, **settings)
+        store.save_space(view)
+        notes.append(f"{space}: {view.ntotal} vectors, searched with {info.describe()}{why_not}")
+    return notes
 
 
 def _run_batches(store, summary, pending, encoders, views, settings, batch_size, workers, progress) -> None:

@@ -6,7 +6,8 @@ import json
 
 from sqlalchemy import func, select
 
-from msearch.indexer.store import IndexStore
+from msearch.indexer import ann
+from msearch.indexer.store import IndexStore, ann_info
 from msearch.schema import catalog
 
 
@@ -25,8 +26,9 @@ def index_report(index=None, with_problems: bool = False) -> dict:
         "tiles": store.tile_count(),
         "size_mb": size / 1e6,
         "spaces": [
-            {"space": m.space, "identity": m.identity, "dim": m.dim, "metric": m.metric, "index": m.index,
-             "vectors": counts.get(m.space, 0), "faiss_file": m.faiss_file}
+            {"space": m.space, "identity": m.identity, "dim": m.dim, "metric": m.metric, "index": ann_info(m).to_dict(),
+             "search": ann_info(m).describe(), "vectors": counts.get(m.space, 0), "faiss_file": m.faiss_file,
+             "retrain_advised": ann.needs_retrain(ann_info(m), counts.get(m.space, 0))}
             for m in store.manifests().values()
         ],
         "last_run": dict(last, summary=json.loads(last["summary"]) if last and last["summary"] else None) if last else None,

@@ -8,7 +8,13 @@ Layout:
 Crash safety: vectors are committed with their tile rows in one transaction. A FAISS file is written
 under a new name, fsynced, then the manifest is replaced atomically to point at it; so after a crash at
 any moment the manifest names a complete file, and opening a space appends the vectors committed since
-(seq > S). Deletions bump the generation, and a file of an older generation is rebuilt from the vectors.
+(seq > S). Deletions bump the generation; a writer that holds the view removes the deleted ids from it
+and saves it at the new generation, and a file left at an older generation (a crash in between) is
+emptied and refilled from the vectors, keeping its trained quantisers.
+
+The kind of FAISS index follows the size of the space (msearch.indexer.ann): exact search while it is
+small, a trained and tuned inverted file once it crosses a threshold. Additions go into the trained
+index; `rebuild_ann` retrains it (`msearch index --rebuild-ann`), and `ann_advice` says when that pays.
 """
 
 from __future__ import annotations
@@ -22,11 +28,16 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from msearch.config import index_dir as resolve_index_dir
+from msearch.indexer import ann
+from msearch.indexer.ann import AnnInfo
 from msearch.schema import catalog
 from msearch.schema.catalog import catalogue_engine
 from msearch.schema.manifest import SpaceManifest
 
 SPACES_DIR = "spaces"
+# A reader that finds the FAISS file its manifest named already replaced by a concurrent writer reads the
+# manifest again; a writer saves at most every few minutes, so a second attempt nearly always succeeds.
+OPEN_ATTEMPTS = 5
 
 
 class SpaceMismatchError(RuntimeError):
@@ -39,6 +50,7 @@ class SpaceIndex:
 
     manifest: SpaceManifest
     index: object  # faiss.Index with tile ids as labels
+    ann: AnnInfo  # its kind, tuned parameters and measured recall
     synced_seq: int
     generation: int
 
@@ -55,13 +67,6 @@ def vectors_from_rows(rows, dim: int) -> tuple[np.ndarray, np.ndarray]:
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim) if rows else np.empty((0, dim), "<f4")
     return ids, np.ascontiguousarray(matrix, dtype=np.float32)
-
-
-def new_faiss_index(dim: int):
-    """Exact inner-product search, labelled by tile id."""
-    import faiss
-
-    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 
 
 class IndexStore:
@@ -116,56 +121,116 @@ class IndexStore:
 
     def open_space(self, space: str) -> SpaceIndex:
         """The space's FAISS index, brought up to the catalogue's committed state (one consistent snapshot)."""
-        import faiss
-
-        manifest = self.manifest(space)
-        with self.engine.connect() as conn, conn.begin():
-            # pysqlite opens no transaction for SELECTs: without an explicit BEGIN each read could see a
-            # different commit of a concurrent indexing run
-            conn.exec_driver_sql("BEGIN")
-            generation = self._generation(conn, space)
+        for _ in range(OPEN_ATTEMPTS):
+            manifest = self.manifest(space)
             path = self.space_dir(space) / manifest.faiss_file if manifest.faiss_file else None
-            if path is not None and path.exists() and manifest.generation == generation:
-                view = SpaceIndex(manifest, faiss.read_index(str(path)), manifest.synced_seq, generation)
-            else:
-                view = SpaceIndex(manifest, new_faiss_index(manifest.dim), 0, generation)
-            self.catch_up(view, conn)
-        return view
+            with self.engine.connect() as conn, conn.begin():
+                # pysqlite opens no transaction for SELECTs: without an explicit BEGIN each read could see a
+                # different commit of a concurrent indexing run
+                conn.exec_driver_sql("BEGIN")
+                generation = self._generation(conn, space)
+                try:
+                    index = ann.read_index(path) if path is not None else None
+                except RuntimeError:
+                    if self.manifest(space).faiss_file != manifest.faiss_file:
+                        continue  # a concurrent save replaced the file after we read the manifest: read it again
+                    index = None  # the named file is lost (deleted by hand, disk trouble): refill from the vectors
+                if index is None:
+                    view = SpaceIndex(manifest, ann.new_flat_index(manifest.dim), flat_info(0), 0, generation)
+                else:
+                    view = SpaceIndex(manifest, index, ann_info(manifest), manifest.synced_seq, generation)
+                    if manifest.generation != generation:
+                        # Vectors were deleted since this file was saved: empty it and refill it from the
+                        # catalogue. reset() keeps an inverted file's training, so nothing is retrained.
+                        view.index.reset()
+                        view.synced_seq = 0
+                self.catch_up(view, conn)
+            return view
+        raise RuntimeError(f"space {space!r}: its FAISS file kept being replaced while opening it; try again")
 
     def catch_up(self, view: SpaceIndex, conn: Connection) -> int:
         """Add vectors committed after the view's sync point (replacing older vectors of the same tiles)."""
-        rows = conn.execute(
-            select(catalog.vectors.c.tile_id, catalog.vectors.c.vector, catalog.vectors.c.seq)
-            .where(catalog.vectors.c.space == view.manifest.space, catalog.vectors.c.seq > view.synced_seq)
-            .order_by(catalog.vectors.c.seq)
-        ).all()
-        if not rows:
-            return 0
-        ids, matrix = vectors_from_rows(rows, view.manifest.dim)
-        view.index.remove_ids(ids)
-        view.index.add_with_ids(matrix, ids)
-        view.synced_seq = int(rows[-1][2])
-        return len(rows)
+        total, seq = 0, view.synced_seq
+        while True:
+            # In chunks: refilling a space of millions of vectors must not hold them all in memory at once.
+            rows = conn.execute(
+                select(catalog.vectors.c.tile_id, catalog.vectors.c.vector, catalog.vectors.c.seq)
+                .where(catalog.vectors.c.space == view.manifest.space, catalog.vectors.c.seq > seq)
+                .order_by(catalog.vectors.c.seq).limit(ann.CHUNK_ROWS)
+            ).all()
+            if not rows:
+                break
+            ids, matrix = vectors_from_rows(rows, view.manifest.dim)
+            if view.synced_seq:  # a refill from zero has nothing to replace
+                ann.remove(view.index, ids)
+            ann.add(view.index, matrix, ids)
+            seq = int(rows[-1][2])
+            total += len(rows)
+        view.synced_seq = seq
+        return total
 
     def save_space(self, view: SpaceIndex) -> None:
         """Write the view under a new file name, then point the manifest at it, then drop older files."""
-        import faiss
-
         folder = self.space_dir(view.manifest.space)
         name = f"index-{view.generation}-{view.synced_seq}.faiss"
-        tmp = folder / f".{name}.{os.getpid()}.tmp"
-        faiss.write_index(view.index, str(tmp))
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, folder / name)
+        ann.write_index(view.index, folder / name)
         view.manifest.faiss_file = name
         view.manifest.synced_seq = view.synced_seq
         view.manifest.generation = view.generation
         view.manifest.vectors = view.ntotal
+        view.manifest.index = view.ann.to_dict()
         view.manifest.write(folder)
         for old in folder.glob("index-*.faiss"):
             if old.name != name:
                 old.unlink(missing_ok=True)
+
+    def rebuild_ann(self, view: SpaceIndex, *, target_recall: float | None = None,
+                    sample_queries: np.ndarray | None = None, exact_threshold: int | None = None,
+                    compressed_threshold: int | None = None) -> AnnInfo:
+        """Choose, train and tune the index kind that suits the space's size now, from the catalogue's
+        vectors, into the view (save it to keep it). Unset settings keep the space's own (its manifest), else ann's defaults.
+
+        The vectors are streamed to a scratch file beside the index and memory-mapped, so a space larger than
+        RAM can be rebuilt; `sample_queries` (encoded prompts) make the tuning measure recall on text queries.
+        """
+        space, dim = view.manifest.space, view.manifest.dim
+        old = view.ann
+        scratch = self.space_dir(space) / f".rebuild.{os.getpid()}.f32"
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                conn.exec_driver_sql("BEGIN")
+                generation = self._generation(conn, space)
+                n = int(conn.execute(select(func.count()).select_from(catalog.vectors)
+                                     .where(catalog.vectors.c.space == space)).scalar())
+                matrix = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=(n, dim)) if n \
+                    else np.empty((0, dim), np.float32)
+                ids = np.empty(n, dtype=np.int64)
+                rows = conn.execute(
+                    select(catalog.vectors.c.tile_id, catalog.vectors.c.vector, catalog.vectors.c.seq)
+                    .where(catalog.vectors.c.space == space).order_by(catalog.vectors.c.seq))
+                at, synced = 0, 0
+                while chunk := rows.fetchmany(ann.CHUNK_ROWS):
+                    chunk_ids, chunk_matrix = vectors_from_rows(chunk, dim)
+                    ids[at:at + len(chunk)], matrix[at:at + len(chunk)] = chunk_ids, chunk_matrix
+                    at, synced = at + len(chunk), int(chunk[-1][2])
+            index, info = ann.choose_and_build(
+                matrix, ids,
+                target_recall=target_recall if target_recall is not None else old.target_recall,
+                exact_threshold=exact_threshold if exact_threshold is not None else old.exact_threshold,
+                compressed_threshold=compressed_threshold if compressed_threshold is not None else old.compressed_threshold,
+                sample_queries=sample_queries)
+        finally:
+            scratch.unlink(missing_ok=True)
+        view.index, view.ann, view.synced_seq, view.generation = index, info, synced, generation
+        return info
+
+    def search(self, view: SpaceIndex, queries: np.ndarray, k: int,
+               allowed_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, tile ids) per query in a view; exact re-ranking and id subsets read the stored
+        vectors from the catalogue (see ann.search)."""
+        space = view.manifest.space
+        return ann.search(view.index, view.ann, queries, k, allowed_ids=allowed_ids,
+                          vectors_lookup=lambda ids: self.vectors_of(space, ids))
 
     def _generation(self, conn: Connection, space: str) -> int:
         value = conn.execute(select(catalog.spaces.c.generation).where(catalog.spaces.c.name == space)).scalar()
@@ -212,10 +277,24 @@ class IndexStore:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(catalog.tiles)).scalar())
 
-    def delete_tiles(self, conn: Connection, tile_ids: list[int]) -> None:
+    def delete_tiles(self, conn: Connection, tile_ids: list[int], views: dict[str, SpaceIndex] | None = None) -> None:
+        """Delete tiles and their vectors; the given open views drop them too and move to the new generation
+        (so that saving them needs no refill). Other views of the space are refilled when next opened."""
         if not tile_ids:
             return
         conn.execute(delete(catalog.vectors).where(catalog.vectors.c.tile_id.in_(tile_ids)))
         conn.execute(delete(catalog.tiles).where(catalog.tiles.c.id.in_(tile_ids)))
         for space in self.manifests():
             self.bump_generation(conn, space)
+            if views and space in views:
+                ann.remove(views[space].index, np.asarray(tile_ids, dtype=np.int64))
+                views[space].generation = self._generation(conn, space)
+
+
+def ann_info(manifest: SpaceManifest) -> AnnInfo:
+    """The index description a manifest records (manifests written before ANN indexes say only 'flat')."""
+    return AnnInfo.from_dict(manifest.index) if "trained_on" in manifest.index else flat_info(manifest.vectors)
+
+
+def flat_info(n: int) -> AnnInfo:
+    return AnnInfo("flat", n, ann.DEFAULT_TARGET_RECALL, 1.0)

@@ -157,3 +157,17 @@ def classify_probabilities(
     logits -= logits.max(axis=1, keepdims=True)
     weights = np.exp(logits)
     return weights / weights.sum(axis=1, keepdims=True)
+
+
+def query_like_texts(languages: Sequence[str], n: int, seed: int = 0) -> list[str]:
+    """Up to `n` texts like users' queries, to tune an approximate index with (deterministic): the shipped
+    EuroSAT query set's queries in these languages and, for English, the templates filled with its classes."""
+    from msearch.search.querysets import EUROSAT_SAMPLE_QUERIES, load_query_set
+
+    queries = load_query_set(EUROSAT_SAMPLE_QUERIES).queries
+    texts = [q.query for q in queries if q.lang in languages]
+    if "en" in languages:
+        classes = sorted({eurosat_class_name(q.relevant[0].split("/")[0]) for q in queries})
+        texts += [prompt for name in classes for prompt in class_prompts(name)]
+    picked = np.random.default_rng(seed).choice(len(texts), size=min(n, len(texts)), replace=False)
+    return [texts[i] for i in sorted(picked)]

@@ -23,7 +23,6 @@ from msearch.search.language import detect_language, parse_language
 from msearch.search.results import SearchResult
 
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
-EXACT_SUBSET_LIMIT = 50_000  # below this many allowed tiles, score them exactly instead of asking FAISS
 
 
 class QueryError(ValueError):
@@ -239,22 +238,12 @@ class Searcher:
         return np.asarray(ids, dtype=np.int64)
 
     def search_vector(self, space: str, vector: np.ndarray, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
-        """Top-k (tile id, cosine) of one vector in a space, restricted to `allowed` ids when given."""
+        """Top-k (tile id, cosine) of one vector in a space, restricted to `allowed` ids when given (a small
+        subset is scored exactly, a large one searched through the index with an id selector)."""
+        if allowed is not None and len(allowed) == 0:
+            return []
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
-        if allowed is not None:
-            if len(allowed) == 0:
-                return []
-            if len(allowed) <= EXACT_SUBSET_LIMIT:
-                vectors = self.store.vectors_of(space, allowed)
-                scores = vectors @ query[0]
-                order = np.argsort(-scores, kind="stable")[:k]
-                return [(int(allowed[i]), float(scores[i])) for i in order]
-            import faiss
-
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
-            scores, ids = self.view(space).index.search(query, k, params=params)
-        else:
-            scores, ids = self.view(space).index.search(query, k)
+        scores, ids = self.store.search(self.view(space), query, k, allowed)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
     def _results(self, ranked: list[tuple[int, float]], space: str) -> list[SearchResult]:

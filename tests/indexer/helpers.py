@@ -61,10 +61,10 @@ def problems_by_key(index: Path) -> dict[str, tuple[str, str]]:
 
 
 def faiss_ids(view) -> np.ndarray:
-    """The labels of a SpaceIndex's FAISS index (an IndexIDMap2), in storage order."""
-    import faiss
+    """The labels of a SpaceIndex's FAISS index, whatever its kind."""
+    from msearch.indexer import ann
 
-    return faiss.vector_to_array(view.index.id_map).astype(np.int64)
+    return ann.stored_ids(view.index)
 
 
 def assert_view_matches_catalogue(index: Path, space: str) -> None:

@@ -160,3 +160,9 @@ def test_needs_retrain_on_growth_or_a_crossed_threshold():
     assert ann.needs_retrain(info("ivf-flat", 5_000), 1_999)  # shrank below the exact threshold
     assert not ann.needs_retrain(info("ivf-pq", 20_000), 80_000)
     assert ann.needs_retrain(info("ivf-pq", 20_000), 80_001)
+
+
+def test_recall_ignores_the_padding_of_spaces_smaller_than_k():
+    truth = np.array([[5, 7, -1, -1], [1, -1, -1, -1]])
+    assert ann.recall_at_k(np.array([[7, 5, -1, -1], [1, -1, -1, -1]]), truth) == 1.0
+    assert ann.recall_at_k(np.array([[7, 9, -1, -1], [2, -1, -1, -1]]), truth) == 0.25
