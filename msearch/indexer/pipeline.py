@@ -1,7 +1,8 @@
 """The indexing run: plan -> read and prepare (worker processes) -> encode -> write, batch by batch.
 
 - plan: discover tiles, compare each with the catalogue by file size and mtime; only new, changed or
-  incomplete tiles are read (re-checking an unchanged archive reads no pixels and loads no model);
+  incomplete tiles are read (re-checking an unchanged archive reads no pixels and loads no model); a space
+  filled by other weights than the ones given is refused before anything is written;
 - read: worker processes read pixels, hash the files and apply each encoder's input recipe, so that the
   main process only runs the encoders (reading is ~20x faster than encoding on a CPU);
 - encode: one forward pass per space per batch;
@@ -27,7 +28,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from msearch.indexer.readers import discover, read_tile
 from msearch.indexer.store import IndexStore, SpaceIndex, vector_bytes
 from msearch.indexer.tiles import ReadSettings, SkipTile, Tile, TileSource
-from msearch.models import DEFAULT_MODEL, Encoder, InputRecipe, load_encoder
+from msearch.models import DEFAULT_MODEL, Encoder, InputRecipe, get_card, load_encoder
+from msearch.models.hub import weights_digest
+from msearch.models.loading import weights_file, weights_status
 from msearch.models.recipe import prepare
 from msearch.schema import catalog
 
@@ -108,6 +111,25 @@ def plan(store: IndexStore, sources: list[TileSource], spaces: Sequence[str]) ->
             pending.append(PendingTile(source, signature, tuple(spaces), entry[2] if complete else None))
     gone = [tile_id for (root, key), (tile_id, _, _) in known.items() if (root, key) not in seen]
     return pending, unchanged, gone
+
+
+def check_weights(store: IndexStore, spaces: Sequence[str], encoders: dict[str, Encoder],
+                  checkpoint: str | Path | None) -> None:
+    """Refuse a space filled by other weights before anything is written, also when there is nothing to
+    embed (no model is loaded then, so ensure_space never sees the weights). The identity is taken from the
+    weights file without loading it: a hub blob is named by its sha256, a local file is hashed once."""
+    existing = store.manifests()
+    for space in spaces:
+        if space not in existing:
+            continue  # a new space: ensure_space creates it
+        if space in encoders:
+            identity = encoders[space].identity
+            store.check_space(space, identity.card, identity.weights_sha256, encoders[space].dim)
+            continue
+        card = get_card(space)
+        if not checkpoint and weights_status(card) != "cached":
+            continue  # not on this machine: known only after a download, which a model load checks (ensure_space)
+        store.check_space(space, card.name, weights_digest(weights_file(card, checkpoint)), card.embed_dim)
 
 
 # -- read (in worker processes) -----------------------------------------------------------------------
@@ -258,18 +280,19 @@ def index_archive(
     found = discover(roots, settings)
     summary.discovered, summary.ignored = len(found.sources), len(found.ignored)
     pending, summary.unchanged, gone = plan(store, found.sources, spaces)
-    if gone and prune:
-        with store.engine.begin() as conn:
-            store.delete_tiles(conn, gone)
-        summary.removed = len(gone)
-    else:
-        summary.missing = len(gone)
 
     views: dict[str, SpaceIndex] = {}
     status = "failed"
     try:
+        encoders = encoders or {}
+        check_weights(store, spaces, encoders, checkpoint)
+        if gone and prune:
+            with store.engine.begin() as conn:
+                store.delete_tiles(conn, gone)
+            summary.removed = len(gone)
+        else:
+            summary.missing = len(gone)
         if pending or gone and prune:
-            encoders = encoders or {}
             for space in spaces:
                 if pending and space not in encoders:
                     encoders[space] = load_encoder(space, checkpoint)
