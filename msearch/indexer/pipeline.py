@@ -79,8 +79,17 @@ class PendingTile:
 # -- plan ---------------------------------------------------------------------------------------------
 
 
-def plan(store: IndexStore, sources: list[TileSource], spaces: Sequence[str]) -> tuple[list[PendingTile], int, list[int]]:
-    """(pending tiles, unchanged count, ids of catalogued tiles under the same roots that were not found)."""
+@dataclass
+class Plan:
+    pending: list[PendingTile]
+    unchanged: int
+    # Catalogued under the same roots but not found in this run: ids of tiles, and of problems of files
+    gone_tiles: list[int]
+    gone_problems: list[int]
+
+
+def plan(store: IndexStore, sources: list[TileSource], spaces: Sequence[str]) -> Plan:
+    """The discovered tiles against the catalogue, by size and mtime: no file is read."""
     roots = sorted({str(s.root) for s in sources})
     with store.engine.connect() as conn:
         known = {
@@ -89,6 +98,8 @@ def plan(store: IndexStore, sources: list[TileSource], spaces: Sequence[str]) ->
                                            catalog.tiles.c.stat_signature, catalog.tiles.c.digest)
                                     .where(catalog.tiles.c.root.in_(roots)))
         }
+        problems = conn.execute(select(catalog.problems.c.id, catalog.problems.c.root, catalog.problems.c.key)
+                                .where(catalog.problems.c.root.in_(roots))).all()
         have: dict[int, set[str]] = {}
         for tile_id, space in conn.execute(select(catalog.vectors.c.tile_id, catalog.vectors.c.space)):
             have.setdefault(tile_id, set()).add(space)
@@ -109,8 +120,9 @@ def plan(store: IndexStore, sources: list[TileSource], spaces: Sequence[str]) ->
         else:
             complete = entry is not None and set(spaces) <= have.get(entry[0], set())
             pending.append(PendingTile(source, signature, tuple(spaces), entry[2] if complete else None))
-    gone = [tile_id for (root, key), (tile_id, _, _) in known.items() if (root, key) not in seen]
-    return pending, unchanged, gone
+    gone_tiles = [tile_id for (root, key), (tile_id, _, _) in known.items() if (root, key) not in seen]
+    gone_problems = [problem.id for problem in problems if (problem.root, problem.key) not in seen]
+    return Plan(pending, unchanged, gone_tiles, gone_problems)
 
 
 def check_weights(store: IndexStore, spaces: Sequence[str], encoders: dict[str, Encoder],
@@ -279,16 +291,18 @@ def index_archive(
     summary = RunSummary(run_id=run_id, spaces=spaces)
     found = discover(roots, settings)
     summary.discovered, summary.ignored = len(found.sources), len(found.ignored)
-    pending, summary.unchanged, gone = plan(store, found.sources, spaces)
+    planned = plan(store, found.sources, spaces)
+    pending, summary.unchanged, gone = planned.pending, planned.unchanged, planned.gone_tiles
 
     views: dict[str, SpaceIndex] = {}
     status = "failed"
     try:
         encoders = encoders or {}
         check_weights(store, spaces, encoders, checkpoint)
-        if gone and prune:
+        if prune and (gone or planned.gone_problems):
             with store.engine.begin() as conn:
                 store.delete_tiles(conn, gone)
+                conn.execute(delete(catalog.problems).where(catalog.problems.c.id.in_(planned.gone_problems)))
             summary.removed = len(gone)
         else:
             summary.missing = len(gone)

@@ -560,6 +560,28 @@ def test_only_bad_files_is_a_failed_run(shared_data, tmp_path, encoders):
     assert summary.indexed == 0 and len(summary.failed) == 4 and not summary.ok
 
 
+def test_prune_drops_problems_of_files_that_are_gone(shared_data, tmp_path, encoders):
+    """Problems are pruned like tiles: only those of files not found under the roots of this run."""
+    pruned_root, other_root, index = tmp_path / "pruned", tmp_path / "other", tmp_path / "index"
+    for root in (pruned_root, other_root):
+        copy_eurosat(shared_data, root, classes=("Forest",), per_class=1)
+        (root / "bad").mkdir()
+        (root / "bad" / f"{root.name}.tif").write_text("this is not a GeoTIFF\n")
+    run(pruned_root, index, encoders)
+    run(other_root, index, encoders)
+    assert sorted(problems_by_key(index)) == ["bad/other.tif", "bad/pruned.tif"]
+    (pruned_root / "bad" / "pruned.tif").unlink()
+
+    kept = run(pruned_root, index, encoders)
+    assert (kept.discovered, kept.unchanged, kept.missing, kept.removed) == (1, 1, 0, 0)
+    assert sorted(problems_by_key(index)) == ["bad/other.tif", "bad/pruned.tif"]
+
+    pruned = run(pruned_root, index, encoders, prune=True)
+    assert (pruned.discovered, pruned.unchanged, pruned.missing, pruned.removed) == (1, 1, 0, 0)  # removed: tiles
+    assert sorted(problems_by_key(index)) == ["bad/other.tif"]  # another root's problem is not this run's
+    assert IndexStore(index).tile_count() == 2  # one tile under each root
+
+
 def test_other_weights_on_an_unchanged_archive_are_refused(eurosat4, tmp_path, encoders, load_calls):
     """Nothing to embed, so no model is loaded: the space's identity is checked against the weights file."""
     index = tmp_path / "index"
