@@ -59,15 +59,19 @@ def test_another_encoder_into_an_existing_space_is_refused(shared_data, eurosat4
     seqs = vector_seqs(index)
     other = tmp_path / "other-weights.pt"  # same card and architecture, other weights
     torch.save(tiny_models.msclip_release_state_dict(tiny_models.build_msclip(tiny_models.TINY_MSCLIP_CFG, seed=1)), other)
-    copy_eurosat(shared_data, eurosat4, classes=("Pasture",), per_class=1)  # a new tile: something to embed
 
-    result = cli("index", eurosat4, "--index", index, "--model", "tiny-ms-clip", "--checkpoint", other,
-                 "--band-order", "eurosat", "--workers", "0")
-    assert result.exit_code == 2, result.output
-    message = " ".join(result.stderr.split())
-    assert "error:" in message and "space 'tiny-ms-clip'" in message
-    assert "Vectors of different encoders cannot share an index" in message
-    assert vector_seqs(index) == seqs  # nothing written
+    def assert_refused() -> None:
+        result = cli("index", eurosat4, "--index", index, "--model", "tiny-ms-clip", "--checkpoint", other,
+                     "--band-order", "eurosat", "--workers", "0")
+        assert result.exit_code == 2, result.output
+        message = " ".join(result.stderr.split())
+        assert "error:" in message and "space 'tiny-ms-clip'" in message
+        assert "Vectors of different encoders cannot share an index" in message
+        assert vector_seqs(index) == seqs  # nothing written
+
+    assert_refused()  # the unchanged archive: nothing to embed, so no model is loaded
+    copy_eurosat(shared_data, eurosat4, classes=("Pasture",), per_class=1)
+    assert_refused()  # a new tile: something to embed
     assert "Pasture/Pasture_1.tif" not in tiles_by_key(index)
 
 

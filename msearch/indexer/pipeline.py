@@ -1,7 +1,8 @@
 """The indexing run: plan -> read and prepare (worker processes) -> encode -> write, batch by batch.
 
 - plan: discover tiles, compare each with the catalogue by file size and mtime; only new, changed or
-  incomplete tiles are read (re-checking an unchanged archive reads no pixels and loads no model);
+  incomplete tiles are read (re-checking an unchanged archive reads no pixels and loads no model); a space
+  filled by other weights than the ones given is refused before anything is written;
 - read: worker processes read pixels, hash the files and apply each encoder's input recipe, so that the
   main process only runs the encoders (reading is ~20x faster than encoding on a CPU);
 - encode: one forward pass per space per batch;
@@ -29,7 +30,9 @@ from msearch.indexer.ann import AnnInfo
 from msearch.indexer.readers import discover, read_tile
 from msearch.indexer.store import IndexStore, SpaceIndex, SpaceMismatchError, vector_bytes
 from msearch.indexer.tiles import ReadSettings, SkipTile, Tile, TileSource
-from msearch.models import DEFAULT_MODEL, Encoder, InputRecipe, ModelNotAvailableError, load_encoder
+from msearch.models import DEFAULT_MODEL, Encoder, InputRecipe, ModelNotAvailableError, get_card, load_encoder
+from msearch.models.hub import weights_digest
+from msearch.models.loading import weights_file, weights_status
 from msearch.models.recipe import prepare
 from msearch.schema import catalog
 
@@ -79,8 +82,17 @@ class PendingTile:
 # -- plan ---------------------------------------------------------------------------------------------
 
 
-def plan(store: IndexStore, sources: list[TileSource], spaces: Sequence[str]) -> tuple[list[PendingTile], int, list[int]]:
-    """(pending tiles, unchanged count, ids of catalogued tiles under the same roots that were not found)."""
+@dataclass
+class Plan:
+    pending: list[PendingTile]
+    unchanged: int
+    # Catalogued under the same roots but not found in this run: ids of tiles, and of problems of files
+    gone_tiles: list[int]
+    gone_problems: list[int]
+
+
+def plan(store: IndexStore, sources: list[TileSource], spaces: Sequence[str]) -> Plan:
+    """The discovered tiles against the catalogue, by size and mtime: no file is read."""
     roots = sorted({str(s.root) for s in sources})
     with store.engine.connect() as conn:
         known = {
@@ -89,6 +101,8 @@ def plan(store: IndexStore, sources: list[TileSource], spaces: Sequence[str]) ->
                                            catalog.tiles.c.stat_signature, catalog.tiles.c.digest)
                                     .where(catalog.tiles.c.root.in_(roots)))
         }
+        problems = conn.execute(select(catalog.problems.c.id, catalog.problems.c.root, catalog.problems.c.key)
+                                .where(catalog.problems.c.root.in_(roots))).all()
         have: dict[int, set[str]] = {}
         for tile_id, space in conn.execute(select(catalog.vectors.c.tile_id, catalog.vectors.c.space)):
             have.setdefault(tile_id, set()).add(space)
@@ -109,8 +123,28 @@ def plan(store: IndexStore, sources: list[TileSource], spaces: Sequence[str]) ->
         else:
             complete = entry is not None and set(spaces) <= have.get(entry[0], set())
             pending.append(PendingTile(source, signature, tuple(spaces), entry[2] if complete else None))
-    gone = [tile_id for (root, key), (tile_id, _, _) in known.items() if (root, key) not in seen]
-    return pending, unchanged, gone
+    gone_tiles = [tile_id for (root, key), (tile_id, _, _) in known.items() if (root, key) not in seen]
+    gone_problems = [problem.id for problem in problems if (problem.root, problem.key) not in seen]
+    return Plan(pending, unchanged, gone_tiles, gone_problems)
+
+
+def check_weights(store: IndexStore, spaces: Sequence[str], encoders: dict[str, Encoder],
+                  checkpoint: str | Path | None) -> None:
+    """Refuse a space filled by other weights before anything is written, also when there is nothing to
+    embed (no model is loaded then, so ensure_space never sees the weights). The identity is taken from the
+    weights file without loading it: a hub blob is named by its sha256, a local file is hashed once."""
+    existing = store.manifests()
+    for space in spaces:
+        if space not in existing:
+            continue  # a new space: ensure_space creates it
+        if space in encoders:
+            identity = encoders[space].identity
+            store.check_space(space, identity.card, identity.weights_sha256, encoders[space].dim)
+            continue
+        card = get_card(space)
+        if not checkpoint and weights_status(card) != "cached":
+            continue  # not on this machine: known only after a download, which a model load checks (ensure_space)
+        store.check_space(space, card.name, weights_digest(weights_file(card, checkpoint)), card.embed_dim)
 
 
 # -- read (in worker processes) -----------------------------------------------------------------------
@@ -260,16 +294,18 @@ def index_archive(
     summary = RunSummary(run_id=run_id, spaces=spaces)
     found = discover(roots, settings)
     summary.discovered, summary.ignored = len(found.sources), len(found.ignored)
-    pending, summary.unchanged, gone = plan(store, found.sources, spaces)
-    prune_now = bool(gone and prune)
+    planned = plan(store, found.sources, spaces)
+    pending, summary.unchanged, gone = planned.pending, planned.unchanged, planned.gone_tiles
+    prune_now = prune and bool(gone or planned.gone_problems)
     if not prune:
         summary.missing = len(gone)
 
     views: dict[str, SpaceIndex] = {}
     status = "failed"
     try:
+        encoders = encoders or {}
+        check_weights(store, spaces, encoders, checkpoint)
         if pending or prune_now:
-            encoders = encoders or {}
             for space in spaces:
                 if pending and space not in encoders:
                     encoders[space] = load_encoder(space, checkpoint)
@@ -281,6 +317,7 @@ def index_archive(
             if prune_now:
                 with store.engine.begin() as conn:
                     store.delete_tiles(conn, gone, views)
+                    conn.execute(delete(catalog.problems).where(catalog.problems.c.id.in_(planned.gone_problems)))
                 summary.removed = len(gone)
             _run_batches(store, summary, pending, encoders, views, settings, batch_size, workers, progress)
             for space, view in views.items():

@@ -97,16 +97,21 @@ class IndexStore:
             )
         return manifest
 
+    def check_space(self, space: str, card: str, weights_sha256: str, dim: int) -> SpaceManifest | None:
+        """The space's manifest (None before its first use); one built by another encoder identity is an error."""
+        manifest = SpaceManifest.read(self.space_dir(space))
+        if manifest is not None and (manifest.card, manifest.weights_sha256, manifest.dim) != (card, weights_sha256, dim):
+            raise SpaceMismatchError(
+                f"space {space!r} of {self.directory} was built with {manifest.identity} (dim {manifest.dim}); "
+                f"this encoder is {card}@sha256:{weights_sha256[:12]} (dim {dim}). Vectors of different "
+                f"encoders cannot share an index: use another --index, or the weights the index was built with."
+            )
+        return manifest
+
     def ensure_space(self, space: str, card: str, weights_sha256: str, dim: int) -> SpaceManifest:
         """The space's manifest, created on first use; a different encoder identity is an error."""
-        manifest = SpaceManifest.read(self.space_dir(space))
+        manifest = self.check_space(space, card, weights_sha256, dim)
         if manifest is not None:
-            if (manifest.card, manifest.weights_sha256, manifest.dim) != (card, weights_sha256, dim):
-                raise SpaceMismatchError(
-                    f"space {space!r} of {self.directory} was built with {manifest.identity} (dim {manifest.dim}); "
-                    f"this encoder is {card}@sha256:{weights_sha256[:12]} (dim {dim}). Vectors of different "
-                    f"encoders cannot share an index: use another --index, or the weights the index was built with."
-                )
             return manifest
         manifest = SpaceManifest(space=space, card=card, weights_sha256=weights_sha256, dim=dim)
         with self.engine.begin() as conn:

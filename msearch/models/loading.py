@@ -39,6 +39,14 @@ def load_model(card: ModelCard, checkpoint: str | Path | None = None) -> LoadedM
     return _load_open_clip(card, checkpoint)
 
 
+def weights_file(card: ModelCard, checkpoint: str | Path | None = None) -> Path:
+    """The weights file load_model reads for `card`, found without building the model: `checkpoint`, or the
+    hub file (from the cache; downloaded on first use, as load_model would)."""
+    if card.family == "ms-clip":
+        return _msclip_weights_path(card, checkpoint)
+    return _open_clip_sources(card, checkpoint)[1]
+
+
 def weights_status(card: ModelCard) -> str:
     """'cached', 'not downloaded' or 'local only', without touching the network."""
     if card.family == "ms-clip":
@@ -87,7 +95,10 @@ def _load_msclip(card: ModelCard, checkpoint: str | Path | None) -> LoadedModel:
 
 def _msclip_weights_path(card: ModelCard, checkpoint: str | Path | None) -> Path:
     if checkpoint:
-        return Path(checkpoint)
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise ModelNotAvailableError(f"{card.name}: weights file {path} does not exist")
+        return path
     if "hub" not in card.weights:
         raise ModelNotAvailableError(f"{card.name}: the card names no hub repository; pass --checkpoint PATH")
     return hub_file(card.weights["hub"], card.weights["file"], what=card.name)
@@ -116,8 +127,6 @@ def msclip_state_dict(raw: dict[str, torch.Tensor], path: Path, card: ModelCard)
 
 
 def _torch_load(path: Path, card: ModelCard) -> Any:
-    if not path.is_file():
-        raise ModelNotAvailableError(f"{card.name}: weights file {path} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files

@@ -3,6 +3,7 @@ what is recorded, incremental re-runs, crash safety of the catalogue and its FAI
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,16 +15,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 from rasterio.warp import transform_bounds, transform_geom
 
 import msearch.indexer.pipeline as pipeline
 from msearch.indexer.pipeline import index_archive
 from msearch.indexer.store import IndexStore, SpaceMismatchError, ann_info
 from msearch.indexer.tiles import ReadSettings
+from msearch.models import get_card
+from msearch.models.loading import weights_file
 from msearch.schema import catalog
 from msearch.schema.bands import BAND_LAYOUTS
 from msearch.schema.manifest import SpaceManifest
 from msearch.schema.pixels import Pixels
+from tests import tiny_models
 from tests.indexer.helpers import (
     EUROSAT, MODELS, assert_view_matches_catalogue, copy_eurosat, faiss_ids, index_command, problems_by_key,
     subprocess_env, tiles_by_key, vector_seqs, vectors_by_key,
@@ -169,6 +174,20 @@ def test_rerun_unchanged_reads_nothing_and_loads_no_model(eurosat4, tmp_path, en
     assert elapsed < 5.0  # no model, no pixels: milliseconds even on a busy machine
     assert vector_seqs(index) == before
     assert sorted(p.name for p in (index / "spaces").rglob("*.faiss")) == files_before
+
+
+def test_rerun_unchanged_needs_no_weights_on_this_machine(eurosat4, tmp_path, encoders, load_calls, monkeypatch):
+    """Hub weights that are not cached cannot be compared with the spaces without a download: with nothing to
+    embed, the run neither downloads them nor fails (offline here)."""
+    from huggingface_hub import constants
+
+    index = tmp_path / "index"
+    run(eurosat4, index, encoders)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # as if the cache were cleared
+
+    summary = run(eurosat4, index)
+    assert (summary.indexed, summary.unchanged) == (0, 4)
+    assert load_calls == []
 
 
 def test_changed_pixels_reembed_exactly_that_tile(eurosat4, tmp_path, encoders):
@@ -539,6 +558,56 @@ def test_only_bad_files_is_a_failed_run(shared_data, tmp_path, encoders):
         path.unlink()
     summary = run(src, index, encoders)
     assert summary.indexed == 0 and len(summary.failed) == 4 and not summary.ok
+
+
+def test_prune_drops_problems_of_files_that_are_gone(shared_data, tmp_path, encoders):
+    """Problems are pruned like tiles: only those of files not found under the roots of this run."""
+    pruned_root, other_root, index = tmp_path / "pruned", tmp_path / "other", tmp_path / "index"
+    for root in (pruned_root, other_root):
+        copy_eurosat(shared_data, root, classes=("Forest",), per_class=1)
+        (root / "bad").mkdir()
+        (root / "bad" / f"{root.name}.tif").write_text("this is not a GeoTIFF\n")
+    run(pruned_root, index, encoders)
+    run(other_root, index, encoders)
+    assert sorted(problems_by_key(index)) == ["bad/other.tif", "bad/pruned.tif"]
+    (pruned_root / "bad" / "pruned.tif").unlink()
+
+    kept = run(pruned_root, index, encoders)
+    assert (kept.discovered, kept.unchanged, kept.missing, kept.removed) == (1, 1, 0, 0)
+    assert sorted(problems_by_key(index)) == ["bad/other.tif", "bad/pruned.tif"]
+
+    pruned = run(pruned_root, index, encoders, prune=True)
+    assert (pruned.discovered, pruned.unchanged, pruned.missing, pruned.removed) == (1, 1, 0, 0)  # removed: tiles
+    assert sorted(problems_by_key(index)) == ["bad/other.tif"]  # another root's problem is not this run's
+    assert IndexStore(index).tile_count() == 2  # one tile under each root
+
+
+def test_other_weights_on_an_unchanged_archive_are_refused(eurosat4, tmp_path, encoders, load_calls):
+    """Nothing to embed, so no model is loaded: the space's identity is checked against the weights file."""
+    index = tmp_path / "index"
+    run(eurosat4, index, encoders)
+    seqs, tiles = vector_seqs(index), tiles_by_key(index)
+    built_with = IndexStore(index).manifest("tiny-ms-clip").weights_sha256
+    other = tmp_path / "other-weights.pt"  # same card and architecture, other weights
+    torch.save(tiny_models.msclip_release_state_dict(tiny_models.build_msclip(tiny_models.TINY_MSCLIP_CFG, seed=1)), other)
+    other_sha = hashlib.sha256(other.read_bytes()).hexdigest()
+    (eurosat4 / "Forest" / "Forest_10.tif").unlink()  # with --prune: something to write, refused all the same
+
+    with pytest.raises(SpaceMismatchError, match=rf"space 'tiny-ms-clip' of .* was built with "
+                       rf"tiny-ms-clip@sha256:{built_with[:12]} .*this encoder is tiny-ms-clip@sha256:{other_sha[:12]}"):
+        run(eurosat4, index, models=["tiny-ms-clip"], checkpoint=other, prune=True)
+    assert load_calls == []
+    assert vector_seqs(index) == seqs and tiles_by_key(index) == tiles
+    with IndexStore(index).engine.connect() as conn:
+        assert [r.status for r in conn.execute(catalog.runs.select().order_by(catalog.runs.c.id))] == ["finished", "failed"]
+
+    # The very weights the space was built with, as a local file: same sha256, nothing to do.
+    same = tmp_path / "same-weights.pt"
+    shutil.copyfile(weights_file(get_card("tiny-ms-clip")), same)
+    summary = run(eurosat4, index, models=["tiny-ms-clip"], checkpoint=same)
+    assert (summary.indexed, summary.unchanged, summary.missing) == (0, 3, 1)
+    assert load_calls == []
+    assert vector_seqs(index) == seqs
 
 
 def test_space_of_another_encoder_is_refused(eurosat4, tmp_path, encoders):
