@@ -21,6 +21,8 @@ from msearch.models.hub import ModelNotAvailableError, hub_file, is_cached
 # The Llama3-MS-CLIP release stores every open_clip tensor three times, under these prefixes.
 MSCLIP_PREFIXES = ("clip_base_model.model.", "image_encoder.model.", "text_encoder.model.")
 MSCLIP_EXTRA_KEYS = ("temperature",)
+# Keys of an open_clip CLIP state dict that do not belong to the text tower.
+CLIP_IMAGE_KEYS = ("visual.", "logit_scale", "logit_bias")
 OPEN_CLIP_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 HF_TEXT_FILES = ("config.json", "tokenizer.json")
 HF_TEXT_OPTIONAL_FILES = ("tokenizer_config.json", "special_tokens_map.json", "sentencepiece.bpe.model")
@@ -143,34 +145,113 @@ def _load_open_clip(card: ModelCard, checkpoint: str | Path | None) -> LoadedMod
     import open_clip
 
     cfg, weights = _open_clip_sources(card, checkpoint)
-    text_cfg = cfg["text_cfg"]
-    custom_text = bool(cfg.pop("custom_text", False)) or "hf_model_name" in text_cfg
-    if "hf_model_name" in text_cfg:
-        folder = _hf_text_folder(text_cfg["hf_model_name"], card)
-        text_cfg["hf_model_name"] = str(folder)
-        text_cfg["hf_tokenizer_name"] = str(folder)
-        text_cfg["hf_model_pretrained"] = False  # the text tower's weights come from the CLIP checkpoint
+    custom_text = bool(cfg.pop("custom_text", False)) or "hf_model_name" in cfg["text_cfg"]
+    _resolve_hf_text(cfg["text_cfg"], card)
     model = (open_clip.CustomTextCLIP if custom_text else open_clip.CLIP)(**cfg)
     try:
         open_clip.load_checkpoint(model, str(weights), strict=True)
     except RuntimeError as exc:
         raise _mismatch(weights, card, "fails to load: " + _some([line.strip() for line in str(exc).splitlines()[1:] if line.strip()])) from exc
     except Exception as exc:
-        raise ModelNotAvailableError(
-            f"{card.name}: cannot read weights file {weights} ({type(exc).__name__}: {exc}); delete it and "
-            f"download again, or pass the right --checkpoint."
-        ) from exc
+        raise _unreadable(weights, card, exc) from exc
+    return LoadedModel(model.eval(), _tokenizer(cfg["text_cfg"]), weights)
+
+
+def _resolve_hf_text(text_cfg: dict, card: ModelCard) -> None:
+    """Point a Hugging Face text tower at its local config and tokenizer (the weights come from the CLIP
+    checkpoint, never from the text model's own hub repository)."""
+    if "hf_model_name" in text_cfg:
+        folder = _hf_text_folder(text_cfg["hf_model_name"], card)
+        text_cfg["hf_model_name"] = str(folder)
+        text_cfg["hf_tokenizer_name"] = str(folder)
+        text_cfg["hf_model_pretrained"] = False
+
+
+def _tokenizer(text_cfg: dict):
+    import open_clip
+
     context_length = text_cfg.get("context_length", 77)
     if "hf_tokenizer_name" in text_cfg:
-        tokenizer = open_clip.tokenizer.HFTokenizer(
+        return open_clip.tokenizer.HFTokenizer(
             text_cfg["hf_tokenizer_name"],
             context_length=context_length,
             tokenizer_mode=text_cfg.get("tokenizer_mode"),
             **text_cfg.get("tokenizer_kwargs", {}),
         )
+    return open_clip.SimpleTokenizer(context_length=context_length, **text_cfg.get("tokenizer_kwargs", {}))
+
+
+def _unreadable(weights: Path, card: ModelCard, exc: Exception) -> ModelNotAvailableError:
+    return ModelNotAvailableError(
+        f"{card.name}: cannot read weights file {weights} ({type(exc).__name__}: {exc}); delete it and "
+        f"download again, or pass the right --checkpoint."
+    )
+
+
+# -- text towers alone: what a text query needs ---------------------------------------------------------
+
+
+def load_text_model(card: ModelCard, checkpoint: str | Path | None = None) -> LoadedModel:
+    """Only the text tower of a card's model, with its tokenizer: the model of `LoadedModel` maps token ids
+    to text features exactly as the full model's `encode_text` does (before normalisation).
+
+    A query needs no image tower: it is not built, and of the checkpoint only the text tensors are read
+    (memory-mapped and assigned without a copy, so a query touches just the pages it uses)."""
+    from open_clip.model import _build_text_tower
+
+    if card.family == "ms-clip":
+        weights = _msclip_weights_path(card, checkpoint)
+        cfg = _architecture_config(card)
+        state = msclip_state_dict(_torch_load(weights, card), weights, card)
+        state = {k: v for k, v in state.items() if not k.startswith(CLIP_IMAGE_KEYS)}
     else:
-        tokenizer = open_clip.SimpleTokenizer(context_length=context_length, **text_cfg.get("tokenizer_kwargs", {}))
-    return LoadedModel(model.eval(), tokenizer, weights)
+        cfg, weights = _open_clip_sources(card, checkpoint)
+        _resolve_hf_text(cfg["text_cfg"], card)
+        state = _text_tensors(weights, card)
+    with _no_parameter_init():  # every parameter is replaced by the checkpoint's next
+        tower = _build_text_tower(cfg["embed_dim"], cfg["text_cfg"], cfg.get("quick_gelu", False))
+    expected = tower.state_dict()
+    # transformers >= 4.31 no longer stores position ids (open_clip's load_checkpoint drops them likewise)
+    state = {k: v for k, v in state.items() if k in expected or not k.endswith("embeddings.position_ids")}
+    _load_strict(tower, state, weights, card, assign=True)
+    return LoadedModel(tower.eval(), _tokenizer(cfg["text_cfg"]), weights)
+
+
+def _text_tensors(weights: Path, card: ModelCard) -> dict[str, torch.Tensor]:
+    """The `text.` tensors of an open_clip checkpoint with a separate text tower, prefix stripped, read
+    lazily: a safetensors file yields just those tensors, a pickle is memory-mapped."""
+    prefix = "text."
+    try:
+        if weights.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(weights), framework="pt") as handle:
+                return {k[len(prefix):]: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)}
+        raw = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        raise _unreadable(weights, card, exc) from exc
+    raw = raw.get("state_dict", raw) if isinstance(raw, dict) else raw
+    if not isinstance(raw, dict):
+        raise _mismatch(weights, card, f"holds a {type(raw).__name__}, not a state dict")
+    raw = {k.removeprefix("module."): v for k, v in raw.items()}  # as open_clip's load_state_dict does
+    return {k[len(prefix):]: v for k, v in raw.items() if k.startswith(prefix)}
+
+
+class _no_parameter_init:
+    """Construct modules without initialising their parameters (torch.nn.init becomes a no-op): they are
+    about to be replaced by loaded tensors, and initialising a 278M-parameter XLM-R costs seconds."""
+
+    NAMES = ("uniform_", "normal_", "trunc_normal_", "constant_", "zeros_", "ones_", "xavier_uniform_",
+             "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_")
+
+    def __enter__(self):
+        self.saved = {name: getattr(torch.nn.init, name) for name in self.NAMES}
+        for name in self.NAMES:
+            setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+
+    def __exit__(self, *exc):
+        for name, function in self.saved.items():
+            setattr(torch.nn.init, name, function)
 
 
 def _open_clip_repo(card: ModelCard) -> str | None:
@@ -255,7 +336,8 @@ def _architecture_config(card: ModelCard) -> dict:
     return cfg
 
 
-def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], path: Path, card: ModelCard) -> None:
+def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], path: Path, card: ModelCard,
+                 assign: bool = False) -> None:
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -273,7 +355,7 @@ def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], path: Path, c
         problems.append(f"wrong shapes: {_some(misshapen)}")
     if problems:
         raise _mismatch(path, card, "has " + "; ".join(problems))
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=assign)
 
 
 def _mismatch(path: Path, card: ModelCard, detail: str) -> ModelNotAvailableError:

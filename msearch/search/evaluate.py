@@ -98,7 +98,7 @@ def evaluate_retrieval(searcher: Searcher, queries_path: str | Path, space: str 
     for query in queryset.queries:
         lang = query.lang or detect_language(query.query)
         name = searcher.route(lang, space)
-        encoder = searcher.encoder(name)
+        encoder = searcher.text_encoder(name)
         if label_based:
             vector = class_vectors([query.query], encoder.encode_texts, templates)[0]
         else:
@@ -127,7 +127,7 @@ def evaluate_classification(searcher: Searcher, labels_path: str | Path, space: 
     if not label_based:
         raise QueryError(f"{labels_path} is not a labels file (columns file,label): --task classify needs one")
     name = searcher.route("en", space)
-    encoder = searcher.encoder(name)
+    encoder = searcher.text_encoder(name)
     lookup = tile_lookup(searcher)
     classes = [q.query for q in queryset.queries]
     truth: dict[int, int] = {}

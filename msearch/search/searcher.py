@@ -17,9 +17,10 @@ import numpy as np
 from sqlalchemy import and_, or_, select
 
 from msearch.indexer.store import IndexStore, SpaceIndex, SpaceMismatchError
-from msearch.models import Encoder, ModelCard, get_card, load_encoder
+from msearch.models import ModelCard, get_card
 from msearch.schema import catalog
 from msearch.search.language import detect_language, parse_language
+from msearch.search.query_cache import QueryCache
 from msearch.search.results import SearchResult
 
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
@@ -85,12 +86,19 @@ class QueryAnswer:
 
 
 class Searcher:
-    """Searches one index directory. Encoders and FAISS views are loaded on first use and kept."""
+    """Searches one index directory. Encoders and FAISS views are loaded on first use and kept.
 
-    def __init__(self, index: str | Path | None = None, checkpoints: dict[str, str | Path] | None = None):
+    A text query loads only the text tower of its space's encoder (msearch.models.load_text_encoder), and
+    query embeddings are cached (msearch.search.query_cache): a query asked before loads no model at all.
+    Pass `query_cache=None` to always encode."""
+
+    def __init__(self, index: str | Path | None = None, checkpoints: dict[str, str | Path] | None = None,
+                 query_cache: QueryCache | None | str = "default"):
         self.store = IndexStore(index, create=False)
         self.checkpoints = checkpoints or {}
-        self._encoders: dict[str, Encoder] = {}
+        self.query_cache = QueryCache() if query_cache == "default" else query_cache
+        self._encoders: dict[str, object] = {}  # space -> Encoder
+        self._text_encoders: dict[str, object] = {}  # space -> TextEncoder (or the Encoder, if loaded)
         self._views: dict[str, SpaceIndex] = {}
 
     # -- spaces and routing -----------------------------------------------------------------------------
@@ -120,17 +128,46 @@ class Searcher:
         multispectral = [n for n in speaking if spaces[n].family == "ms-clip"]
         return (multispectral or speaking)[0]
 
-    def encoder(self, space: str) -> Encoder:
+    def encoder(self, space: str):
+        """The space's whole encoder (images and texts), checked against the space's manifest."""
         if space not in self._encoders:
-            manifest = self.store.manifest(space)
-            encoder = load_encoder(manifest.card, self.checkpoints.get(space))
-            if encoder.identity.weights_sha256 != manifest.weights_sha256:
-                raise SpaceMismatchError(
-                    f"space {space!r} was built with {manifest.identity}, but the weights found now are "
-                    f"{encoder.identity}: pass the weights the index was built with (--checkpoint)"
-                )
-            self._encoders[space] = encoder
+            from msearch.models import load_encoder
+
+            self._encoders[space] = self._checked(space, load_encoder)
+            self._text_encoders[space] = self._encoders[space]
         return self._encoders[space]
+
+    def text_encoder(self, space: str):
+        """The text side of the space's encoder: all a text query needs."""
+        if space not in self._text_encoders:
+            from msearch.models import load_text_encoder
+
+            self._text_encoders[space] = self._checked(space, load_text_encoder)
+        return self._text_encoders[space]
+
+    def _checked(self, space: str, load):
+        manifest = self.store.manifest(space)
+        encoder = load(manifest.card, self.checkpoints.get(space))
+        if encoder.identity.weights_sha256 != manifest.weights_sha256:
+            raise SpaceMismatchError(
+                f"space {space!r} was built with {manifest.identity}, but the weights found now are "
+                f"{encoder.identity}: pass the weights the index was built with (--checkpoint)"
+            )
+        return encoder
+
+    def embed_text(self, space: str, text: str) -> tuple[np.ndarray, bool]:
+        """(the text's unit vector in a space, whether the tokenizer truncated it), from the query cache
+        when this space's encoder embedded the same text before."""
+        manifest = self.store.manifest(space)
+        if self.query_cache is not None:
+            cached = self.query_cache.get(manifest.card, manifest.weights_sha256, text)
+            if cached is not None:
+                return cached
+        encoder = self.text_encoder(space)
+        vector, truncated = encoder.encode_texts([text])[0], encoder.truncates(text)
+        if self.query_cache is not None:
+            self.query_cache.put(manifest.card, manifest.weights_sha256, text, vector, truncated)
+        return vector, truncated
 
     def view(self, space: str) -> SpaceIndex:
         if space not in self._views:
@@ -160,9 +197,8 @@ class Searcher:
         truncated = False
         rankings = {}
         for name in names:
-            encoder = self.encoder(name)
-            truncated |= encoder.truncates(text)
-            vector = encoder.encode_texts([text.strip()])[0]
+            vector, was_truncated = self.embed_text(name, text.strip())
+            truncated |= was_truncated
             rankings[name] = self.search_vector(name, vector, top_k if len(names) == 1 else max(top_k, 100), allowed)
         ranked = rankings[names[0]] if len(names) == 1 else reciprocal_rank_fusion(list(rankings.values()))
         results = self._results(ranked[:top_k], "+".join(names))
