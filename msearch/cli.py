@@ -36,7 +36,7 @@ def index(
     chip_size: int = typer.Option(224, min=16, help="Scenes larger than a chip are cut into chips of this many 10 m pixels."),
     stride: Optional[int] = typer.Option(None, min=1, help="Chip stride in pixels (default: the chip size)."),
     max_nodata: float = typer.Option(0.5, min=0.0, max=1.0, help="Skip chips with a larger nodata fraction."),
-    prune: bool = typer.Option(False, help="Drop catalogued tiles, and recorded problems, whose files are gone."),
+    prune: bool = typer.Option(False, help="Drop catalogued tiles, and recorded problems, whose files at or beneath PATHS are gone."),
     strict: bool = typer.Option(False, help="Exit non-zero if any tile failed or was skipped."),
     rebuild_ann: bool = typer.Option(False, "--rebuild-ann", help="Retrain and retune the search index of each space (after indexing PATHS, if given)."),
     target_recall: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Recall@100 against exact search that --rebuild-ann tunes for (default: the space's, 0.95)."),

@@ -2,7 +2,8 @@
 
 - plan: discover tiles, compare each with the catalogue by file size and mtime; only new, changed or
   incomplete tiles are read (re-checking an unchanged archive reads no pixels and loads no model); a space
-  filled by other weights than the ones given is refused before anything is written;
+  filled by other weights than the ones given is refused before anything is written; what is catalogued
+  at or beneath the paths given and no longer found there is gone (dropped with --prune);
 - read: worker processes read pixels, hash the files and apply each encoder's input recipe, so that the
   main process only runs the encoders (reading is ~20x faster than encoding on a CPU);
 - encode: one forward pass per space per batch;
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -22,12 +24,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from sqlalchemy import delete, select
+from sqlalchemy import Table, delete, or_, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 
 from msearch.indexer import ann
 from msearch.indexer.ann import AnnInfo
-from msearch.indexer.readers import discover, read_tile
+from msearch.indexer.readers import Discovery, discover, read_tile
 from msearch.indexer.store import IndexStore, SpaceIndex, SpaceMismatchError, vector_bytes
 from msearch.indexer.tiles import ReadSettings, SkipTile, Tile, TileSource
 from msearch.models import DEFAULT_MODEL, Encoder, InputRecipe, ModelNotAvailableError, get_card, load_encoder
@@ -86,13 +89,14 @@ class PendingTile:
 class Plan:
     pending: list[PendingTile]
     unchanged: int
-    # Catalogued under the same roots but not found in this run: ids of tiles, and of problems of files
+    # Catalogued beneath the paths given but not found in this run: ids of tiles, and of problems of files
     gone_tiles: list[int]
     gone_problems: list[int]
 
 
-def plan(store: IndexStore, sources: list[TileSource], spaces: Sequence[str]) -> Plan:
+def plan(store: IndexStore, found: Discovery, spaces: Sequence[str]) -> Plan:
     """The discovered tiles against the catalogue, by size and mtime: no file is read."""
+    sources = found.sources
     roots = sorted({str(s.root) for s in sources})
     with store.engine.connect() as conn:
         known = {
@@ -101,15 +105,14 @@ def plan(store: IndexStore, sources: list[TileSource], spaces: Sequence[str]) ->
                                            catalog.tiles.c.stat_signature, catalog.tiles.c.digest)
                                     .where(catalog.tiles.c.root.in_(roots)))
         }
-        problems = conn.execute(select(catalog.problems.c.id, catalog.problems.c.root, catalog.problems.c.key)
-                                .where(catalog.problems.c.root.in_(roots))).all()
+        tiles_beneath = _catalogued_beneath(conn, catalog.tiles, found.paths)
+        problems_beneath = _catalogued_beneath(conn, catalog.problems, found.paths)
         have: dict[int, set[str]] = {}
         for tile_id, space in conn.execute(select(catalog.vectors.c.tile_id, catalog.vectors.c.space)):
             have.setdefault(tile_id, set()).add(space)
-    pending, unchanged, seen = [], 0, set()
+    pending, unchanged = [], 0
     for source in sources:
         entry = known.get((str(source.root), source.key))
-        seen.add((str(source.root), source.key))
         try:
             signature = source.stat_signature()
         except OSError:
@@ -123,9 +126,56 @@ def plan(store: IndexStore, sources: list[TileSource], spaces: Sequence[str]) ->
         else:
             complete = entry is not None and set(spaces) <= have.get(entry[0], set())
             pending.append(PendingTile(source, signature, tuple(spaces), entry[2] if complete else None))
-    gone_tiles = [tile_id for (root, key), (tile_id, _, _) in known.items() if (root, key) not in seen]
-    gone_problems = [problem.id for problem in problems if (problem.root, problem.key) not in seen]
+    # By location, not by (root, key): a tile catalogued under a folder above the path given is found again
+    # under another root, and is not gone.
+    found_at = {location for s in sources for location in _tile_locations(str(s.root), s.key)}
+    gone_tiles, gone_problems = (
+        [row_id for row_id, (root, key) in rows.items() if found_at.isdisjoint(_tile_locations(root, key))]
+        for rows in (tiles_beneath, problems_beneath))
     return Plan(pending, unchanged, gone_tiles, gone_problems)
+
+
+# SQLite nests an OR of n terms n deep, and refuses expressions deeper than 1000.
+TERMS_PER_QUERY = 300
+
+
+def _catalogued_beneath(conn: Connection, table: Table, paths: Sequence[Path]) -> dict[int, tuple[str, str]]:
+    """id -> (root, key) of the rows of `table` (tiles or problems) whose tile lies at or beneath one of
+    `paths` (resolved): every row of a root at or beneath a path; under a root above a path, the rows keyed
+    by the path relative to it, by what lies beneath it ('/': files of a folder, granules of a zipped SAFE,
+    items of a FeatureCollection) and by its chips ('#')."""
+    roots = set(conn.execute(select(table.c.root).distinct()).scalars())
+    given = {str(path) for path in paths}
+    whole_roots = [root for root in roots if root in given or not given.isdisjoint(map(str, Path(root).parents))]
+    within = sorted({(str(folder), path.relative_to(folder).as_posix())
+                     for path in paths for folder in path.parents if str(folder) in roots})
+    # One flat term per range of the (root, key) index: SQLite then reads range by range; an OR nested
+    # inside a term would make it read every row of the root instead.
+    terms = []
+    for root, relative in within:
+        at_root = table.c.root == root
+        terms += [at_root & (table.c.key == relative), at_root & _begins_with(table.c.key, relative + "/"),
+                  at_root & _begins_with(table.c.key, relative + "#")]
+    columns = (table.c.id, table.c.root, table.c.key)
+    queries = [select(*columns).where(table.c.root.in_(whole_roots))] if whole_roots else []
+    queries += [select(*columns).where(or_(*terms[start:start + TERMS_PER_QUERY]))
+                for start in range(0, len(terms), TERMS_PER_QUERY)]
+    return {row.id: (row.root, row.key) for query in queries for row in conn.execute(query)}
+
+
+def _begins_with(column, prefix: str):
+    """`column LIKE 'prefix%'` as a range an index serves (and without LIKE's wildcards and case folding)."""
+    return (column >= prefix) & (column < prefix[:-1] + chr(ord(prefix[-1]) + 1))
+
+
+def _tile_locations(root: str, key: str) -> tuple[str, ...]:
+    """Where the tile `key` under `root` lies, its chip suffix kept: root/key; or, when the key begins with
+    the root's own name, perhaps beside the root: a folder given as PATH that is itself a tile (a SAFE
+    product, a per-band folder) is keyed by its own name (`tiles.relative_key`)."""
+    location = os.path.join(root, key)
+    if key.split("/", 1)[0].split("#", 1)[0] == os.path.basename(root):
+        return location, os.path.join(os.path.dirname(root), key)
+    return (location,)
 
 
 def check_weights(store: IndexStore, spaces: Sequence[str], encoders: dict[str, Encoder],
@@ -294,7 +344,7 @@ def index_archive(
     summary = RunSummary(run_id=run_id, spaces=spaces)
     found = discover(roots, settings)
     summary.discovered, summary.ignored = len(found.sources), len(found.ignored)
-    planned = plan(store, found.sources, spaces)
+    planned = plan(store, found, spaces)
     pending, summary.unchanged, gone = planned.pending, planned.unchanged, planned.gone_tiles
     prune_now = prune and bool(gone or planned.gone_problems)
     if not prune:

@@ -17,6 +17,7 @@ import pytest
 import rasterio
 import torch
 from rasterio.warp import transform_bounds, transform_geom
+from sqlalchemy import select
 
 import msearch.indexer.pipeline as pipeline
 from msearch.indexer.pipeline import index_archive
@@ -276,6 +277,94 @@ def test_deleted_file_missing_then_pruned(eurosat4, tmp_path, encoders):
         assert manifest.vectors == 3
 
 
+def catalogued(index: Path) -> list[tuple[int, str, str]]:
+    """(id, root, path) of every catalogued tile: the same path may be catalogued under two roots."""
+    with IndexStore(index).engine.connect() as conn:
+        return sorted(conn.execute(select(catalog.tiles.c.id, catalog.tiles.c.root, catalog.tiles.c.path)).all())
+
+
+def assert_index_holds(index: Path, tile_ids: list[int]) -> None:
+    """The catalogue, each space's vectors and its FAISS view hold exactly these tiles."""
+    assert sorted(tile_id for tile_id, _, _ in catalogued(index)) == sorted(tile_ids)
+    store = IndexStore(index)
+    for space in MODELS:
+        assert sorted(store.all_vectors(space)[0].tolist()) == sorted(tile_ids)
+        assert sorted(faiss_ids(store.open_space(space)).tolist()) == sorted(tile_ids)
+        assert_view_matches_catalogue(index, space)
+
+
+def test_one_file_given_prunes_nothing_else_of_its_folder(shared_data, tmp_path, encoders):
+    """A file given as PATH has its folder as root: the other tiles catalogued under that folder were not
+    looked for, so they are neither missing nor pruned."""
+    src, index = tmp_path / "src", tmp_path / "index"
+    copy_eurosat(shared_data, src, classes=("Forest",), per_class=4)
+    folder = src / "Forest"
+    run(folder, index, encoders)
+    ids = [row["id"] for row in tiles_by_key(index).values()]
+    assert len(ids) == 4
+
+    kept = run(folder / "Forest_1.tif", index)
+    assert (kept.discovered, kept.unchanged, kept.indexed, kept.missing, kept.removed) == (1, 1, 0, 0, 0)
+    pruned = run(folder / "Forest_1.tif", index, prune=True)
+    assert (pruned.discovered, pruned.unchanged, pruned.indexed, pruned.missing, pruned.removed) == (1, 1, 0, 0, 0)
+    assert_index_holds(index, ids)
+
+
+@pytest.mark.parametrize("indexed_as", ["its own PATH", "part of its parent"])
+def test_an_emptied_folder_given_as_path_is_pruned(eurosat4, tmp_path, encoders, indexed_as):
+    """A folder given as PATH whose files were all deleted: its tiles are missing, and pruned with --prune;
+    the tiles beside it stay."""
+    index, forest = tmp_path / "index", eurosat4 / "Forest"
+    if indexed_as == "its own PATH":
+        run(forest, index, encoders)
+        run(eurosat4 / "River", index, encoders)
+    else:
+        run(eurosat4, index, encoders)
+        ids = [row["id"] for row in tiles_by_key(index).values()]
+        # Its tiles are catalogued under the parent, and found again under the folder: none is gone.
+        again = run(forest, index, encoders, prune=True)
+        assert (again.discovered, again.missing, again.removed) == (2, 0, 0)
+        assert set(ids) <= {row["id"] for row in tiles_by_key(index).values()}
+    forest_rows = [row["id"] for row in tiles_by_key(index).values() if row["path"].startswith("Forest")]
+    river_rows = [row["id"] for row in tiles_by_key(index).values() if row["path"].startswith("River")]
+    assert len(river_rows) == 2 and len(forest_rows) >= 2
+    for path in forest.iterdir():
+        path.unlink()
+
+    kept = run(forest, index)
+    assert (kept.discovered, kept.missing, kept.removed) == (0, len(forest_rows), 0)
+    assert_index_holds(index, forest_rows + river_rows)
+    pruned = run(forest, index, prune=True)
+    assert (pruned.discovered, pruned.missing, pruned.removed) == (0, 0, len(forest_rows))
+    assert_index_holds(index, river_rows)
+
+
+def test_a_folder_that_is_one_tile_given_itself_is_found_again_from_its_parent(shared_data, tmp_path, encoders):
+    """A per-band folder given as PATH is its own root and is keyed by its own name: seen from its parent it
+    is the same folder, not a tile that is gone; once the folder is deleted it is."""
+    patches, index = tmp_path / "patches", tmp_path / "index"
+    first, second = "S2B_MSIL2A_20180204T94161_57_38", "S2A_MSIL2A_20170617T113321_4_55"
+    for name in (first, second):
+        shutil.copytree(shared_data / "bigearthnet-s2" / name, patches / name)
+    run(patches / first, index, encoders, settings=ReadSettings())
+    [(first_id, root, path)] = catalogued(index)
+    assert (root, path) == (str(patches / first), first)
+
+    again = run(patches, index, encoders, settings=ReadSettings(), prune=True)
+    assert (again.discovered, again.missing, again.removed) == (2, 0, 0)
+    assert first_id in {tile_id for tile_id, _, _ in catalogued(index)}
+
+    first_rows = [tile_id for tile_id, _, path in catalogued(index) if path == first]
+    shutil.rmtree(patches / first)
+    kept = run(patches, index, settings=ReadSettings())
+    assert (kept.discovered, kept.unchanged, kept.missing, kept.removed) == (1, 1, len(first_rows), 0)
+    pruned = run(patches, index, settings=ReadSettings(), prune=True)
+    assert (pruned.discovered, pruned.unchanged, pruned.missing, pruned.removed) == (1, 1, 0, len(first_rows))
+    [(second_id, root, path)] = catalogued(index)
+    assert (root, path) == (str(patches), second)
+    assert_index_holds(index, [second_id])
+
+
 # -- crash safety of the FAISS views ---------------------------------------------------------------------
 
 
@@ -466,7 +555,7 @@ def test_readers_see_a_consistent_index_during_a_run(archive12, tmp_path):
 
 
 def store_count(store: IndexStore, space: str) -> int:
-    from sqlalchemy import func, select
+    from sqlalchemy import func
 
     with store.engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(catalog.vectors)
@@ -561,7 +650,7 @@ def test_only_bad_files_is_a_failed_run(shared_data, tmp_path, encoders):
 
 
 def test_prune_drops_problems_of_files_that_are_gone(shared_data, tmp_path, encoders):
-    """Problems are pruned like tiles: only those of files not found under the roots of this run."""
+    """Problems are pruned like tiles: only those of files not found under the paths given to this run."""
     pruned_root, other_root, index = tmp_path / "pruned", tmp_path / "other", tmp_path / "index"
     for root in (pruned_root, other_root):
         copy_eurosat(shared_data, root, classes=("Forest",), per_class=1)
@@ -580,6 +669,33 @@ def test_prune_drops_problems_of_files_that_are_gone(shared_data, tmp_path, enco
     assert (pruned.discovered, pruned.unchanged, pruned.missing, pruned.removed) == (1, 1, 0, 0)  # removed: tiles
     assert sorted(problems_by_key(index)) == ["bad/other.tif"]  # another root's problem is not this run's
     assert IndexStore(index).tile_count() == 2  # one tile under each root
+
+
+def test_prune_scopes_problems_by_the_paths_given(shared_data, tmp_path, encoders):
+    """A file given as PATH prunes no other problem of its folder; an emptied folder given as PATH loses
+    the problems of its files."""
+    src, index = tmp_path / "src", tmp_path / "index"
+    copy_eurosat(shared_data, src, classes=("Forest",), per_class=1)
+    bad = src / "bad"
+    bad.mkdir()
+    for name in ("one.tif", "two.tif"):
+        (bad / name).write_text("this is not a GeoTIFF\n")
+    run(src / "Forest", index, encoders)
+    run(bad, index, encoders)
+    assert sorted(problems_by_key(index)) == ["one.tif", "two.tif"]
+
+    one_file = run(bad / "one.tif", index, encoders, prune=True)
+    assert (one_file.discovered, len(one_file.failed), one_file.missing, one_file.removed) == (1, 1, 0, 0)
+    assert sorted(problems_by_key(index)) == ["one.tif", "two.tif"]
+
+    for path in bad.iterdir():
+        path.unlink()
+    run(bad, index, encoders)
+    assert sorted(problems_by_key(index)) == ["one.tif", "two.tif"]  # kept without --prune
+    emptied = run(bad, index, encoders, prune=True)
+    assert (emptied.discovered, emptied.removed) == (0, 0)  # removed counts tiles
+    assert problems_by_key(index) == {}
+    assert list(tiles_by_key(index)) == ["Forest_1.tif"]
 
 
 def test_other_weights_on_an_unchanged_archive_are_refused(eurosat4, tmp_path, encoders, load_calls):

@@ -25,12 +25,16 @@ READERS_BY_NAME = {reader.name: reader for reader in READERS}
 class Discovery:
     sources: list[TileSource] = field(default_factory=list)
     ignored: list[Path] = field(default_factory=list)  # files that are not rasters of any known layout
+    # The paths searched, resolved as the roots of their tiles are: what was catalogued beneath them and is
+    # not among `sources` is gone.
+    paths: list[Path] = field(default_factory=list)
 
 
 def discover(roots: list[Path], settings: ReadSettings) -> Discovery:
     found = Discovery()
     for root in roots:
         root = root.resolve()
+        found.paths.append(root)
         base = root if root.is_dir() else root.parent
         files = list(iter_files(root))
         for reader in READERS:
