@@ -5,7 +5,8 @@ In one run, on the same tiles, with the same loaded encoder and batch size:
      writes and the FAISS save: everything a user waits for once the model is loaded);
   2. `encoder.encode_images` alone, on batches prepared beforehand from the same tiles.
 The ratio of the two rates is the pipeline's efficiency (target >= 0.9: reading and writing should hide
-behind the encoder). Peak memory is the main process's VmHWM and the largest reader process's max RSS.
+behind the encoder). The two alternate for --rounds rounds, each round's ratio taken from back-to-back runs,
+so that a shared machine's drifting speed does not favour either; the median ratio is the figure. Peak memory is the main process's VmHWM and the largest reader process's max RSS.
 
     python bench/index_throughput.py --random-full-size --limit 64
     python bench/index_throughput.py --tiny --data ../shared/data/terramesh-examples/S2L2A --band-order l2a
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -43,8 +45,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     weights.add_argument("--random-full-size", action="store_true",
                          help=f"a randomly initialised full-size {FULL_SIZE_MODEL} checkpoint (ViT-B/16, 10 bands)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=1, help="reader processes of index_archive")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="reader processes of index_archive (default: msearch's, by the number of cores)")
     parser.add_argument("--limit", type=int, default=None, help="index only the first N tiles")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternate the two measurements this many times (a shared machine's speed drifts)")
     args = parser.parse_args(argv)
     if args.random_full_size and args.model not in (None, FULL_SIZE_MODEL):
         parser.error(f"--random-full-size builds a {FULL_SIZE_MODEL} checkpoint; it cannot stand in for {args.model}")
@@ -111,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(REPO_ROOT))  # msearch without installing, and tests.tiny_models
         import torch
 
-        from msearch.indexer.pipeline import index_archive
+        from msearch.indexer.pipeline import default_workers, index_archive
         from msearch.indexer.readers import read_tile
         from msearch.indexer.tiles import ReadSettings
         from msearch.models import load_encoder
@@ -129,35 +134,36 @@ def main(argv: list[str] | None = None) -> int:
                    for i in range(0, len(sources), args.batch_size)]
         encoder.encode_images(batches[0][:2])  # first-call setup (allocator, kernels) is in neither timing
         load_before = os.getloadavg()
-
-        started = time.perf_counter()
-        summary = index_archive([tiles_dir], index=scratch / "index", encoders={model: encoder}, settings=settings,
-                                batch_size=args.batch_size, workers=args.workers)
-        pipeline_seconds = time.perf_counter() - started
-        if summary.indexed != len(sources):
-            print(f"index_archive indexed {summary.indexed} of {len(sources)} tiles "
-                  f"(failed: {summary.failed[:3]}, skipped: {summary.skipped[:3]})", file=sys.stderr)
-            return 1
-
-        started = time.perf_counter()
-        for batch in batches:
-            encoder.encode_images(batch)
-        encoder_seconds = time.perf_counter() - started
+        pipeline_times, encoder_times = [], []
+        for round_ in range(args.rounds):
+            started = time.perf_counter()
+            summary = index_archive([tiles_dir], index=scratch / f"index-{round_}", encoders={model: encoder},
+                                    settings=settings, batch_size=args.batch_size, workers=args.workers)
+            pipeline_times.append(time.perf_counter() - started)
+            if summary.indexed != len(sources):
+                print(f"index_archive indexed {summary.indexed} of {len(sources)} tiles "
+                      f"(failed: {summary.failed[:3]}, skipped: {summary.skipped[:3]})", file=sys.stderr)
+                return 1
+            started = time.perf_counter()
+            for batch in batches:
+                encoder.encode_images(batch)
+            encoder_times.append(time.perf_counter() - started)
         load_after = os.getloadavg()
 
     tiles = len(sources)
-    pipeline_rate, encoder_rate = tiles / pipeline_seconds, tiles / encoder_seconds
-    ratio = pipeline_rate / encoder_rate
+    ratios = [encoder_s / pipeline_s for pipeline_s, encoder_s in zip(pipeline_times, encoder_times)]
+    ratio = statistics.median(ratios)
     main_mib, child_mib = peak_memory_mib()
     weights = "random full-size" if args.random_full_size else ("tiny" if args.tiny else "released")
     print(f"model {model} ({weights} weights), {tiles} tiles from {args.data}, batch {args.batch_size}, "
-          f"workers {args.workers}, torch threads {torch.get_num_threads()}, cores {os.cpu_count()}")
+          f"workers {default_workers() if args.workers is None else args.workers}, torch threads {torch.get_num_threads()}, cores {os.cpu_count()}, "
+          f"{args.rounds} alternating rounds")
     print(f"load average (1/5/15 min) before {'/'.join(f'{v:.2f}' for v in load_before)}, "
           f"after {'/'.join(f'{v:.2f}' for v in load_after)}")
-    print(f"{'measurement':<28}{'tiles':>7}{'seconds':>10}{'tiles/s':>10}")
-    print(f"{'index_archive':<28}{tiles:>7}{pipeline_seconds:>10.2f}{pipeline_rate:>10.2f}")
-    print(f"{'encoder.encode_images':<28}{tiles:>7}{encoder_seconds:>10.2f}{encoder_rate:>10.2f}")
-    print(f"{'ratio (target >= 0.9)':<28}{ratio:>27.3f}  {'ok' if ratio >= TARGET_RATIO else 'BELOW TARGET'}")
+    print(f"{'round':<8}{'index_archive tiles/s':>24}{'encode_images tiles/s':>24}{'ratio':>8}")
+    for round_, (pipeline_s, encoder_s, r) in enumerate(zip(pipeline_times, encoder_times, ratios), start=1):
+        print(f"{round_:<8}{tiles / pipeline_s:>24.2f}{tiles / encoder_s:>24.2f}{r:>8.3f}")
+    print(f"{'median ratio (target >= 0.9)':<48}{ratio:>16.3f}  {'ok' if ratio >= TARGET_RATIO else 'BELOW TARGET'}")
     print(f"{'peak RSS, main process':<28}{main_mib:>23.0f} MiB")
     print(f"{'peak RSS, largest child':<28}{child_mib:>23.0f} MiB")
     return 0

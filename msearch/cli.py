@@ -30,7 +30,7 @@ def index(
     model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Encoder card (repeatable). Default: llama3-ms-clip-base and rs-m-clip."),
     checkpoint: Optional[Path] = typer.Option(None, help="Local weights for the (single) --model."),
     batch_size: int = typer.Option(32, min=1, help="Tiles per encoder forward pass."),
-    workers: int = typer.Option(1, min=0, help="Reader processes (0: read in the main process)."),
+    workers: Optional[int] = typer.Option(None, min=0, help="Reader processes (0: read in the main process). Default: 0 on 2 cores or fewer, else cores - 2, at most 4."),
     band_order: Optional[str] = typer.Option(None, help="Band order of multiband files without band descriptions: l2a, l1c, eurosat or B01,B02,..."),
     offset: Optional[float] = typer.Option(None, help="Force the radiometric offset the values carry (e.g. 1000), overriding metadata."),
     chip_size: int = typer.Option(224, min=16, help="Scenes larger than a chip are cut into chips of this many 10 m pixels."),

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection
 from msearch.indexer import ann
 from msearch.indexer.ann import AnnInfo
 from msearch.indexer.readers import Discovery, discover, read_tile
-from msearch.indexer.store import IndexStore, SpaceIndex, SpaceMismatchError, vector_bytes
+from msearch.indexer.store import IndexStore, SpaceIndex, SpaceMismatchError, id_chunks, vector_bytes
 from msearch.indexer.tiles import ReadSettings, SkipTile, Tile, TileSource
 from msearch.models import DEFAULT_MODEL, Encoder, InputRecipe, ModelNotAvailableError, get_card, load_encoder
 from msearch.models.hub import weights_digest
@@ -270,6 +270,14 @@ def tile_row(tile: Tile, stat_signature: str, digest: str) -> dict:
     }
 
 
+def default_workers() -> int:
+    """Reader processes when --workers is not given: none on two cores or fewer, where a reader can only take
+    a core from the encoder, whose threads then all wait for it at every barrier (measured with
+    bench/index_throughput.py on 2 cores: 0.92 of the bare encoder's rate reading in the main process,
+    0.87 with one reader process); otherwise the cores the encoder's two-thread minimum leaves, up to 4."""
+    return max(0, min(4, (os.cpu_count() or 1) - 2))
+
+
 def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)  # the encoder in the main process gets the cores
 
@@ -320,7 +328,7 @@ def index_archive(
     checkpoint: str | Path | None = None,
     settings: ReadSettings = ReadSettings(),
     batch_size: int = 32,
-    workers: int = 1,
+    workers: int | None = None,
     prune: bool = False,
     progress: ProgressCallback | None = None,
     encoders: dict[str, Encoder] | None = None,
@@ -329,6 +337,7 @@ def index_archive(
     after a crash, or after new acquisitions land, and it embeds exactly what is missing.
     `encoders` lets a caller that already holds loaded encoders (keyed by space) reuse them."""
     started = time.perf_counter()
+    workers = default_workers() if workers is None else workers
     roots = [Path(p) for p in paths]
     for root in roots:
         if not root.exists():
@@ -367,7 +376,8 @@ def index_archive(
             if prune_now:
                 with store.engine.begin() as conn:
                     store.delete_tiles(conn, gone, views)
-                    conn.execute(delete(catalog.problems).where(catalog.problems.c.id.in_(planned.gone_problems)))
+                    for chunk in id_chunks(planned.gone_problems):
+                        conn.execute(delete(catalog.problems).where(catalog.problems.c.id.in_(chunk)))
                 summary.removed = len(gone)
             _run_batches(store, summary, pending, encoders, views, settings, batch_size, workers, progress)
             for space, view in views.items():

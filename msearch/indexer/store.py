@@ -287,13 +287,20 @@ class IndexStore:
         (so that saving them needs no refill). Other views of the space are refilled when next opened."""
         if not tile_ids:
             return
-        conn.execute(delete(catalog.vectors).where(catalog.vectors.c.tile_id.in_(tile_ids)))
-        conn.execute(delete(catalog.tiles).where(catalog.tiles.c.id.in_(tile_ids)))
+        for chunk in id_chunks(tile_ids):
+            conn.execute(delete(catalog.vectors).where(catalog.vectors.c.tile_id.in_(chunk)))
+            conn.execute(delete(catalog.tiles).where(catalog.tiles.c.id.in_(chunk)))
         for space in self.manifests():
             self.bump_generation(conn, space)
             if views and space in views:
                 ann.remove(views[space].index, np.asarray(tile_ids, dtype=np.int64))
                 views[space].generation = self._generation(conn, space)
+
+
+def id_chunks(ids: list[int], size: int = 10_000):
+    """Slices of an id list for `IN (...)` clauses: SQLite allows at most 250,000 variables in a statement."""
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
 
 
 def ann_info(manifest: SpaceManifest) -> AnnInfo:

@@ -153,3 +153,11 @@ def test_a_reader_retries_when_a_writer_replaces_the_file_it_was_about_to_read(s
     view = store.open_space(SPACE)
     assert [p.name for p in calls] == [first, store.manifest(SPACE).faiss_file] and first != calls[1].name
     assert view.ntotal == 60
+
+
+def test_deleting_more_tiles_than_sqlite_takes_variables_in_one_statement(store):
+    fill(store, 0, 300_000)
+    with store.engine.begin() as conn:
+        store.delete_tiles(conn, list(range(1, 260_001)))  # over SQLite's 250,000 variables per statement
+    assert store.tile_count() == 40_000
+    assert len(store.all_vectors(SPACE)[0]) == 40_000
