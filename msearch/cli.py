@@ -90,14 +90,18 @@ def _index_with_progress(paths, **options):
                TextColumn("{task.fields[rate]} tiles/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=False) as bar:
         task = bar.add_task("index", total=None, rate="-")
-        started = [None]
+        first: list[tuple[float, int]] = []  # (time, tiles done) at the first finished batch
 
         def report(done: int, total: int) -> None:
             import time
 
-            started[0] = started[0] or time.perf_counter()
-            elapsed = max(time.perf_counter() - started[0], 1e-9)
-            bar.update(task, completed=done, total=total, rate=f"{done / elapsed:.1f}")
+            # The rate counts from the first finished batch: before it lie the model load and the first
+            # read, which a per-tile rate should not spread over the tiles of one batch.
+            now = time.perf_counter()
+            first[:] = first or [(now, done)]
+            since, done_then = first[0]
+            rate = f"{(done - done_then) / (now - since):.1f}" if done > done_then and now > since else "-"
+            bar.update(task, completed=done, total=total, rate=rate)
 
         try:
             return index_archive(paths, progress=report, **options)
