@@ -159,7 +159,11 @@ def info(
                           f"{space['vectors']} now: `msearch index --rebuild-ann` would retrain it")
     if report["last_run"]:
         run = report["last_run"]
-        console.print(f"last run #{run['id']} ({run['status']}), started {run['started_at']}: {run['summary']}")
+        counts = run["summary"] or {}
+        done = ", ".join(f"{name} {counts[name]}" for name in ("indexed", "unchanged", "skipped", "failed", "removed")
+                         if name in counts)
+        console.print(f"last run #{run['id']} ({run['status']}), started {run['started_at']}"
+                      + (f": {done} in {counts.get('seconds', 0):.1f} s" if done else ""))
     console.print(f"problems: {report['problem_counts']}")
     for item in report.get("problems", []):
         console.print(f"  {item['kind']}: {item['key']}: {item['reason']}")

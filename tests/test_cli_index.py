@@ -144,6 +144,8 @@ def test_rebuild_ann_retrains_with_the_target_recall_and_info_shows_it(shared_da
     assert spaces["rs-m-clip"]["search"] == "exact search"  # --model chose one space
     assert spaces["tiny-ms-clip"]["retrain_advised"] is False
     table = " ".join(cli("info", "--index", index).output.split())
+    assert re.search(r"last run #1 \(finished\), started \S+: indexed 9, unchanged 0, skipped 0, failed 0, "
+                     r"removed 0 in \d+\.\d s", table)
     assert "ivf-flat" in table and "exact search" in table
 
 
