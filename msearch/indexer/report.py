@@ -25,15 +25,17 @@ def index_report(index=None, with_problems: bool = False) -> dict:
         "directory": str(store.directory),
         "tiles": store.tile_count(),
         "size_mb": size / 1e6,
-        "spaces": [
-            {"space": m.space, "identity": m.identity, "dim": m.dim, "metric": m.metric, "index": ann_info(m).to_dict(),
-             "search": ann_info(m).describe(), "vectors": counts.get(m.space, 0), "faiss_file": m.faiss_file,
-             "retrain_advised": ann.needs_retrain(ann_info(m), counts.get(m.space, 0))}
-            for m in store.manifests().values()
-        ],
+        "spaces": [_space_report(m, counts.get(m.space, 0)) for m in store.manifests().values()],
         "last_run": dict(last, summary=json.loads(last["summary"]) if last and last["summary"] else None) if last else None,
         "problem_counts": problem_counts,
     }
     if with_problems:
         report["problems"] = [{"key": r["key"], "root": r["root"], "kind": r["kind"], "reason": r["reason"]} for r in problem_rows]
     return report
+
+
+def _space_report(manifest, vectors: int) -> dict:
+    info = ann_info(manifest)
+    return {"space": manifest.space, "identity": manifest.identity, "dim": manifest.dim, "metric": manifest.metric,
+            "index": info.to_dict(), "search": info.describe(), "vectors": vectors,
+            "faiss_file": manifest.faiss_file, "retrain_advised": ann.needs_retrain(info, vectors)}

@@ -14,7 +14,7 @@ emptied and refilled from the vectors, keeping its trained quantisers.
 
 The kind of FAISS index follows the size of the space (msearch.indexer.ann): exact search while it is
 small, a trained and tuned inverted file once it crosses a threshold. Additions go into the trained
-index; `rebuild_ann` retrains it (`msearch index --rebuild-ann`), and `ann_advice` says when that pays.
+index; `rebuild_ann` retrains it (`msearch index --rebuild-ann`), and `ann.needs_retrain` says when that pays.
 """
 
 from __future__ import annotations

@@ -91,8 +91,7 @@ def _load_msclip(card: ModelCard, checkpoint: str | Path | None) -> LoadedModel:
         len(card.input.bands), old.out_channels, kernel_size=old.kernel_size, stride=old.stride, bias=False
     )
     _load_strict(model, msclip_state_dict(raw, path, card), path, card)
-    tokenizer = open_clip.SimpleTokenizer(context_length=cfg["text_cfg"].get("context_length", 77))
-    return LoadedModel(model.eval(), tokenizer, path)
+    return LoadedModel(model.eval(), _tokenizer(cfg["text_cfg"]), path)
 
 
 def _msclip_weights_path(card: ModelCard, checkpoint: str | Path | None) -> Path:
