@@ -50,7 +50,7 @@ class TextEncoder:
         """Whether the tokenizer cuts this text to its context length (77 tokens for both families)."""
         inner = getattr(self.tokenizer, "tokenizer", None)  # open_clip's HFTokenizer wraps a transformers one
         if inner is not None:
-            return len(inner(text)["input_ids"]) > self.context_length
+            return len(inner(self.tokenizer.clean_fn(text))["input_ids"]) > self.context_length
         return len(self.tokenizer.encode(text)) + 2 > self.context_length  # + start and end tokens
 
     @torch.inference_mode()
