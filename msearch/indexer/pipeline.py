@@ -36,6 +36,7 @@ from msearch.indexer.tiles import ReadSettings, SkipTile, Tile, TileSource
 from msearch.models import DEFAULT_MODEL, Encoder, InputRecipe, ModelNotAvailableError, get_card, load_encoder
 from msearch.models.hub import weights_digest
 from msearch.models.loading import weights_file, weights_status
+from msearch.models.numpy_text_export import export_numpy_text_or_say_why
 from msearch.models.recipe import prepare
 from msearch.schema import catalog
 
@@ -384,6 +385,10 @@ def index_archive(
                 if ann.choose_kind(view.ntotal, view.ann.exact_threshold, view.ann.compressed_threshold) != view.ann.kind:
                     info = rebuild_ann(store, view, encoders.get(space))
                     summary.notes.append(f"{space}: {view.ntotal} vectors, now searched with {info.describe()}")
+            for space, encoder in encoders.items():  # so that queries need no torch (msearch.models.numpy_text)
+                why_not = export_numpy_text_or_say_why(encoder)
+                if why_not:
+                    summary.notes.append(f"{space}: its text tower stays on torch, so queries load torch ({why_not})")
         status = "finished"
     finally:
         for view in views.values():

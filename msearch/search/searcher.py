@@ -9,6 +9,7 @@ they keep, so a filtered query returns k tiles whenever k matching tiles exist.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from msearch.search.language import detect_language, parse_language
 from msearch.search.query_cache import QueryCache
 from msearch.search.results import SearchResult
 
+log = logging.getLogger(__name__)
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
 
 
@@ -138,11 +140,23 @@ class Searcher:
         return self._encoders[space]
 
     def text_encoder(self, space: str):
-        """The text side of the space's encoder: all a text query needs."""
+        """The text side of the space's encoder: all a text query needs. That is the numpy export of its text
+        tower when there is one (msearch.models.numpy_text: no torch import); otherwise the torch tower,
+        which is then exported for the next query."""
         if space not in self._text_encoders:
-            from msearch.models import load_text_encoder
+            from msearch.models.numpy_text import load_numpy_text_encoder
 
-            self._text_encoders[space] = self._checked(space, load_text_encoder)
+            manifest = self.store.manifest(space)
+            encoder = load_numpy_text_encoder(manifest.card, manifest.weights_sha256)
+            if encoder is None:
+                from msearch.models import load_text_encoder
+                from msearch.models.numpy_text_export import export_numpy_text_or_say_why
+
+                encoder = self._checked(space, load_text_encoder)
+                why_not = export_numpy_text_or_say_why(encoder)
+                if why_not:
+                    log.warning("%s: queries will keep loading torch: %s", space, why_not)
+            self._text_encoders[space] = encoder
         return self._text_encoders[space]
 
     def _checked(self, space: str, load):

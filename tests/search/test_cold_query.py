@@ -1,7 +1,8 @@
-"""The cold query path: only the text tower is loaded, embeddings are cached, and a cold `msearch query`
-answers exactly as a warm searcher holding the whole model does."""
+"""The cold query path: only the text tower is loaded (in numpy once exported, without torch), embeddings are
+cached, and a cold `msearch query` answers as a warm searcher holding the whole model does."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -68,3 +69,56 @@ def test_a_cold_cli_query_equals_a_warm_searcher_and_a_repeat_imports_no_torch(e
     repeat, imported = cold_query(eurosat_index, text, tmp_path / "cache")
     assert repeat["results"] == cold["results"]
     assert imported == {"torch": False, "open_clip": False}
+
+    # the first query exported the text tower: a new text is encoded in numpy, with the same answer
+    new_text = text.replace("fields", "farms").replace("campos", "fazendas")
+    vector = warm.encoder(space).encode_texts([new_text])[0]
+    want = warm.search_vector(space, vector, 8, None)
+    new, imported = cold_query(eurosat_index, new_text, tmp_path / "cache")
+    assert imported == {"torch": False, "open_clip": False}
+    got = [(r["tile_id"], r["score"]) for r in new["results"]]
+    assert [t for t, _ in got] == [t for t, _ in want]
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
+
+
+def test_indexing_exports_each_text_tower_so_a_first_query_loads_no_torch_model(eurosat_index):
+    from msearch.models.numpy_text import NumpyTextEncoder
+
+    searcher = Searcher(eurosat_index, query_cache=None)
+    assert set(searcher.spaces()) == {"tiny-ms-clip", "rs-m-clip"}
+    for space in searcher.spaces():
+        assert isinstance(searcher.text_encoder(space), NumpyTextEncoder)
+    assert [r.space for r in searcher.query("floresta densa", top_k=3).results] == ["rs-m-clip"] * 3
+
+
+def test_a_text_tower_numpy_cannot_run_stays_on_torch_and_says_so(shared_data, tmp_path, monkeypatch, caplog):
+    """A user card whose text tower pools at the first token (no numpy implementation): indexing notes it,
+    and queries load the torch tower, with a warning, and still answer."""
+    from msearch.indexer.pipeline import index_archive
+    from msearch.indexer.tiles import ReadSettings
+    from msearch.models.encoder import TextEncoder
+    from msearch.schema.bands import BAND_LAYOUTS
+    from tests.conftest import CARD_DIR
+    from tests.indexer.helpers import copy_eurosat
+
+    card = json.loads((CARD_DIR / "tiny-ms-clip.json").read_text())
+    card["name"] = "tiny-ms-clip-first-token"
+    card["architecture"]["text_cfg"]["pool_type"] = "first"  # no parameters: the tiny weights still load
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "tiny-ms-clip-first-token.json").write_text(json.dumps(card))
+    monkeypatch.setenv("MSEARCH_CARDS", f"{CARD_DIR}{os.pathsep}{cards}")
+    monkeypatch.setenv("MSEARCH_CACHE", str(tmp_path / "cache"))
+    copy_eurosat(shared_data, tmp_path / "tiles")
+    summary = index_archive([tmp_path / "tiles"], index=tmp_path / "index", models=["tiny-ms-clip-first-token"],
+                            settings=ReadSettings(band_order=BAND_LAYOUTS["eurosat"]), workers=0)
+    assert summary.indexed > 0
+    assert any("stays on torch" in note and "pooled by 'first'" in note for note in summary.notes)
+    assert not list((tmp_path / "cache").rglob("tower.json"))
+
+    searcher = Searcher(tmp_path / "index", query_cache=None)
+    with caplog.at_level("WARNING"):
+        answer = searcher.query("a river between fields", top_k=3)
+    assert len(answer.results) == 3
+    assert isinstance(searcher.text_encoder("tiny-ms-clip-first-token"), TextEncoder)
+    assert "queries will keep loading torch" in caplog.text and "pooled by 'first'" in caplog.text
