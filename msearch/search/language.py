@@ -25,6 +25,7 @@ import functools
 import math
 import unicodedata
 
+import numpy as np
 from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
 SUPPORTED_LANGUAGES: tuple[str, ...] = ("en", "pt", "es", "fr", "de", "nl", "it", "zh", "ko", "ru")
@@ -82,9 +83,42 @@ def _language_by_script(text: str) -> str | None:
 
 @functools.cache
 def _latin_identifier() -> LanguageIdentifier:
-    # Loading the model takes most of a second, so it happens on the first Latin-script query, once.
     # An identifier of our own, rather than py3langid's module-level one, so restricting its languages
     # affects nobody else.
-    identifier = LanguageIdentifier.from_model_file(MODEL_FILE)
+    identifier = _identifier_from_cache() or LanguageIdentifier.from_model_file(MODEL_FILE)
     identifier.set_languages(list(LATIN_SCRIPT_LANGUAGES))
     return identifier
+
+
+def _identifier_from_cache() -> LanguageIdentifier | None:
+    """py3langid's model, read from an uncompressed copy in msearch's cache. The package ships it
+    LZMA-compressed, and decompressing takes 0.4 s of every cold query; the copy (68 MB) loads in 0.1 s.
+    The model is read as py3langid's own loader reads it (modelio.load_model); None if that fails."""
+    import lzma
+    import os
+
+    from py3langid import modelio
+    from py3langid.langid import MODEL_DIR
+
+    from msearch.config import cache_dir
+
+    packaged = MODEL_DIR / MODEL_FILE
+    try:
+        copy = cache_dir() / "langid" / f"{packaged.name.removesuffix('.xz')}-{packaged.stat().st_size}"
+        if not copy.is_file():
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            scratch = copy.with_name(f".{copy.name}.{os.getpid()}")
+            try:
+                with lzma.open(packaged) as source, open(scratch, "wb") as target:
+                    while chunk := source.read(1 << 20):
+                        target.write(chunk)
+                os.replace(scratch, copy)
+            finally:
+                scratch.unlink(missing_ok=True)
+        with np.load(copy, allow_pickle=False) as data:
+            return LanguageIdentifier(
+                np.asarray(data["ptc"]), np.asarray(data["pc"]), data["classes"].tolist(),
+                modelio._to_array(data["nextmove"]), data["out_feat"].tolist(),
+                tk_row=modelio._to_array(data["nextmove_row"]))
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None

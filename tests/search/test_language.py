@@ -151,3 +151,23 @@ def test_parse_language_names_the_supported_codes_when_rejecting(given):
     assert repr(given) in message
     assert "auto" in message
     assert all(code in message for code in SUPPORTED_LANGUAGES)
+
+
+def test_the_language_model_read_from_msearchs_cache_scores_exactly_as_the_packaged_one(tmp_path, monkeypatch):
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    from msearch.search import language
+
+    monkeypatch.setenv("MSEARCH_CACHE", str(tmp_path))
+    packaged = LanguageIdentifier.from_model_file(MODEL_FILE)
+    first = language._identifier_from_cache()  # writes the uncompressed copy
+    copies = list((tmp_path / "langid").iterdir())
+    assert len(copies) == 1 and copies[0].stat().st_size > 10 * 2**20
+    second = language._identifier_from_cache()  # reads it
+    for identifier in (first, second, packaged):
+        identifier.set_languages(list(language.LATIN_SCRIPT_LANGUAGES))
+    for text in [q for queries in QUERIES.values() for q in queries]:
+        assert first.rank(text) == second.rank(text) == packaged.rank(text)
+
+    copies[0].write_bytes(b"not a model")  # a damaged copy is not used
+    assert language._identifier_from_cache() is None
