@@ -154,17 +154,28 @@ def tiny_xlmr_files(folder: Path) -> dict[str, Path]:
     return {p.name: p for p in folder.iterdir() if p.is_file()}
 
 
-def save_tiny_rsmclip(hf_cache: Path, seed: int = 0) -> Path:
-    """The tiny RS-M-CLIP hub folder and its xlm-roberta-base dependency, in the cache."""
+def save_tiny_rsmclip(hf_cache: Path, seed: int = 0, full_size: bool = False) -> Path:
+    """The tiny RS-M-CLIP hub folder and its xlm-roberta-base dependency, in the cache. `full_size`: random
+    weights at the release's sizes instead (xlm-roberta-base and ViT-B/32, 1.46 GB; for benchmarks), still
+    with the tiny tokenizer."""
     import open_clip
     from safetensors.torch import save_file
+    from transformers import XLMRobertaConfig
 
+    model_cfg = TINY_RSMCLIP_CFG
     with tempfile.TemporaryDirectory() as tmp:
         xlmr = Path(tmp) / "xlmr"
         xlmr.mkdir()
         files = tiny_xlmr_files(xlmr)
+        if full_size:
+            model_cfg = open_clip.get_model_config("xlm-roberta-base-ViT-B-32")
+            XLMRobertaConfig(  # xlm-roberta-base's config.json
+                vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5,
+                pad_token_id=1, bos_token_id=0, eos_token_id=2,
+            ).save_pretrained(xlmr)
         put_in_hf_cache(hf_cache, XLMR_REPO, files)
-        cfg = copy.deepcopy(TINY_RSMCLIP_CFG)
+        cfg = copy.deepcopy(model_cfg)
         cfg["text_cfg"]["hf_model_name"] = str(xlmr)
         cfg["text_cfg"]["hf_model_pretrained"] = False
         torch.manual_seed(seed)
@@ -172,7 +183,7 @@ def save_tiny_rsmclip(hf_cache: Path, seed: int = 0) -> Path:
         weights = Path(tmp) / "open_clip_model.safetensors"
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, weights)
         config = {
-            "model_cfg": TINY_RSMCLIP_CFG,
+            "model_cfg": model_cfg,
             "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]},
         }
         return put_in_hf_cache(
