@@ -149,11 +149,15 @@ def info(
         console.print_json(json.dumps(report))
         return
     console.print(f"[bold]{report['directory']}[/bold]: {report['tiles']} tiles, {report['size_mb']:.1f} MB on disk")
-    table = Table("space", "encoder", "dim", "vectors", "search index")
+    table = Table("space", "encoder", "dim", "vectors", "search index", "text tower")
     for space in report["spaces"]:
-        table.add_row(space["space"], space["identity"], str(space["dim"]), str(space["vectors"]), space["search"])
+        table.add_row(space["space"], space["identity"], str(space["dim"]), str(space["vectors"]), space["search"],
+                      space["text_tower"])
     console.print(table)
     for space in report["spaces"]:
+        if space["text_tower"] == "torch":
+            console.print(f"{space['space']}: its text tower is not exported to numpy on this machine, so the next "
+                          f"query loads torch (seconds) and exports it")
         if space["retrain_advised"]:
             console.print(f"{space['space']}: trained on {space['index']['trained_on']} vectors, holds "
                           f"{space['vectors']} now: `msearch index --rebuild-ann` would retrain it")

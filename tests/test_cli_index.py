@@ -47,10 +47,21 @@ def test_index_then_info_json(eurosat4, tmp_path):
     assert report["last_run"]["status"] == "finished"
     assert report["last_run"]["summary"]["indexed"] == 4
     assert report["problem_counts"] == {}
+    assert all(s["text_tower"] == "numpy" for s in spaces.values())  # indexing exported both text towers
 
     again = cli("index", eurosat4, "--index", index, *MODEL_ARGS)
     assert again.exit_code == 0, again.output
     assert "indexed 0, unchanged 4" in again.output
+
+
+def test_info_says_when_queries_would_load_torch(eurosat4, tmp_path, monkeypatch):
+    index = tmp_path / "index"
+    assert cli("index", eurosat4, "--index", index, *MODEL_ARGS).exit_code == 0
+    monkeypatch.setenv("MSEARCH_CACHE", str(tmp_path / "another-machines-cache"))  # no export there
+    report = json.loads(cli("info", "--index", index, "--json").stdout)
+    assert [s["text_tower"] for s in report["spaces"]] == ["torch", "torch"]
+    table = " ".join(cli("info", "--index", index).output.split())
+    assert "tiny-ms-clip: its text tower is not exported to numpy on this machine, so the next query loads torch" in table
 
 
 def test_another_encoder_into_an_existing_space_is_refused(shared_data, eurosat4, tmp_path):

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from msearch.indexer import ann
 from msearch.indexer.store import IndexStore, ann_info
+from msearch.models.numpy_text import exported_tower
 from msearch.schema import catalog
 
 
@@ -38,4 +39,5 @@ def _space_report(manifest, vectors: int) -> dict:
     info = ann_info(manifest)
     return {"space": manifest.space, "identity": manifest.identity, "dim": manifest.dim, "metric": manifest.metric,
             "index": info.to_dict(), "search": info.describe(), "vectors": vectors,
-            "faiss_file": manifest.faiss_file, "retrain_advised": ann.needs_retrain(info, vectors)}
+            "faiss_file": manifest.faiss_file, "retrain_advised": ann.needs_retrain(info, vectors),
+            "text_tower": "numpy" if exported_tower(manifest.card, manifest.weights_sha256) else "torch"}

@@ -97,21 +97,28 @@ class NumpyTextEncoder:
 
 
 def load_numpy_text_encoder(card: str, weights_sha256: str) -> NumpyTextEncoder | None:
-    """The exported tower of this card and weights, or None when there is none or it is no longer whole
-    (its weights file moved or changed size, a file is missing, an older format): the caller then loads the
-    torch tower, which exports again."""
+    """The exported tower of this card and weights, or None when there is none or it is no longer whole:
+    the caller then loads the torch tower, which exports again."""
+    description = exported_tower(card, weights_sha256)
+    try:
+        return NumpyTextEncoder(tower_dir(card, weights_sha256), description) if description else None
+    except (OSError, ValueError, KeyError):  # a damaged tokenizer or weights file
+        return None
+
+
+def exported_tower(card: str, weights_sha256: str) -> dict | None:
+    """tower.json of this card and weights if the export is whole (its format, its weights file at the size
+    it had, its tokenizer file), else None."""
     folder = tower_dir(card, weights_sha256)
     try:
         description = json.loads((folder / TOWER_FILE).read_text(encoding="utf-8"))
-        if (description.get("format") != TOWER_FORMAT or description.get("card") != card
-                or description.get("weights_sha256") != weights_sha256):
-            return None
-        weights = folder / description["weights"]["file"]
-        if weights.stat().st_size != description["weights"]["bytes"]:
-            return None
-        return NumpyTextEncoder(folder, description)
-    except (OSError, ValueError, KeyError):
+        whole = (description.get("format") == TOWER_FORMAT and description.get("card") == card
+                 and description.get("weights_sha256") == weights_sha256
+                 and (folder / description["weights"]["file"]).stat().st_size == description["weights"]["bytes"]
+                 and (folder / description["tokenizer"]["file"]).is_file())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+    return description if whole else None
 
 
 class SafetensorsFile:
