@@ -3,6 +3,7 @@
 The environment is set before anything imports huggingface_hub (it reads these variables at import)."""
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -35,6 +36,10 @@ def pytest_configure(config):
     tiny_models.tiny_msclip_card(CARD_DIR)
     tiny_models.save_tiny_msclip(HF_CACHE)
     tiny_models.save_tiny_rsmclip(HF_CACHE)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_STATE, ignore_errors=True)  # the tiny models, caches and text-tower exports of this run
 
 
 @pytest.fixture(scope="session")
