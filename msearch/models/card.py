@@ -144,3 +144,14 @@ def get_card(name_or_path: str | Path) -> ModelCard:
     if name_or_path not in cards:
         raise CardError(f"unknown model {name_or_path!r}; known: {', '.join(sorted(cards))} (or give a card file's path)")
     return cards[name_or_path]
+
+
+@dataclass(frozen=True)
+class EncoderIdentity:
+    """What an index records about the encoder that filled it: vectors from another identity do not mix."""
+
+    card: str
+    weights_sha256: str
+
+    def __str__(self) -> str:
+        return f"{self.card}@sha256:{self.weights_sha256[:12]}"

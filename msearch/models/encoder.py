@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from msearch.models.card import ModelCard, get_card
+from msearch.models.card import EncoderIdentity, ModelCard, get_card
 from msearch.models.hub import weights_digest
 from msearch.models.loading import LoadedModel, load_model, load_text_model
 from msearch.models.recipe import prepare
 from msearch.schema.pixels import Pixels
-
-
-@dataclass(frozen=True)
-class EncoderIdentity:
-    """What an index records about the encoder that filled it: vectors from another identity do not mix."""
-
-    card: str
-    weights_sha256: str
-
-    def __str__(self) -> str:
-        return f"{self.card}@sha256:{self.weights_sha256[:12]}"
 
 
 class TextEncoder:

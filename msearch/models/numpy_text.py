@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from msearch.config import cache_dir
+from msearch.models.card import EncoderIdentity
 from msearch.models.text_tokenizers import ClipBpeTokenizer, JsonTokenizer
 
 TOWER_FORMAT = 1
@@ -51,24 +51,13 @@ def tower_dir(card: str, weights_sha256: str) -> Path:
     return towers_dir() / card / weights_sha256
 
 
-@dataclass(frozen=True)
-class TowerIdentity:
-    """The same fields as msearch.models.encoder.EncoderIdentity (that module imports torch)."""
-
-    card: str
-    weights_sha256: str
-
-    def __str__(self) -> str:
-        return f"{self.card}@sha256:{self.weights_sha256[:12]}"
-
-
 class NumpyTextEncoder:
     """Texts -> (n, d) float32 unit vectors, as msearch.models.TextEncoder computes them, in numpy."""
 
     def __init__(self, folder: Path, description: dict):
         self.folder = folder
         self.description = description
-        self.identity = TowerIdentity(description["card"], description["weights_sha256"])
+        self.identity = EncoderIdentity(description["card"], description["weights_sha256"])
         weights = description["weights"]
         self.weights = SafetensorsFile(folder / weights["file"], weights["prefix"])
         tokenizer = description["tokenizer"]

@@ -21,7 +21,7 @@ from msearch.models.encoder import TextEncoder
 from msearch.models.loading import CLIP_IMAGE_KEYS
 from msearch.models.numpy_text import (
     CLIP_TEXT, EXPORTED_WEIGHTS, HF_XLM_ROBERTA, TOWER_FILE, TOWER_FORMAT, NumpyTextEncoder, SafetensorsFile,
-    load_numpy_text_encoder, tower_dir,
+    exported_tower, tower_dir,
 )
 
 # Probe texts for the check: several scripts, punctuation, HTML entities, and one cut at the context length.
@@ -46,7 +46,7 @@ def export_numpy_text(encoder: TextEncoder) -> Path:
     """Export `encoder`'s text tower (once per card and weights sha256) and return its folder."""
     card, sha = encoder.identity.card, encoder.identity.weights_sha256
     final = tower_dir(card, sha)
-    if load_numpy_text_encoder(card, sha) is not None:
+    if exported_tower(card, sha) is not None:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=final.parent))
@@ -55,10 +55,9 @@ def export_numpy_text(encoder: TextEncoder) -> Path:
         state = _text_state(encoder.model)
         description["weights"] = _write_weights(state, encoder.weights_path, scratch)
         description["tokenizer"] = _write_tokenizer(encoder.tokenizer, scratch)
-        (scratch / TOWER_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")
         description["check"] = _check(encoder, NumpyTextEncoder(scratch, description))
         (scratch / TOWER_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")
-        if final.exists():  # an incomplete or stale export (a concurrent exporter wrote the same bytes)
+        if final.exists():  # a broken export of these weights, or one a concurrent process just finished
             shutil.rmtree(final, ignore_errors=True)
         os.replace(scratch, final)
     finally:
