@@ -22,11 +22,16 @@ stay English; text with no letters at all is English too.
 from __future__ import annotations
 
 import functools
+import lzma
 import math
+import os
 import unicodedata
 
 import numpy as np
-from py3langid.langid import MODEL_FILE, LanguageIdentifier
+from py3langid import modelio
+from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
+
+from msearch.config import cache_dir
 
 SUPPORTED_LANGUAGES: tuple[str, ...] = ("en", "pt", "es", "fr", "de", "nl", "it", "zh", "ko", "ru")
 LATIN_SCRIPT_LANGUAGES: tuple[str, ...] = ("en", "pt", "es", "fr", "de", "nl", "it")
@@ -94,14 +99,6 @@ def _identifier_from_cache() -> LanguageIdentifier | None:
     """py3langid's model, read from an uncompressed copy in msearch's cache. The package ships it
     LZMA-compressed, and decompressing takes 0.4 s of every cold query; the copy (68 MB) loads in 0.1 s.
     The model is read as py3langid's own loader reads it (modelio.load_model); None if that fails."""
-    import lzma
-    import os
-
-    from py3langid import modelio
-    from py3langid.langid import MODEL_DIR
-
-    from msearch.config import cache_dir
-
     packaged = MODEL_DIR / MODEL_FILE
     try:
         copy = cache_dir() / "langid" / f"{packaged.name.removesuffix('.xz')}-{packaged.stat().st_size}"
