@@ -57,9 +57,13 @@ def export_numpy_text(encoder: TextEncoder) -> Path:
         description["tokenizer"] = _write_tokenizer(encoder.tokenizer, scratch)
         description["check"] = _check(encoder, NumpyTextEncoder(scratch, description))
         (scratch / TOWER_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")
-        if final.exists():  # a broken export of these weights, or one a concurrent process just finished
+        if final.exists():  # a broken export of these weights
             shutil.rmtree(final, ignore_errors=True)
-        os.replace(scratch, final)
+        try:
+            os.replace(scratch, final)
+        except OSError:  # fine if a concurrent process finished the same export first
+            if exported_tower(card, sha) is None:
+                raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return final
