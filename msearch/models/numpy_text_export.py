@@ -91,6 +91,8 @@ def _describe(encoder: TextEncoder) -> dict:
         if config.hidden_act != "gelu" or getattr(config, "position_embedding_type", "absolute") != "absolute":
             raise TowerExportError(f"activation {config.hidden_act!r} or its position embeddings are not implemented in numpy")
         projection = {nn.Sequential: "mlp", nn.Linear: "linear", nn.Identity: "none"}.get(type(text.proj))
+        if projection is None:
+            raise TowerExportError(f"a {type(text.proj).__name__} projection is not implemented in numpy")
         return {**base, "architecture": HF_XLM_ROBERTA, "config": {
             "heads": config.num_attention_heads, "layers": config.num_hidden_layers, "ln_eps": config.layer_norm_eps,
             "pad_id": config.pad_token_id, "projection": projection}}
