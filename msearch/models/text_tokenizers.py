@@ -30,8 +30,7 @@ def clean_text(text: str, kind: str) -> str:
     """open_clip's `_clean_lower` / `_clean_whitespace`: ftfy, HTML entities twice, whitespace runs to one."""
     import ftfy  # 0.1 s; only a text that is tokenized needs it
 
-    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
-    text = " ".join(text.split()).strip()
+    text = " ".join(html.unescape(html.unescape(ftfy.fix_text(text))).split())  # split() drops edge whitespace
     return text.lower() if kind == "lower" else text
 
 
