@@ -1,4 +1,4 @@
-"""Benchmark of the size-dependent vector index (msearch.indexer.ann) on synthetic 512-d tile embeddings.
+"""Benchmark of the size-dependent vector index (msearch.store.ann) on synthetic 512-d tile embeddings.
 
 For each size: write clustered unit vectors to a float32 file (chunk by chunk, seeded; never all in RAM),
 build the index with `choose_and_build` over a memmap of that file, compute exact ground truth chunk-wise
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from msearch.indexer import ann
-from msearch.indexer.synthetic import ClusteredUnitVectors
+from msearch.store import ann
+from msearch.store.synthetic import ClusteredUnitVectors
 
 DIM = 512
 N_CLUSTERS = 1024
@@ -54,8 +54,12 @@ def main() -> None:
     rows = []
     for n in (int(size) for size in args.sizes.split(",")):
         row = build(args.workdir, n, args.queries)
-        child = subprocess.run([sys.executable, __file__, "--workdir", str(args.workdir), "--search-only", str(n)],
-                               check=True, capture_output=True, text=True)
+        child = subprocess.run(
+            [sys.executable, __file__, "--workdir", str(args.workdir), "--search-only", str(n)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         row.update(json.loads(child.stdout.strip().splitlines()[-1]))
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -93,8 +97,14 @@ def build(workdir: Path, n: int, n_queries: int) -> dict:
         logging.info(f"{n}: exact ground truth for {n_queries} {name} queries in {time.perf_counter() - started:.0f} s")
         np.save(workdir / f"queries-{name}-{n}.npy", queries)
         np.save(workdir / f"truth-{name}-{n}.npy", truth)
-    return {"n": n, "kind": info.kind, "params": info.params, "tuning_recall": info.measured_recall_at_100,
-            "build_s": build_s, "build_peak_anon_mb": build_memory.peak_mb}
+    return {
+        "n": n,
+        "kind": info.kind,
+        "params": info.params,
+        "tuning_recall": info.measured_recall_at_100,
+        "build_s": build_s,
+        "build_peak_anon_mb": build_memory.peak_mb,
+    }
 
 
 def measure_search(workdir: Path, n: int) -> dict:
@@ -117,9 +127,11 @@ def measure_search(workdir: Path, n: int) -> dict:
             started = time.perf_counter()
             found.append(ann.search(index, info, query[None], ann.RECALL_K, vectors_lookup=lookup)[1][0])
             latencies.append(time.perf_counter() - started)
-        results |= {f"{name}_p50_ms": 1e3 * float(np.percentile(latencies, 50)),
-                    f"{name}_p99_ms": 1e3 * float(np.percentile(latencies, 99)),
-                    f"{name}_recall_at_100": ann.recall_at_k(np.array(found), truth)}
+        results |= {
+            f"{name}_p50_ms": 1e3 * float(np.percentile(latencies, 50)),
+            f"{name}_p99_ms": 1e3 * float(np.percentile(latencies, 99)),
+            f"{name}_recall_at_100": ann.recall_at_k(np.array(found), truth),
+        }
     status = proc_status()
     return results | {"search_peak_rss_mb": status["VmHWM"] / 1024, "search_anon_mb": status["RssAnon"] / 1024}
 
@@ -157,16 +169,20 @@ def proc_status() -> dict[str, int]:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"\n{'vectors':>10} {'kind':>8} {'nlist':>6} {'nprobe':>6} {'rerank':>6} {'build s':>8} "
-          f"{'build MB':>9} {'search MB':>10} {'(anon)':>7} {'queries':>7} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'recall@100':>10}")
+    print(
+        f"\n{'vectors':>10} {'kind':>8} {'nlist':>6} {'nprobe':>6} {'rerank':>6} {'build s':>8} "
+        f"{'build MB':>9} {'search MB':>10} {'(anon)':>7} {'queries':>7} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'recall@100':>10}"
+    )
     for row in rows:
         params = row["params"]
         for name in ("near", "far"):
-            print(f"{row['n']:>10} {row['kind']:>8} {params.get('nlist', '-'):>6} {params.get('nprobe', '-'):>6} "
-                  f"{params.get('rerank_factor', '-'):>6} {row['build_s']:>8.0f} {row['build_peak_anon_mb']:>9.0f} "
-                  f"{row['search_peak_rss_mb']:>10.0f} {row['search_anon_mb']:>7.0f} {name:>7} "
-                  f"{row[f'{name}_p50_ms']:>7.1f} {row[f'{name}_p99_ms']:>7.1f} {row[f'{name}_recall_at_100']:>10.3f}")
+            print(
+                f"{row['n']:>10} {row['kind']:>8} {params.get('nlist', '-'):>6} {params.get('nprobe', '-'):>6} "
+                f"{params.get('rerank_factor', '-'):>6} {row['build_s']:>8.0f} {row['build_peak_anon_mb']:>9.0f} "
+                f"{row['search_peak_rss_mb']:>10.0f} {row['search_anon_mb']:>7.0f} {name:>7} "
+                f"{row[f'{name}_p50_ms']:>7.1f} {row[f'{name}_p99_ms']:>7.1f} {row[f'{name}_recall_at_100']:>10.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -82,9 +82,9 @@ def build_model(model: str, scratch: Path) -> str:
 
 def build_index(model: str, index: Path, sha256: str, n: int) -> str:
     """N tiles with synthetic clustered unit vectors in the model's space, searched as msearch would."""
-    from msearch.indexer.store import IndexStore
-    from msearch.indexer.synthetic import ClusteredUnitVectors
     from msearch.schema import catalog
+    from msearch.store.index_store import IndexStore
+    from msearch.store.synthetic import ClusteredUnitVectors
 
     store = IndexStore(index, create=True)
     store.ensure_space(model, model, sha256, 512)
@@ -93,12 +93,29 @@ def build_index(model: str, index: Path, sha256: str, n: int) -> str:
         stop = min(n, start + 50_000)
         vectors = generator.rows(start, stop)
         with store.engine.begin() as conn:
-            conn.execute(catalog.tiles.insert(), [
-                {"id": i + 1, "root": "/archive", "key": f"t{i}.tif", "path": f"t{i}.tif", "reader": "geotiff",
-                 "stat_signature": "s", "centre_lon": 0.0, "centre_lat": 0.0} for i in range(start, stop)])
-            conn.execute(catalog.vectors.insert(), [
-                {"tile_id": i + 1, "space": model, "vector": vectors[i - start].astype("<f4").tobytes()}
-                for i in range(start, stop)])
+            conn.execute(
+                catalog.tiles.insert(),
+                [
+                    {
+                        "id": i + 1,
+                        "root": "/archive",
+                        "key": f"t{i}.tif",
+                        "path": f"t{i}.tif",
+                        "reader": "geotiff",
+                        "stat_signature": "s",
+                        "centre_lon": 0.0,
+                        "centre_lat": 0.0,
+                    }
+                    for i in range(start, stop)
+                ],
+            )
+            conn.execute(
+                catalog.vectors.insert(),
+                [
+                    {"tile_id": i + 1, "space": model, "vector": vectors[i - start].astype("<f4").tobytes()}
+                    for i in range(start, stop)
+                ],
+            )
     view = store.open_space(model)
     info = store.rebuild_ann(view)
     store.save_space(view)
@@ -151,18 +168,24 @@ def main(argv: list[str] | None = None) -> int:
 
     medians = {name: statistics.median(runs) for name, runs in rows.items()}
     naive, cold = medians["naive"], medians["cold, new query"]
-    print(f"model {args.model} (random full-size weights), {args.vectors} vectors searched with {search_index}; "
-          f"median of {args.repeats}; cores {os.cpu_count()}")
-    print(f"load average (1/5/15 min) before {'/'.join(f'{v:.2f}' for v in load_before)}, "
-          f"after {'/'.join(f'{v:.2f}' for v in load_after)}")
+    print(
+        f"model {args.model} (random full-size weights), {args.vectors} vectors searched with {search_index}; "
+        f"median of {args.repeats}; cores {os.cpu_count()}"
+    )
+    print(
+        f"load average (1/5/15 min) before {'/'.join(f'{v:.2f}' for v in load_before)}, "
+        f"after {'/'.join(f'{v:.2f}' for v in load_after)}"
+    )
     print(f"{'measurement':<26}{'seconds':>10}{'vs naive':>10}")
     for name, seconds in medians.items():
         print(f"{name:<26}{seconds:>10.2f}{seconds / naive:>10.2f}")
     print(f"{'warm (model held)':<26}{statistics.median(warm):>10.3f}")
     print(f"{'first query, exporting':<26}{first:>10.2f}{first / naive:>10.2f}")
     met = cold < TARGET_SECONDS and cold / naive < TARGET_RATIO
-    print(f"cold new query: {cold:.2f} s (target < {TARGET_SECONDS} s), {cold / naive:.2f} of naive "
-          f"(target < {TARGET_RATIO}): {'ok' if met else 'BELOW TARGET'}")
+    print(
+        f"cold new query: {cold:.2f} s (target < {TARGET_SECONDS} s), {cold / naive:.2f} of naive "
+        f"(target < {TARGET_RATIO}): {'ok' if met else 'BELOW TARGET'}"
+    )
     return 0
 
 

@@ -27,26 +27,49 @@ def _fail(message: str, code: int = 2) -> None:
 def index(
     paths: Optional[List[Path]] = typer.Argument(None, help="Folders or files of tiles, searched recursively."),
     index: Optional[Path] = INDEX_OPTION,
-    model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Encoder card (repeatable). Default: llama3-ms-clip-base and rs-m-clip."),
+    model: Optional[List[str]] = typer.Option(
+        None, "--model", "-m", help="Encoder card (repeatable). Default: llama3-ms-clip-base and rs-m-clip."
+    ),
     checkpoint: Optional[Path] = typer.Option(None, help="Local weights for the (single) --model."),
     batch_size: int = typer.Option(32, min=1, help="Tiles per encoder forward pass."),
-    workers: Optional[int] = typer.Option(None, min=0, help="Reader processes (0: read in the main process). Default: 0 on 2 cores or fewer, else cores - 2, at most 4."),
-    band_order: Optional[str] = typer.Option(None, help="Band order of multiband files without band descriptions: l2a, l1c, eurosat or B01,B02,..."),
-    offset: Optional[float] = typer.Option(None, help="Force the radiometric offset the values carry (e.g. 1000), overriding metadata."),
-    chip_size: int = typer.Option(224, min=16, help="Scenes larger than a chip are cut into chips of this many 10 m pixels."),
+    workers: Optional[int] = typer.Option(
+        None,
+        min=0,
+        help="Reader processes (0: read in the main process). Default: 0 on 2 cores or fewer, else cores - 2, at most 4.",
+    ),
+    band_order: Optional[str] = typer.Option(
+        None, help="Band order of multiband files without band descriptions: l2a, l1c, eurosat or B01,B02,..."
+    ),
+    offset: Optional[float] = typer.Option(
+        None, help="Force the radiometric offset the values carry (e.g. 1000), overriding metadata."
+    ),
+    chip_size: int = typer.Option(
+        224, min=16, help="Scenes larger than a chip are cut into chips of this many 10 m pixels."
+    ),
     stride: Optional[int] = typer.Option(None, min=1, help="Chip stride in pixels (default: the chip size)."),
     max_nodata: float = typer.Option(0.5, min=0.0, max=1.0, help="Skip chips with a larger nodata fraction."),
-    prune: bool = typer.Option(False, help="Drop catalogued tiles, and recorded problems, whose files at or beneath PATHS are gone."),
+    prune: bool = typer.Option(
+        False, help="Drop catalogued tiles, and recorded problems, whose files at or beneath PATHS are gone."
+    ),
     strict: bool = typer.Option(False, help="Exit non-zero if any tile failed or was skipped."),
-    rebuild_ann: bool = typer.Option(False, "--rebuild-ann", help="Retrain and retune the search index of each space (after indexing PATHS, if given)."),
-    target_recall: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Recall@100 against exact search that --rebuild-ann tunes for (default: the space's, 0.95)."),
+    rebuild_ann: bool = typer.Option(
+        False,
+        "--rebuild-ann",
+        help="Retrain and retune the search index of each space (after indexing PATHS, if given).",
+    ),
+    target_recall: Optional[float] = typer.Option(
+        None,
+        min=0.0,
+        max=1.0,
+        help="Recall@100 against exact search that --rebuild-ann tunes for (default: the space's, 0.95).",
+    ),
 ):
     """Embed an archive: incremental (only new or changed tiles), resumable and crash-safe."""
     from msearch.indexer.pipeline import rebuild_indexes
     from msearch.indexer.tiles import ReadSettings
     from msearch.models import CardError, ModelNotAvailableError
-    from msearch.indexer.store import SpaceMismatchError
     from msearch.schema.bands import parse_band_order
+    from msearch.store import SpaceMismatchError
 
     if not paths and not rebuild_ann:
         _fail("give the folders or files to index (or --rebuild-ann alone to retrain the search indexes)")
@@ -54,8 +77,11 @@ def index(
         _fail("--target-recall applies to --rebuild-ann")
     try:
         settings = ReadSettings(
-            band_order=parse_band_order(band_order) if band_order else None, offset=offset,
-            chip_size=chip_size, stride=stride, max_nodata=max_nodata,
+            band_order=parse_band_order(band_order) if band_order else None,
+            offset=offset,
+            chip_size=chip_size,
+            stride=stride,
+            max_nodata=max_nodata,
         )
     except ValueError as exc:
         _fail(str(exc))
@@ -63,8 +89,16 @@ def index(
     failed = False
     if paths:
         try:
-            summary = _index_with_progress(paths, index=index, models=model, checkpoint=checkpoint, settings=settings,
-                                           batch_size=batch_size, workers=workers, prune=prune)
+            summary = _index_with_progress(
+                paths,
+                index=index,
+                models=model,
+                checkpoint=checkpoint,
+                settings=settings,
+                batch_size=batch_size,
+                workers=workers,
+                prune=prune,
+            )
         except errors as exc:
             _fail(str(exc))
         _print_summary(summary)
@@ -86,8 +120,15 @@ def index(
 def _index_with_progress(paths, **options):
     from msearch.indexer.pipeline import index_archive
 
-    columns = (TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]} tiles/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]indexing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} tiles/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=err_console, transient=False) as bar:
         task = bar.add_task("index", total=None, rate="-")
         first: list[tuple[float, int]] = []  # (time, tiles done) at the first finished batch
@@ -110,9 +151,11 @@ def _index_with_progress(paths, **options):
 
 
 def _print_summary(summary) -> None:
-    line = (f"indexed {summary.indexed}, unchanged {summary.unchanged}, skipped {len(summary.skipped)}, "
-            f"failed {len(summary.failed)}, removed {summary.removed} in {summary.seconds:.1f} s "
-            f"(spaces: {', '.join(summary.spaces)})")
+    line = (
+        f"indexed {summary.indexed}, unchanged {summary.unchanged}, skipped {len(summary.skipped)}, "
+        f"failed {len(summary.failed)}, removed {summary.removed} in {summary.seconds:.1f} s "
+        f"(spaces: {', '.join(summary.spaces)})"
+    )
     console.print(line)
     if summary.missing:
         console.print(f"{summary.missing} catalogued tiles are gone from disk: run with --prune to drop them")
@@ -139,7 +182,7 @@ def info(
     problems: bool = typer.Option(False, help="List every tile that failed or was skipped."),
 ):
     """What an index holds: tiles, encoder spaces, index types, sizes on disk, last run, problems."""
-    from msearch.indexer.report import index_report
+    from msearch.store.report import index_report
 
     try:
         report = index_report(index, with_problems=problems)
@@ -151,23 +194,38 @@ def info(
     console.print(f"[bold]{report['directory']}[/bold]: {report['tiles']} tiles, {report['size_mb']:.1f} MB on disk")
     table = Table("space", "encoder", "dim", "vectors", "search index", "text tower")
     for space in report["spaces"]:
-        table.add_row(space["space"], space["identity"], str(space["dim"]), str(space["vectors"]), space["search"],
-                      space["text_tower"])
+        table.add_row(
+            space["space"],
+            space["identity"],
+            str(space["dim"]),
+            str(space["vectors"]),
+            space["search"],
+            space["text_tower"],
+        )
     console.print(table)
     for space in report["spaces"]:
         if space["text_tower"] == "torch":
-            console.print(f"{space['space']}: its text tower is not exported to numpy on this machine, so the next "
-                          f"query loads torch (seconds) and exports it")
+            console.print(
+                f"{space['space']}: its text tower is not exported to numpy on this machine, so the next "
+                f"query loads torch (seconds) and exports it"
+            )
         if space["retrain_advised"]:
-            console.print(f"{space['space']}: trained on {space['index']['trained_on']} vectors, holds "
-                          f"{space['vectors']} now: `msearch index --rebuild-ann` would retrain it")
+            console.print(
+                f"{space['space']}: trained on {space['index']['trained_on']} vectors, holds "
+                f"{space['vectors']} now: `msearch index --rebuild-ann` would retrain it"
+            )
     if report["last_run"]:
         run = report["last_run"]
         counts = run["summary"] or {}
-        done = ", ".join(f"{name} {counts[name]}" for name in ("indexed", "unchanged", "skipped", "failed", "removed")
-                         if name in counts)
-        console.print(f"last run #{run['id']} ({run['status']}), started {run['started_at']}"
-                      + (f": {done} in {counts.get('seconds', 0):.1f} s" if done else ""))
+        done = ", ".join(
+            f"{name} {counts[name]}"
+            for name in ("indexed", "unchanged", "skipped", "failed", "removed")
+            if name in counts
+        )
+        console.print(
+            f"last run #{run['id']} ({run['status']}), started {run['started_at']}"
+            + (f": {done} in {counts.get('seconds', 0):.1f} s" if done else "")
+        )
     console.print(f"problems: {report['problem_counts']}")
     for item in report.get("problems", []):
         console.print(f"  {item['kind']}: {item['key']}: {item['reason']}")
@@ -204,23 +262,34 @@ def query(
     lang: str = typer.Option("auto", help="auto, en, pt, es, fr, de, nl, it, zh, ko or ru."),
     space: Optional[str] = typer.Option(None, help="Search this encoder space instead of the language's default."),
     fuse: bool = typer.Option(False, help="Merge the rankings of every space that understands the query (RRF)."),
-    like: Optional[str] = typer.Option(None, help="Find tiles that look like this tile id, catalogued path or raster file."),
+    like: Optional[str] = typer.Option(
+        None, help="Find tiles that look like this tile id, catalogued path or raster file."
+    ),
     bbox: Optional[str] = typer.Option(None, help="minlon,minlat,maxlon,maxlat (WGS84): tiles that intersect it."),
     date_from: Optional[str] = typer.Option(None, help="Acquired on or after YYYY-MM-DD."),
     date_to: Optional[str] = typer.Option(None, help="Acquired on or before YYYY-MM-DD."),
-    max_cloud: Optional[float] = typer.Option(None, help="At most this cloud cover (percent); tiles of unknown cover are excluded."),
+    max_cloud: Optional[float] = typer.Option(
+        None, help="At most this cloud cover (percent); tiles of unknown cover are excluded."
+    ),
     tile_id: Optional[str] = typer.Option(None, help="MGRS tile, e.g. 33NZA."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
     as_csv: bool = typer.Option(False, "--csv", help="Print results as CSV."),
-    as_geojson: bool = typer.Option(False, "--geojson", help="Print results as a GeoJSON FeatureCollection of footprints."),
-    html: Optional[Path] = typer.Option(None, help="Also write one self-contained HTML page with a quicklook per result."),
-    checkpoint: Optional[List[str]] = typer.Option(None, help="SPACE=PATH: local weights for a space's encoder (repeatable)."),
+    as_geojson: bool = typer.Option(
+        False, "--geojson", help="Print results as a GeoJSON FeatureCollection of footprints."
+    ),
+    html: Optional[Path] = typer.Option(
+        None, help="Also write one self-contained HTML page with a quicklook per result."
+    ),
+    checkpoint: Optional[List[str]] = typer.Option(
+        None, help="SPACE=PATH: local weights for a space's encoder (repeatable)."
+    ),
 ):
     """Search an index by text (or by example with --like)."""
+    from msearch.indexer.readers import ArchivePixels
     from msearch.models import CardError, ModelNotAvailableError
-    from msearch.indexer.store import SpaceMismatchError
     from msearch.search import formats
     from msearch.search.searcher import Filters, QueryError, Searcher
+    from msearch.store import SpaceMismatchError
 
     if sum([as_json, as_csv, as_geojson]) > 1:
         _fail("choose one of --json, --csv, --geojson")
@@ -233,9 +302,14 @@ def query(
             _fail(f"--checkpoint takes SPACE=PATH, got {item!r}")
         checkpoints[name] = path
     try:
-        filters = Filters(bbox=_parse_bbox(bbox), date_from=_parse_date(date_from, "--date-from"),
-                          date_to=_parse_date(date_to, "--date-to"), max_cloud=max_cloud, tile_id=tile_id)
-        searcher = Searcher(index, checkpoints)
+        filters = Filters(
+            bbox=_parse_bbox(bbox),
+            date_from=_parse_date(date_from, "--date-from"),
+            date_to=_parse_date(date_to, "--date-to"),
+            max_cloud=max_cloud,
+            tile_id=tile_id,
+        )
+        searcher = Searcher(index, checkpoints, pixels=ArchivePixels())
         if like is not None:
             answer = searcher.like(like, top_k=top_k, space=space, filters=filters)
         else:
@@ -243,7 +317,9 @@ def query(
     except (QueryError, FileNotFoundError, CardError, ModelNotAvailableError, SpaceMismatchError) as exc:
         _fail(str(exc))
     if answer.truncated:
-        err_console.print("[yellow]note:[/yellow] the query is longer than the text encoder's 77 tokens and was truncated")
+        err_console.print(
+            "[yellow]note:[/yellow] the query is longer than the text encoder's 77 tokens and was truncated"
+        )
     if len(answer.results) < top_k and answer.matching_tiles is not None:
         err_console.print(f"only {answer.matching_tiles} tiles match the filters")
     if as_json:
@@ -269,22 +345,28 @@ def query(
 
 
 def _templates(path: Optional[Path]):
-    from msearch.search.prompts import TEMPLATES, load_templates
+    from msearch.models.prompts import TEMPLATES, load_templates
 
     return load_templates(path) if path else TEMPLATES
 
 
 @app.command("eval")
 def evaluate(
-    queryset: Path = typer.Argument(..., help="Query set (CSV/JSONL: query,lang,relevant) or a labels file (file,label)."),
+    queryset: Path = typer.Argument(
+        ..., help="Query set (CSV/JSONL: query,lang,relevant) or a labels file (file,label)."
+    ),
     index: Optional[Path] = INDEX_OPTION,
     space: Optional[str] = typer.Option(None, help="Answer every query in this space."),
     k: int = typer.Option(100, "--k", min=1, help="Cut-off for mAP@k."),
     task: str = typer.Option("retrieval", help="retrieval, or classify (zero-shot accuracy on a labels file)."),
-    templates: Optional[Path] = typer.Option(None, help="Prompt templates, one per line with {c} (default: the paper's 50)."),
+    templates: Optional[Path] = typer.Option(
+        None, help="Prompt templates, one per line with {c} (default: the paper's 50)."
+    ),
     label_column: Optional[str] = typer.Option(None, help="Label column of a labels file (default: label or labels)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    out: Optional[Path] = typer.Option(None, help="Save the report as OUT.json, OUT.csv (per query) and OUT.means.csv."),
+    out: Optional[Path] = typer.Option(
+        None, help="Save the report as OUT.json, OUT.csv (per query) and OUT.means.csv."
+    ),
 ):
     """Score retrieval with mAP@100 as the paper computes it (and friends), or zero-shot classification."""
     from msearch.models import CardError, ModelNotAvailableError
@@ -305,8 +387,12 @@ def evaluate(
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/yellow] {warning}")
     if task == "classify":
-        data = {"accuracy": result.accuracy, "mean_class_recall": result.mean_class_recall,
-                "per_class_recall": result.per_class_recall, "tiles": result.n_tiles}
+        data = {
+            "accuracy": result.accuracy,
+            "mean_class_recall": result.mean_class_recall,
+            "per_class_recall": result.per_class_recall,
+            "tiles": result.n_tiles,
+        }
         if as_json:
             typer.echo(json.dumps(data, indent=2))
         else:
@@ -314,8 +400,10 @@ def evaluate(
             for name, value in result.per_class_recall.items():
                 table.add_row(name, f"{value:.3f}")
             console.print(table)
-            console.print(f"top-1 accuracy {result.accuracy:.3f}, mean per-class recall {result.mean_class_recall:.3f} "
-                          f"over {result.n_tiles} tiles")
+            console.print(
+                f"top-1 accuracy {result.accuracy:.3f}, mean per-class recall {result.mean_class_recall:.3f} "
+                f"over {result.n_tiles} tiles"
+            )
         if out:
             out.with_suffix(".json").write_text(json.dumps(data, indent=2))
         return
@@ -332,16 +420,31 @@ def evaluate(
         return
     table = Table("query", "lang", "space", f"mAP@{k}", f"AP/min({k},R)", "R@1", "R@5", "R@10", "P@10", "index R@k")
     for row in report.queries:
-        table.add_row(row.query, row.lang, result.spaces[row.query], f"{row.average_precision:.3f}",
-                      f"{row.average_precision_normalised_by_relevant:.3f}", f"{row.recall_at_1:.2f}",
-                      f"{row.recall_at_5:.2f}", f"{row.recall_at_10:.2f}", f"{row.precision_at_10:.2f}",
-                      f"{result.index_recall[row.query]:.3f}")
+        table.add_row(
+            row.query,
+            row.lang,
+            result.spaces[row.query],
+            f"{row.average_precision:.3f}",
+            f"{row.average_precision_normalised_by_relevant:.3f}",
+            f"{row.recall_at_1:.2f}",
+            f"{row.recall_at_5:.2f}",
+            f"{row.recall_at_10:.2f}",
+            f"{row.precision_at_10:.2f}",
+            f"{result.index_recall[row.query]:.3f}",
+        )
     console.print(table)
     means = Table("scope", "queries", f"mAP@{k} (paper)", f"mAP normalised by min({k},R)", "R@1", "R@5", "R@10", "P@10")
     for m in [report.overall, *report.by_lang.values()]:
-        means.add_row(m.lang or "all", str(m.n_queries), f"{m.mean_average_precision:.4f}",
-                      f"{m.mean_average_precision_normalised_by_relevant:.4f}", f"{m.recall_at_1:.3f}",
-                      f"{m.recall_at_5:.3f}", f"{m.recall_at_10:.3f}", f"{m.precision_at_10:.3f}")
+        means.add_row(
+            m.lang or "all",
+            str(m.n_queries),
+            f"{m.mean_average_precision:.4f}",
+            f"{m.mean_average_precision_normalised_by_relevant:.4f}",
+            f"{m.recall_at_1:.3f}",
+            f"{m.recall_at_5:.3f}",
+            f"{m.recall_at_10:.3f}",
+            f"{m.precision_at_10:.3f}",
+        )
     console.print(means)
     console.print(f"index recall@{k} against exact search: {result.mean_index_recall:.4f}")
 
@@ -361,10 +464,9 @@ def classify(
     import csv
     import io
 
+    from msearch.indexer.classify import classify_files
     from msearch.models import CardError, ModelNotAvailableError
     from msearch.schema.bands import parse_band_order
-    from msearch.search.evaluate import classify_files
-    from msearch.search.searcher import QueryError
 
     names = list(classes or [])
     if classes_file:
@@ -372,7 +474,7 @@ def classify(
     try:
         order = parse_band_order(band_order) if band_order else None
         keys, probabilities, failures = classify_files(paths, names, model, checkpoint, _templates(templates), order)
-    except (QueryError, ValueError, CardError, ModelNotAvailableError) as exc:
+    except (ValueError, CardError, ModelNotAvailableError) as exc:
         _fail(str(exc))
     for key, reason in failures:
         err_console.print(f"[yellow]skipped[/yellow] {key}: {reason}")
@@ -391,6 +493,7 @@ def classify(
     if failures and not keys:
         raise typer.Exit(1)
 
+
 @app.callback()
 def main() -> None:
     # An explicit callback keeps the commands subcommands: typer runs a lone command as the app itself.
@@ -401,7 +504,10 @@ def main() -> None:
 def models(
     as_json: bool = typer.Option(False, "--json", help="Print the list as JSON."),
     download: str | None = typer.Option(
-        None, "--download", metavar="NAME", help="Download a model's weights into the Hugging Face cache, to use offline later."
+        None,
+        "--download",
+        metavar="NAME",
+        help="Download a model's weights into the Hugging Face cache, to use offline later.",
     ),
 ) -> None:
     """List the encoders (model cards) and whether their weights are cached; or pre-fetch one's weights."""
@@ -442,15 +548,19 @@ def models(
             f"[{status_style[entry.status]}]{entry.status}[/]",
         )
     console.print(table)
+
+
 @app.command()
 def export(
     out: Path = typer.Argument(..., help="GeoParquet file to write (replaced atomically if it exists)."),
     index: Optional[Path] = INDEX_OPTION,
-    space: Optional[List[str]] = typer.Option(None, "--space", "-s", help="Encoder space to export (repeatable). Default: all."),
+    space: Optional[List[str]] = typer.Option(
+        None, "--space", "-s", help="Encoder space to export (repeatable). Default: all."
+    ),
 ):
     """Write the index as GeoParquet: one row per tile, its footprint, catalogue fields and embeddings."""
-    from msearch.indexer.export import export_geoparquet
-    from msearch.indexer.store import SpaceMismatchError
+    from msearch.store import SpaceMismatchError
+    from msearch.store.export import export_geoparquet
 
     try:
         rows = export_geoparquet(index, out, spaces=space)

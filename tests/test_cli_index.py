@@ -61,7 +61,9 @@ def test_info_says_when_queries_would_load_torch(eurosat4, tmp_path, monkeypatch
     report = json.loads(cli("info", "--index", index, "--json").stdout)
     assert [s["text_tower"] for s in report["spaces"]] == ["torch", "torch"]
     table = " ".join(cli("info", "--index", index).output.split())
-    assert "tiny-ms-clip: its text tower is not exported to numpy on this machine, so the next query loads torch" in table
+    assert (
+        "tiny-ms-clip: its text tower is not exported to numpy on this machine, so the next query loads torch" in table
+    )
 
 
 def test_another_encoder_into_an_existing_space_is_refused(shared_data, eurosat4, tmp_path):
@@ -69,11 +71,25 @@ def test_another_encoder_into_an_existing_space_is_refused(shared_data, eurosat4
     assert cli("index", eurosat4, "--index", index, *MODEL_ARGS).exit_code == 0
     seqs = vector_seqs(index)
     other = tmp_path / "other-weights.pt"  # same card and architecture, other weights
-    torch.save(tiny_models.msclip_release_state_dict(tiny_models.build_msclip(tiny_models.TINY_MSCLIP_CFG, seed=1)), other)
+    torch.save(
+        tiny_models.msclip_release_state_dict(tiny_models.build_msclip(tiny_models.TINY_MSCLIP_CFG, seed=1)), other
+    )
 
     def assert_refused() -> None:
-        result = cli("index", eurosat4, "--index", index, "--model", "tiny-ms-clip", "--checkpoint", other,
-                     "--band-order", "eurosat", "--workers", "0")
+        result = cli(
+            "index",
+            eurosat4,
+            "--index",
+            index,
+            "--model",
+            "tiny-ms-clip",
+            "--checkpoint",
+            other,
+            "--band-order",
+            "eurosat",
+            "--workers",
+            "0",
+        )
         assert result.exit_code == 2, result.output
         message = " ".join(result.stderr.split())
         assert "error:" in message and "space 'tiny-ms-clip'" in message
@@ -132,7 +148,7 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 
 
 def test_rebuild_ann_retrains_with_the_target_recall_and_info_shows_it(shared_data, tmp_path):
-    from msearch.indexer.store import IndexStore
+    from msearch.store.index_store import IndexStore
 
     src, index = tmp_path / "src", tmp_path / "index"
     copy_eurosat(shared_data, src, classes=("Forest", "River", "SeaLake"), per_class=3)
@@ -155,8 +171,11 @@ def test_rebuild_ann_retrains_with_the_target_recall_and_info_shows_it(shared_da
     assert spaces["rs-m-clip"]["search"] == "exact search"  # --model chose one space
     assert spaces["tiny-ms-clip"]["retrain_advised"] is False
     table = " ".join(cli("info", "--index", index).output.split())
-    assert re.search(r"last run #1 \(finished\), started \S+: indexed 9, unchanged 0, skipped 0, failed 0, "
-                     r"removed 0 in \d+\.\d s", table)
+    assert re.search(
+        r"last run #1 \(finished\), started \S+: indexed 9, unchanged 0, skipped 0, failed 0, "
+        r"removed 0 in \d+\.\d s",
+        table,
+    )
     assert "ivf-flat" in table and "exact search" in table
 
 

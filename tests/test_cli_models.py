@@ -23,14 +23,19 @@ def test_models_json_lists_every_card_with_its_status():
     }
     assert entries["rs-m-clip"]["languages"] == ["en", "pt", "es", "fr", "de", "nl", "it", "zh", "ko", "ru"]
     assert entries["llama3-ms-clip-base"]["bands"][-3:] == ["B8A", "B11", "B12"]
-    assert entries["llama3-ms-clip-base"]["weights_source"] == "hf-hub:ibm-esa-geospatial/Llama3-MS-CLIP-base/Llama3_MS_CLIP_weights.pt"
+    assert (
+        entries["llama3-ms-clip-base"]["weights_source"]
+        == "hf-hub:ibm-esa-geospatial/Llama3-MS-CLIP-base/Llama3_MS_CLIP_weights.pt"
+    )
     assert entries["tiny-ms-clip"]["card_source"] == str(CARD_DIR / "tiny-ms-clip.json")
 
 
 def test_models_table_shows_names_and_statuses():
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0, result.output
-    rows = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("│ ") and line.split()[1] != "│"}
+    rows = {
+        line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("│ ") and line.split()[1] != "│"
+    }
     assert set(rows) == {"llama3-ms-clip-base", "openclip-vit-b-16-laion2b", "rs-m-clip", "tiny-ms-clip"}
     assert rows["tiny-ms-clip"].rstrip(" │").endswith("cached")
     assert rows["llama3-ms-clip-base"].rstrip(" │").endswith("not downloaded")

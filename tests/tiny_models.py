@@ -147,8 +147,15 @@ def tiny_xlmr_files(folder: Path) -> dict[str, Path]:
     tokenizer = XLMRobertaTokenizer(vocab=vocab)
     tokenizer.save_pretrained(folder)
     config = XLMRobertaConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=130, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=130,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
     )
     config.save_pretrained(folder)
     return {p.name: p for p in folder.iterdir() if p.is_file()}
@@ -170,9 +177,17 @@ def save_tiny_rsmclip(hf_cache: Path, seed: int = 0, full_size: bool = False) ->
         if full_size:
             model_cfg = open_clip.get_model_config("xlm-roberta-base-ViT-B-32")
             XLMRobertaConfig(  # xlm-roberta-base's config.json
-                vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5,
-                pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                vocab_size=250002,
+                hidden_size=768,
+                num_hidden_layers=12,
+                num_attention_heads=12,
+                intermediate_size=3072,
+                max_position_embeddings=514,
+                type_vocab_size=1,
+                layer_norm_eps=1e-5,
+                pad_token_id=1,
+                bos_token_id=0,
+                eos_token_id=2,
             ).save_pretrained(xlmr)
         put_in_hf_cache(hf_cache, XLMR_REPO, files)
         cfg = copy.deepcopy(model_cfg)
@@ -184,9 +199,13 @@ def save_tiny_rsmclip(hf_cache: Path, seed: int = 0, full_size: bool = False) ->
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, weights)
         config = {
             "model_cfg": model_cfg,
-            "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]},
+            "preprocess_cfg": {
+                "mean": [0.48145466, 0.4578275, 0.40821073],
+                "std": [0.26862954, 0.26130258, 0.27577711],
+            },
         }
         return put_in_hf_cache(
-            hf_cache, RSMCLIP_REPO,
+            hf_cache,
+            RSMCLIP_REPO,
             {"open_clip_config.json": json.dumps(config).encode(), "open_clip_model.safetensors": weights},
         )

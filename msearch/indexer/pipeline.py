@@ -28,10 +28,7 @@ from sqlalchemy import Table, delete, or_, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
-from msearch.indexer import ann
-from msearch.indexer.ann import AnnInfo
 from msearch.indexer.readers import Discovery, discover, read_tile
-from msearch.indexer.store import IndexStore, SpaceIndex, SpaceMismatchError, id_chunks, vector_bytes
 from msearch.indexer.tiles import ReadSettings, SkipTile, Tile, TileSource
 from msearch.models import DEFAULT_MODEL, Encoder, InputRecipe, ModelNotAvailableError, get_card, load_encoder
 from msearch.models.hub import weights_digest
@@ -39,6 +36,9 @@ from msearch.models.loading import weights_file, weights_status
 from msearch.models.numpy_text_export import export_numpy_text_or_say_why
 from msearch.models.recipe import prepare
 from msearch.schema import catalog
+from msearch.store import ann
+from msearch.store.ann import AnnInfo
+from msearch.store.index_store import IndexStore, SpaceIndex, SpaceMismatchError, id_chunks, vector_bytes
 
 DEFAULT_SPACES = (DEFAULT_MODEL, "rs-m-clip")  # English multispectral + ten-language RGB
 FAISS_CHECKPOINT_SECONDS = 300.0
@@ -66,10 +66,18 @@ class RunSummary:
 
     def to_dict(self) -> dict:
         return {
-            "run_id": self.run_id, "spaces": self.spaces, "discovered": self.discovered,
-            "indexed": self.indexed, "unchanged": self.unchanged, "removed": self.removed,
-            "missing": self.missing, "skipped": len(self.skipped), "failed": len(self.failed),
-            "ignored": self.ignored, "seconds": round(self.seconds, 2), "notes": self.notes,
+            "run_id": self.run_id,
+            "spaces": self.spaces,
+            "discovered": self.discovered,
+            "indexed": self.indexed,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "missing": self.missing,
+            "skipped": len(self.skipped),
+            "failed": len(self.failed),
+            "ignored": self.ignored,
+            "seconds": round(self.seconds, 2),
+            "notes": self.notes,
         }
 
 
@@ -102,9 +110,15 @@ def plan(store: IndexStore, found: Discovery, spaces: Sequence[str]) -> Plan:
     with store.engine.connect() as conn:
         known = {
             (row.root, row.key): (row.id, row.stat_signature, row.digest)
-            for row in conn.execute(select(catalog.tiles.c.id, catalog.tiles.c.root, catalog.tiles.c.key,
-                                           catalog.tiles.c.stat_signature, catalog.tiles.c.digest)
-                                    .where(catalog.tiles.c.root.in_(roots)))
+            for row in conn.execute(
+                select(
+                    catalog.tiles.c.id,
+                    catalog.tiles.c.root,
+                    catalog.tiles.c.key,
+                    catalog.tiles.c.stat_signature,
+                    catalog.tiles.c.digest,
+                ).where(catalog.tiles.c.root.in_(roots))
+            )
         }
         tiles_beneath = _catalogued_beneath(conn, catalog.tiles, found.paths)
         problems_beneath = _catalogued_beneath(conn, catalog.problems, found.paths)
@@ -132,7 +146,8 @@ def plan(store: IndexStore, found: Discovery, spaces: Sequence[str]) -> Plan:
     found_at = {location for s in sources for location in _tile_locations(str(s.root), s.key)}
     gone_tiles, gone_problems = (
         [row_id for row_id, (root, key) in rows.items() if found_at.isdisjoint(_tile_locations(root, key))]
-        for rows in (tiles_beneath, problems_beneath))
+        for rows in (tiles_beneath, problems_beneath)
+    )
     return Plan(pending, unchanged, gone_tiles, gone_problems)
 
 
@@ -148,19 +163,30 @@ def _catalogued_beneath(conn: Connection, table: Table, paths: Sequence[Path]) -
     roots = set(conn.execute(select(table.c.root).distinct()).scalars())
     given = {str(path) for path in paths}
     whole_roots = [root for root in roots if root in given or not given.isdisjoint(map(str, Path(root).parents))]
-    within = sorted({(str(folder), path.relative_to(folder).as_posix())
-                     for path in paths for folder in path.parents if str(folder) in roots})
+    within = sorted(
+        {
+            (str(folder), path.relative_to(folder).as_posix())
+            for path in paths
+            for folder in path.parents
+            if str(folder) in roots
+        }
+    )
     # One flat term per range of the (root, key) index: SQLite then reads range by range; an OR nested
     # inside a term would make it read every row of the root instead.
     terms = []
     for root, relative in within:
         at_root = table.c.root == root
-        terms += [at_root & (table.c.key == relative), at_root & _begins_with(table.c.key, relative + "/"),
-                  at_root & _begins_with(table.c.key, relative + "#")]
+        terms += [
+            at_root & (table.c.key == relative),
+            at_root & _begins_with(table.c.key, relative + "/"),
+            at_root & _begins_with(table.c.key, relative + "#"),
+        ]
     columns = (table.c.id, table.c.root, table.c.key)
     queries = [select(*columns).where(table.c.root.in_(whole_roots))] if whole_roots else []
-    queries += [select(*columns).where(or_(*terms[start:start + TERMS_PER_QUERY]))
-                for start in range(0, len(terms), TERMS_PER_QUERY)]
+    queries += [
+        select(*columns).where(or_(*terms[start : start + TERMS_PER_QUERY]))
+        for start in range(0, len(terms), TERMS_PER_QUERY)
+    ]
     return {row.id: (row.root, row.key) for query in queries for row in conn.execute(query)}
 
 
@@ -179,8 +205,9 @@ def _tile_locations(root: str, key: str) -> tuple[str, ...]:
     return (location,)
 
 
-def check_weights(store: IndexStore, spaces: Sequence[str], encoders: dict[str, Encoder],
-                  checkpoint: str | Path | None) -> None:
+def check_weights(
+    store: IndexStore, spaces: Sequence[str], encoders: dict[str, Encoder], checkpoint: str | Path | None
+) -> None:
     """Refuse a space filled by other weights before anything is written, also when there is nothing to
     embed (no model is loaded then, so ensure_space never sees the weights). The identity is taken from the
     weights file without loading it: a hub blob is named by its sha256, a local file is hashed once."""
@@ -256,17 +283,35 @@ def tile_row(tile: Tile, stat_signature: str, digest: str) -> dict:
     bounds = tile.bounds or (None, None, None, None)
     centre = ((bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2) if tile.bounds else (None, None)
     return {
-        "root": str(source.root), "key": source.key, "path": source.path, "reader": source.reader,
-        "stat_signature": stat_signature, "size": sum(s.st_size for s in stats),
-        "mtime": max(s.st_mtime for s in stats), "digest": digest,
-        "crs": tile.crs, "width": tile.width, "height": tile.height, "pixel_size": tile.pixel_size,
-        "min_lon": bounds[0], "min_lat": bounds[1], "max_lon": bounds[2], "max_lat": bounds[3],
-        "centre_lon": centre[0], "centre_lat": centre[1],
+        "root": str(source.root),
+        "key": source.key,
+        "path": source.path,
+        "reader": source.reader,
+        "stat_signature": stat_signature,
+        "size": sum(s.st_size for s in stats),
+        "mtime": max(s.st_mtime for s in stats),
+        "digest": digest,
+        "crs": tile.crs,
+        "width": tile.width,
+        "height": tile.height,
+        "pixel_size": tile.pixel_size,
+        "min_lon": bounds[0],
+        "min_lat": bounds[1],
+        "max_lon": bounds[2],
+        "max_lat": bounds[3],
+        "centre_lon": centre[0],
+        "centre_lat": centre[1],
         "footprint": json.dumps(tile.footprint) if tile.footprint else None,
-        "bands": ",".join(tile.pixels.bands), "offset": tile.pixels.offset, "level": tile.level,
-        "acquired": tile.acquired, "product": tile.product, "mgrs_tile": tile.mgrs_tile,
-        "processing_baseline": tile.processing_baseline, "cloud_cover": tile.cloud_cover,
-        "nodata_fraction": tile.nodata_fraction, "scene": tile.scene,
+        "bands": ",".join(tile.pixels.bands),
+        "offset": tile.pixels.offset,
+        "level": tile.level,
+        "acquired": tile.acquired,
+        "product": tile.product,
+        "mgrs_tile": tile.mgrs_tile,
+        "processing_baseline": tile.processing_baseline,
+        "cloud_cover": tile.cloud_cover,
+        "nodata_fraction": tile.nodata_fraction,
+        "scene": tile.scene,
         "window": ",".join(map(str, source.window)) if source.window else None,
     }
 
@@ -290,7 +335,9 @@ class CatalogueWriter:
     def __init__(self, store: IndexStore, run_id: int, views: dict[str, SpaceIndex]):
         self.store, self.run_id, self.views = store, run_id, views
 
-    def write_batch(self, done: list[tuple[dict, dict[str, "object"]]], problems: list[tuple[TileSource, str, str]]) -> None:
+    def write_batch(
+        self, done: list[tuple[dict, dict[str, "object"]]], problems: list[tuple[TileSource, str, str]]
+    ) -> None:
         """One transaction: tile rows, their vectors per space, and the problems of this batch."""
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with self.store.engine.begin() as conn:
@@ -298,20 +345,33 @@ class CatalogueWriter:
                 values = dict(row, run_id=self.run_id, indexed_at=now)
                 statement = sqlite_insert(catalog.tiles).values(values)
                 statement = statement.on_conflict_do_update(
-                    index_elements=["root", "key"], set_={k: statement.excluded[k] for k in values if k not in ("root", "key")}
+                    index_elements=["root", "key"],
+                    set_={k: statement.excluded[k] for k in values if k not in ("root", "key")},
                 ).returning(catalog.tiles.c.id)
                 tile_id = conn.execute(statement).scalar_one()
                 for space, vector in vectors.items():
-                    conn.execute(delete(catalog.vectors).where(
-                        catalog.vectors.c.tile_id == tile_id, catalog.vectors.c.space == space))
-                    conn.execute(catalog.vectors.insert().values(tile_id=tile_id, space=space, vector=vector_bytes(vector)))
-                conn.execute(delete(catalog.problems).where(
-                    catalog.problems.c.root == row["root"], catalog.problems.c.key == row["key"]))
+                    conn.execute(
+                        delete(catalog.vectors).where(
+                            catalog.vectors.c.tile_id == tile_id, catalog.vectors.c.space == space
+                        )
+                    )
+                    conn.execute(
+                        catalog.vectors.insert().values(tile_id=tile_id, space=space, vector=vector_bytes(vector))
+                    )
+                conn.execute(
+                    delete(catalog.problems).where(
+                        catalog.problems.c.root == row["root"], catalog.problems.c.key == row["key"]
+                    )
+                )
             for source, kind, reason in problems:
                 statement = sqlite_insert(catalog.problems).values(
-                    run_id=self.run_id, root=str(source.root), key=source.key, kind=kind, reason=reason)
-                conn.execute(statement.on_conflict_do_update(
-                    index_elements=["root", "key"], set_={"run_id": self.run_id, "kind": kind, "reason": reason}))
+                    run_id=self.run_id, root=str(source.root), key=source.key, kind=kind, reason=reason
+                )
+                conn.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=["root", "key"], set_={"run_id": self.run_id, "kind": kind, "reason": reason}
+                    )
+                )
             for view in self.views.values():
                 self.store.catch_up(view, conn)
 
@@ -348,9 +408,14 @@ def index_archive(
         raise ValueError("--checkpoint names the weights of one model: give exactly one --model with it")
     store = IndexStore(index, create=True)
     with store.engine.begin() as conn:
-        run_id = conn.execute(catalog.runs.insert().values(
-            started_at=_now(), status="running", paths=json.dumps([str(r.resolve()) for r in roots]),
-            spaces=json.dumps(spaces))).inserted_primary_key[0]
+        run_id = conn.execute(
+            catalog.runs.insert().values(
+                started_at=_now(),
+                status="running",
+                paths=json.dumps([str(r.resolve()) for r in roots]),
+                spaces=json.dumps(spaces),
+            )
+        ).inserted_primary_key[0]
     summary = RunSummary(run_id=run_id, spaces=spaces)
     found = discover(roots, settings)
     summary.discovered, summary.ignored = len(found.sources), len(found.ignored)
@@ -382,7 +447,10 @@ def index_archive(
                 summary.removed = len(gone)
             _run_batches(store, summary, pending, encoders, views, settings, batch_size, workers, progress)
             for space, view in views.items():
-                if ann.choose_kind(view.ntotal, view.ann.exact_threshold, view.ann.compressed_threshold) != view.ann.kind:
+                if (
+                    ann.choose_kind(view.ntotal, view.ann.exact_threshold, view.ann.compressed_threshold)
+                    != view.ann.kind
+                ):
                     info = rebuild_ann(store, view, encoders.get(space))
                     summary.notes.append(f"{space}: {view.ntotal} vectors, now searched with {info.describe()}")
             for space, encoder in encoders.items():  # so that queries need no torch (msearch.models.numpy_text)
@@ -395,19 +463,24 @@ def index_archive(
             store.save_space(view)
         summary.seconds = time.perf_counter() - started
         with store.engine.begin() as conn:
-            conn.execute(catalog.runs.update().where(catalog.runs.c.id == run_id).values(
-                finished_at=_now(), status=status, summary=json.dumps(summary.to_dict())))
+            conn.execute(
+                catalog.runs.update()
+                .where(catalog.runs.c.id == run_id)
+                .values(finished_at=_now(), status=status, summary=json.dumps(summary.to_dict()))
+            )
     for space, view in views.items():
         if ann.needs_retrain(view.ann, view.ntotal):
-            summary.notes.append(f"{space}: its {view.ann.kind} index was trained on {view.ann.trained_on} vectors "
-                                 f"and now holds {view.ntotal}: run `msearch index --rebuild-ann` to retrain it")
+            summary.notes.append(
+                f"{space}: its {view.ann.kind} index was trained on {view.ann.trained_on} vectors "
+                f"and now holds {view.ntotal}: run `msearch index --rebuild-ann` to retrain it"
+            )
     return summary
 
 
 def rebuild_ann(store: IndexStore, view: SpaceIndex, encoder: Encoder | None = None, **settings) -> AnnInfo:
     """Retrain and retune a space's index. With its encoder at hand, the recall target is measured on encoded
     text queries (what users search with) rather than on perturbed image vectors."""
-    from msearch.search.prompts import query_like_texts
+    from msearch.models.prompts import query_like_texts
 
     queries = None
     if encoder is not None:
@@ -415,8 +488,12 @@ def rebuild_ann(store: IndexStore, view: SpaceIndex, encoder: Encoder | None = N
     return store.rebuild_ann(view, sample_queries=queries, **settings)
 
 
-def rebuild_indexes(index: str | Path | None = None, spaces: Sequence[str] | None = None,
-                    checkpoints: dict[str, str | Path] | None = None, **settings) -> list[str]:
+def rebuild_indexes(
+    index: str | Path | None = None,
+    spaces: Sequence[str] | None = None,
+    checkpoints: dict[str, str | Path] | None = None,
+    **settings,
+) -> list[str]:
     """`msearch index --rebuild-ann`: retrain and retune the search index of each space (default: all) from
     its stored vectors. Returns one line per space saying what it is searched with now."""
     store = IndexStore(index, create=False)
@@ -430,8 +507,10 @@ def rebuild_indexes(index: str | Path | None = None, spaces: Sequence[str] | Non
         except ModelNotAvailableError as exc:
             why_not = f" (tuned on perturbed image vectors, not text queries: {exc})"
         if encoder is not None and encoder.identity.weights_sha256 != manifest.weights_sha256:
-            raise SpaceMismatchError(f"space {space!r} was built with {manifest.identity}, but the weights found "
-                                     f"now are {encoder.identity}: pass the weights it was built with")
+            raise SpaceMismatchError(
+                f"space {space!r} was built with {manifest.identity}, but the weights found "
+                f"now are {encoder.identity}: pass the weights it was built with"
+            )
         info = rebuild_ann(store, view, encoder, **settings)
         store.save_space(view)
         notes.append(f"{space}: {view.ntotal} vectors, searched with {info.describe()}{why_not}")
@@ -443,8 +522,11 @@ def _run_batches(store, summary, pending, encoders, views, settings, batch_size,
         return
     recipes = {space: encoder.card.input for space, encoder in encoders.items()}
     loader = torch.utils.data.DataLoader(
-        PreparedTiles(pending, recipes, settings), batch_size=batch_size, num_workers=workers,
-        collate_fn=list, worker_init_fn=_worker_init if workers else None,
+        PreparedTiles(pending, recipes, settings),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=list,
+        worker_init_fn=_worker_init if workers else None,
         prefetch_factor=2 if workers else None,
     )
     writer = CatalogueWriter(store, summary.run_id, views)

@@ -76,7 +76,9 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str) -> "ModelCard":
-        missing = [k for k in ("name", "family", "architecture", "weights", "languages", "embed_dim", "input") if k not in data]
+        missing = [
+            k for k in ("name", "family", "architecture", "weights", "languages", "embed_dim", "input") if k not in data
+        ]
         if missing:
             raise CardError(f"model card {source} lacks {', '.join(missing)}")
         if data["family"] not in FAMILIES:
@@ -142,7 +144,9 @@ def get_card(name_or_path: str | Path) -> ModelCard:
         return ModelCard.from_file(name_or_path)
     cards = available_cards()
     if name_or_path not in cards:
-        raise CardError(f"unknown model {name_or_path!r}; known: {', '.join(sorted(cards))} (or give a card file's path)")
+        raise CardError(
+            f"unknown model {name_or_path!r}; known: {', '.join(sorted(cards))} (or give a card file's path)"
+        )
     return cards[name_or_path]
 
 

@@ -67,14 +67,17 @@ class Encoder(TextEncoder):
         return self.encode_images(self.prepare(tiles))
 
 
-def load_encoder(model: str | Path | ModelCard = "llama3-ms-clip-base", checkpoint: str | Path | None = None) -> Encoder:
+def load_encoder(
+    model: str | Path | ModelCard = "llama3-ms-clip-base", checkpoint: str | Path | None = None
+) -> Encoder:
     """An encoder by card name or card file, with weights from the hub/cache or from `checkpoint`."""
     card = model if isinstance(model, ModelCard) else get_card(model)
     return Encoder(card, load_model(card, checkpoint))
 
 
-def load_text_encoder(model: str | Path | ModelCard = "llama3-ms-clip-base",
-                      checkpoint: str | Path | None = None) -> TextEncoder:
+def load_text_encoder(
+    model: str | Path | ModelCard = "llama3-ms-clip-base", checkpoint: str | Path | None = None
+) -> TextEncoder:
     """Only the text side of an encoder (see loading.load_text_model): a fraction of the time and memory."""
     card = model if isinstance(model, ModelCard) else get_card(model)
     return TextEncoder(card, load_text_model(card, checkpoint))

@@ -111,7 +111,7 @@ def msclip_state_dict(raw: dict[str, torch.Tensor], path: Path, card: ModelCard)
     if not isinstance(raw, dict):
         raise _mismatch(path, card, f"holds a {type(raw).__name__}, not a state dict")
     main_prefix = MSCLIP_PREFIXES[0]
-    state = {key[len(main_prefix):]: value for key, value in raw.items() if key.startswith(main_prefix)}
+    state = {key[len(main_prefix) :]: value for key, value in raw.items() if key.startswith(main_prefix)}
     if not state:
         raise _mismatch(path, card, f"has no keys under {main_prefix!r} (is it the Llama3-MS-CLIP release file?)")
     unexpected = []
@@ -119,7 +119,7 @@ def msclip_state_dict(raw: dict[str, torch.Tensor], path: Path, card: ModelCard)
         if key.startswith(main_prefix) or key in MSCLIP_EXTRA_KEYS:
             continue
         prefix = next((p for p in MSCLIP_PREFIXES[1:] if key.startswith(p)), None)
-        inner = key[len(prefix):] if prefix else None
+        inner = key[len(prefix) :] if prefix else None
         if inner is None or inner not in state or state[inner].shape != value.shape:
             unexpected.append(key)
     if unexpected:
@@ -150,7 +150,11 @@ def _load_open_clip(card: ModelCard, checkpoint: str | Path | None) -> LoadedMod
     try:
         open_clip.load_checkpoint(model, str(weights), strict=True)
     except RuntimeError as exc:
-        raise _mismatch(weights, card, "fails to load: " + _some([line.strip() for line in str(exc).splitlines()[1:] if line.strip()])) from exc
+        raise _mismatch(
+            weights,
+            card,
+            "fails to load: " + _some([line.strip() for line in str(exc).splitlines()[1:] if line.strip()]),
+        ) from exc
     except Exception as exc:
         raise _unreadable(weights, card, exc) from exc
     return LoadedModel(model.eval(), _tokenizer(cfg["text_cfg"]), weights)
@@ -225,7 +229,7 @@ def _text_tensors(weights: Path, card: ModelCard) -> dict[str, torch.Tensor]:
             from safetensors import safe_open
 
             with safe_open(str(weights), framework="pt") as handle:
-                return {k[len(prefix):]: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)}
+                return {k[len(prefix) :]: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)}
         raw = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:
         raise _unreadable(weights, card, exc) from exc
@@ -233,15 +237,26 @@ def _text_tensors(weights: Path, card: ModelCard) -> dict[str, torch.Tensor]:
     if not isinstance(raw, dict):
         raise _mismatch(weights, card, f"holds a {type(raw).__name__}, not a state dict")
     raw = {k.removeprefix("module."): v for k, v in raw.items()}  # as open_clip's load_state_dict does
-    return {k[len(prefix):]: v for k, v in raw.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in raw.items() if k.startswith(prefix)}
 
 
 class _no_parameter_init:
     """Construct modules without initialising their parameters (torch.nn.init becomes a no-op): they are
     about to be replaced by loaded tensors, and initialising a 278M-parameter XLM-R costs seconds."""
 
-    NAMES = ("uniform_", "normal_", "trunc_normal_", "constant_", "zeros_", "ones_", "xavier_uniform_",
-             "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_")
+    NAMES = (
+        "uniform_",
+        "normal_",
+        "trunc_normal_",
+        "constant_",
+        "zeros_",
+        "ones_",
+        "xavier_uniform_",
+        "xavier_normal_",
+        "kaiming_uniform_",
+        "kaiming_normal_",
+        "orthogonal_",
+    )
 
     def __enter__(self):
         self.saved = {name: getattr(torch.nn.init, name) for name in self.NAMES}
@@ -261,8 +276,10 @@ def _open_clip_repo(card: ModelCard) -> str | None:
 
         tag = open_clip.get_pretrained_cfg(card.architecture_name, card.weights["open_clip_pretrained"])
         if not tag or not tag.get("hf_hub"):
-            raise CardError(f"{card.name}: open_clip has no pretrained tag {card.weights['open_clip_pretrained']!r} "
-                            f"for {card.architecture_name} on the Hugging Face hub")
+            raise CardError(
+                f"{card.name}: open_clip has no pretrained tag {card.weights['open_clip_pretrained']!r} "
+                f"for {card.architecture_name} on the Hugging Face hub"
+            )
         return tag["hf_hub"].strip("/")
     return None
 
@@ -278,7 +295,9 @@ def _open_clip_sources(card: ModelCard, checkpoint: str | Path | None) -> tuple[
         if path.is_dir():
             config = path / "open_clip_config.json"
             cfg = _read_open_clip_config(config, card) if config.is_file() else _architecture_config(card)
-            found = [path / f for f in (*_open_clip_weight_files(card), *OPEN_CLIP_WEIGHT_FILES) if (path / f).is_file()]
+            found = [
+                path / f for f in (*_open_clip_weight_files(card), *OPEN_CLIP_WEIGHT_FILES) if (path / f).is_file()
+            ]
             if not found:
                 raise ModelNotAvailableError(f"{card.name}: no weights ({', '.join(OPEN_CLIP_WEIGHT_FILES)}) in {path}")
             return cfg, found[0]
@@ -304,7 +323,9 @@ def _read_open_clip_config(path: Path, card: ModelCard) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))["model_cfg"]
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelNotAvailableError(f"{card.name}: {path} is not an open_clip config with 'model_cfg' ({exc})") from exc
+        raise ModelNotAvailableError(
+            f"{card.name}: {path} is not an open_clip config with 'model_cfg' ({exc})"
+        ) from exc
 
 
 def _hf_text_folder(name: str, card: ModelCard) -> Path:
@@ -335,8 +356,9 @@ def _architecture_config(card: ModelCard) -> dict:
     return cfg
 
 
-def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], path: Path, card: ModelCard,
-                 assign: bool = False) -> None:
+def _load_strict(
+    model: nn.Module, state: dict[str, torch.Tensor], path: Path, card: ModelCard, assign: bool = False
+) -> None:
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]

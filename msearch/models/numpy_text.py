@@ -81,7 +81,9 @@ class NumpyTextEncoder:
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        features = np.concatenate([self._forward(self.tokenizer(texts[i:i + BATCH])) for i in range(0, len(texts), BATCH)])
+        features = np.concatenate(
+            [self._forward(self.tokenizer(texts[i : i + BATCH])) for i in range(0, len(texts), BATCH)]
+        )
         return features / np.maximum(np.linalg.norm(features, axis=-1, keepdims=True), 1e-12)
 
 
@@ -101,10 +103,13 @@ def exported_tower(card: str, weights_sha256: str) -> dict | None:
     folder = tower_dir(card, weights_sha256)
     try:
         description = json.loads((folder / TOWER_FILE).read_text(encoding="utf-8"))
-        whole = (description.get("format") == TOWER_FORMAT and description.get("card") == card
-                 and description.get("weights_sha256") == weights_sha256
-                 and (folder / description["weights"]["file"]).stat().st_size == description["weights"]["bytes"]
-                 and (folder / description["tokenizer"]["file"]).is_file())
+        whole = (
+            description.get("format") == TOWER_FORMAT
+            and description.get("card") == card
+            and description.get("weights_sha256") == weights_sha256
+            and (folder / description["weights"]["file"]).stat().st_size == description["weights"]["bytes"]
+            and (folder / description["tokenizer"]["file"]).is_file()
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return description if whole else None
@@ -162,7 +167,9 @@ def clip_text_forward(w: SafetensorsFile, config: dict, ids: list[list[int]]) ->
         h = _layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"], eps)
         qkv = _linear(h, w[p + "attn.in_proj_weight"], w[p + "attn.in_proj_bias"])
         q, k, v = np.split(qkv, 3, axis=-1)
-        x = x + _linear(_attention(q, k, v, config["heads"], mask), w[p + "attn.out_proj.weight"], w[p + "attn.out_proj.bias"])
+        x = x + _linear(
+            _attention(q, k, v, config["heads"], mask), w[p + "attn.out_proj.weight"], w[p + "attn.out_proj.bias"]
+        )
         h = _layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], eps)
         h = act(_linear(h, w[p + "mlp.c_fc.weight"], w[p + "mlp.c_fc.bias"]))
         x = x + _linear(h, w[p + "mlp.c_proj.weight"], w[p + "mlp.c_proj.bias"])
@@ -182,16 +189,28 @@ def xlm_roberta_forward(w: SafetensorsFile, config: dict, ids: list[list[int]]) 
     real = tokens != pad
     positions = np.cumsum(real, axis=1) * real + pad
     e = "transformer.embeddings."
-    x = (w.rows(e + "word_embeddings.weight", tokens) + w.rows(e + "position_embeddings.weight", positions)
-         + w[e + "token_type_embeddings.weight"][0])
+    x = (
+        w.rows(e + "word_embeddings.weight", tokens)
+        + w.rows(e + "position_embeddings.weight", positions)
+        + w[e + "token_type_embeddings.weight"][0]
+    )
     eps = config["ln_eps"]
     x = _layer_norm(x, w[e + "LayerNorm.weight"], w[e + "LayerNorm.bias"], eps)
     key_mask = np.where(real, 0.0, np.finfo(np.float32).min).astype(np.float32)[:, None, None, :]
     for i in range(config["layers"]):
         p = f"transformer.encoder.layer.{i}."
-        q, k, v = (_linear(x, w[f"{p}attention.self.{n}.weight"], w[f"{p}attention.self.{n}.bias"]) for n in ("query", "key", "value"))
-        a = _linear(_attention(q, k, v, config["heads"], key_mask), w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"])
-        x = _layer_norm(a + x, w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"], eps)
+        q, k, v = (
+            _linear(x, w[f"{p}attention.self.{n}.weight"], w[f"{p}attention.self.{n}.bias"])
+            for n in ("query", "key", "value")
+        )
+        a = _linear(
+            _attention(q, k, v, config["heads"], key_mask),
+            w[p + "attention.output.dense.weight"],
+            w[p + "attention.output.dense.bias"],
+        )
+        x = _layer_norm(
+            a + x, w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"], eps
+        )
         h = _gelu(_linear(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"]))
         h = _linear(h, w[p + "output.dense.weight"], w[p + "output.dense.bias"])
         x = _layer_norm(h + x, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps)
@@ -210,7 +229,7 @@ def xlm_roberta_forward(w: SafetensorsFile, config: dict, ids: list[list[int]]) 
 def _padded(ids: list[list[int]], pad: int) -> np.ndarray:
     tokens = np.full((len(ids), max(len(row) for row in ids)), pad, dtype=np.int64)
     for row, values in zip(tokens, ids):
-        row[:len(values)] = values
+        row[: len(values)] = values
     return tokens
 
 
@@ -230,7 +249,10 @@ def _attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, mask: np
     """Scaled dot-product attention over (batch, length, width) projections split into heads; `mask` is
     added to the scores (-inf or the float minimum where a key must not be seen)."""
     batch, length, width = q.shape
-    split = lambda t: t.reshape(batch, length, heads, width // heads).transpose(0, 2, 1, 3)
+
+    def split(t):
+        return t.reshape(batch, length, heads, width // heads).transpose(0, 2, 1, 3)
+
     q, k, v = split(q), split(k), split(v)
     scores = (q @ k.transpose(0, 1, 3, 2)) * np.float32(1 / math.sqrt(width // heads)) + mask
     scores = np.exp(scores - scores.max(axis=-1, keepdims=True))

@@ -20,8 +20,15 @@ from torch import nn
 from msearch.models.encoder import TextEncoder
 from msearch.models.loading import CLIP_IMAGE_KEYS
 from msearch.models.numpy_text import (
-    CLIP_TEXT, EXPORTED_WEIGHTS, HF_XLM_ROBERTA, TOWER_FILE, TOWER_FORMAT, NumpyTextEncoder, SafetensorsFile,
-    exported_tower, tower_dir,
+    CLIP_TEXT,
+    EXPORTED_WEIGHTS,
+    HF_XLM_ROBERTA,
+    TOWER_FILE,
+    TOWER_FORMAT,
+    NumpyTextEncoder,
+    SafetensorsFile,
+    exported_tower,
+    tower_dir,
 )
 
 # Probe texts for the check: several scripts, punctuation, HTML entities, and one cut at the context length.
@@ -82,20 +89,36 @@ def _describe(encoder: TextEncoder) -> dict:
     from open_clip.hf_model import HFTextEncoder, MeanPooler
 
     text = getattr(encoder.model, "text", encoder.model)  # CustomTextCLIP holds its tower as .text
-    base = {"format": TOWER_FORMAT, "card": encoder.identity.card, "weights_sha256": encoder.identity.weights_sha256,
-            "embed_dim": encoder.dim}
+    base = {
+        "format": TOWER_FORMAT,
+        "card": encoder.identity.card,
+        "weights_sha256": encoder.identity.weights_sha256,
+        "embed_dim": encoder.dim,
+    }
     if isinstance(text, HFTextEncoder):
         config = text.config
         if config.model_type not in ("xlm-roberta", "roberta") or not isinstance(text.pooler, MeanPooler):
-            raise TowerExportError(f"a {config.model_type} text tower with {type(text.pooler).__name__} is not implemented in numpy")
+            raise TowerExportError(
+                f"a {config.model_type} text tower with {type(text.pooler).__name__} is not implemented in numpy"
+            )
         if config.hidden_act != "gelu" or getattr(config, "position_embedding_type", "absolute") != "absolute":
-            raise TowerExportError(f"activation {config.hidden_act!r} or its position embeddings are not implemented in numpy")
+            raise TowerExportError(
+                f"activation {config.hidden_act!r} or its position embeddings are not implemented in numpy"
+            )
         projection = {nn.Sequential: "mlp", nn.Linear: "linear", nn.Identity: "none"}.get(type(text.proj))
         if projection is None:
             raise TowerExportError(f"a {type(text.proj).__name__} projection is not implemented in numpy")
-        return {**base, "architecture": HF_XLM_ROBERTA, "config": {
-            "heads": config.num_attention_heads, "layers": config.num_hidden_layers, "ln_eps": config.layer_norm_eps,
-            "pad_id": config.pad_token_id, "projection": projection}}
+        return {
+            **base,
+            "architecture": HF_XLM_ROBERTA,
+            "config": {
+                "heads": config.num_attention_heads,
+                "layers": config.num_hidden_layers,
+                "ln_eps": config.layer_norm_eps,
+                "pad_id": config.pad_token_id,
+                "projection": projection,
+            },
+        }
     pool = getattr(text, "text_pool_type", getattr(text, "pool_type", None))
     if pool != "argmax" or getattr(text, "attn_mask", None) is None or getattr(text, "cls_emb", None) is not None:
         raise TowerExportError(f"a CLIP text tower pooled by {pool!r}, or not causal, is not implemented in numpy")
@@ -103,19 +126,30 @@ def _describe(encoder: TextEncoder) -> dict:
     activation = type(block.mlp.gelu).__name__
     if activation not in ("GELU", "QuickGELU") or getattr(block.mlp.gelu, "approximate", "none") != "none":
         raise TowerExportError(f"activation {activation} is not implemented in numpy")
-    return {**base, "architecture": CLIP_TEXT, "config": {
-        "heads": block.attn.num_heads, "layers": len(text.transformer.resblocks), "ln_eps": block.ln_1.eps,
-        "activation": "quick_gelu" if activation == "QuickGELU" else "gelu",
-        "projection": "linear" if isinstance(text.text_projection, nn.Linear) else "matrix"}}
+    return {
+        **base,
+        "architecture": CLIP_TEXT,
+        "config": {
+            "heads": block.attn.num_heads,
+            "layers": len(text.transformer.resblocks),
+            "ln_eps": block.ln_1.eps,
+            "activation": "quick_gelu" if activation == "QuickGELU" else "gelu",
+            "projection": "linear" if isinstance(text.text_projection, nn.Linear) else "matrix",
+        },
+    }
 
 
 def _text_state(model: nn.Module) -> dict[str, np.ndarray]:
     """The text tower's tensors under the tower's own names, whether `model` is a tower or a whole CLIP."""
     text = getattr(model, "text", model)
-    state = text.state_dict() if text is not model else {
-        k: v for k, v in model.state_dict().items() if not k.startswith(CLIP_IMAGE_KEYS)}
-    return {k: v.detach().to(torch.float32).contiguous().numpy() for k, v in state.items()
-            if not k.endswith("position_ids")}
+    state = (
+        text.state_dict()
+        if text is not model
+        else {k: v for k, v in model.state_dict().items() if not k.startswith(CLIP_IMAGE_KEYS)}
+    )
+    return {
+        k: v.detach().to(torch.float32).contiguous().numpy() for k, v in state.items() if not k.endswith("position_ids")
+    }
 
 
 def _write_weights(state: dict[str, np.ndarray], release: Path, scratch: Path) -> dict:
@@ -139,13 +173,19 @@ def _write_tokenizer(tokenizer, scratch: Path) -> dict:
 
     clean = {oc._clean_lower: "lower", oc._clean_whitespace: "whitespace"}.get(tokenizer.clean_fn)
     if clean is None:
-        raise TowerExportError(f"the tokenizer's cleaning ({tokenizer.clean_fn.__name__}) is not implemented without torch")
+        raise TowerExportError(
+            f"the tokenizer's cleaning ({tokenizer.clean_fn.__name__}) is not implemented without torch"
+        )
     if isinstance(tokenizer, oc.SimpleTokenizer):
         if tokenizer.reduction_fn is not None or len(tokenizer.all_special_ids) != 2:
             raise TowerExportError("a CLIP tokenizer with extra special tokens or a reduction mask is not implemented")
         shutil.copyfile(oc.default_bpe(), scratch / Path(oc.default_bpe()).name)
-        return {"kind": "clip-bpe", "file": Path(oc.default_bpe()).name, "clean": clean,
-                "context_length": tokenizer.context_length}
+        return {
+            "kind": "clip-bpe",
+            "file": Path(oc.default_bpe()).name,
+            "clean": clean,
+            "context_length": tokenizer.context_length,
+        }
     if isinstance(tokenizer, oc.HFTokenizer) and not tokenizer.tokenizer_mode and not tokenizer.strip_sep_token:
         tokenizer.tokenizer.backend_tokenizer.save(str(scratch / "tokenizer.json"))
         return {"kind": "json", "file": "tokenizer.json", "clean": clean, "context_length": tokenizer.context_length}

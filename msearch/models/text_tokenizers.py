@@ -51,7 +51,7 @@ class ClipBpeTokenizer:
         self.clean = check_clean_kind(clean)
         with gzip.open(merges_file) as handle:
             lines = handle.read().decode("utf-8").split("\n")
-        merges = [tuple(line.split()) for line in lines[1:CLIP_BPE_MERGES + 1]]
+        merges = [tuple(line.split()) for line in lines[1 : CLIP_BPE_MERGES + 1]]
         self.byte_encoder = _bytes_to_unicode()
         vocab = list(self.byte_encoder.values())
         vocab += [v + "</w>" for v in vocab] + ["".join(merge) for merge in merges] + list(CLIP_SPECIAL_TOKENS)
@@ -77,7 +77,7 @@ class ClipBpeTokenizer:
         for text in texts:
             ids = [self.sot, *self.encode(text), self.eot]
             if len(ids) > self.context_length:
-                ids = ids[:self.context_length]
+                ids = ids[: self.context_length]
                 ids[-1] = self.eot
             rows.append(ids)
         return rows

@@ -1,24 +1,31 @@
-"""The SQLite catalogue: one row per tile, its vectors per encoder space, runs and per-file problems.
+"""The catalogue's tables: one row per tile, its vectors per encoder space, runs and per-file problems.
 
 Vectors are stored here, in the same transaction as their tile, so that the catalogue is the durable
-truth: a FAISS file is a derived, rebuildable view of the `vectors` table (see msearch.indexer.store).
+truth: a FAISS file is a derived, rebuildable view of the `vectors` table (see msearch.store).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from sqlalchemy import (
-    Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, Text, UniqueConstraint,
-    create_engine, event,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
 )
-from sqlalchemy.engine import Engine
 
 CATALOGUE_FILE = "catalogue.sqlite"
 metadata = MetaData()
 
 tiles = Table(
-    "tiles", metadata,
+    "tiles",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("root", Text, nullable=False),  # the folder given to `msearch index`, absolute
     Column("key", Text, nullable=False),  # relative path (+ '#col,row,width,height' for chips)
@@ -32,8 +39,12 @@ tiles = Table(
     Column("width", Integer),
     Column("height", Integer),
     Column("pixel_size", Float),
-    Column("min_lon", Float), Column("min_lat", Float), Column("max_lon", Float), Column("max_lat", Float),
-    Column("centre_lon", Float), Column("centre_lat", Float),
+    Column("min_lon", Float),
+    Column("min_lat", Float),
+    Column("max_lon", Float),
+    Column("max_lat", Float),
+    Column("centre_lon", Float),
+    Column("centre_lat", Float),
     Column("footprint", Text),  # GeoJSON Polygon, WGS84
     Column("bands", Text),  # comma-separated canonical band names, as present in the source
     Column("offset", Float),  # radiometric offset the stored values carry (removed before encoding)
@@ -55,7 +66,8 @@ Index("ix_tiles_mgrs", tiles.c.mgrs_tile)
 Index("ix_tiles_lon_lat", tiles.c.centre_lon, tiles.c.centre_lat)
 
 spaces = Table(
-    "spaces", metadata,
+    "spaces",
+    metadata,
     Column("name", String(128), primary_key=True),
     Column("card", String(128), nullable=False),
     Column("weights_sha256", String(64), nullable=False),
@@ -67,7 +79,8 @@ spaces = Table(
 )
 
 vectors = Table(
-    "vectors", metadata,
+    "vectors",
+    metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),  # order of insertion: FAISS catch-up point
     Column("tile_id", Integer, ForeignKey("tiles.id", ondelete="CASCADE"), nullable=False),
     Column("space", String(128), ForeignKey("spaces.name"), nullable=False),
@@ -77,7 +90,8 @@ vectors = Table(
 Index("ix_vectors_space_seq", vectors.c.space, vectors.c.seq)
 
 runs = Table(
-    "runs", metadata,
+    "runs",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("started_at", String(32), nullable=False),
     Column("finished_at", String(32)),
@@ -88,7 +102,8 @@ runs = Table(
 )
 
 problems = Table(
-    "problems", metadata,
+    "problems",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("run_id", Integer, nullable=False),
     Column("root", Text, nullable=False),
@@ -97,25 +112,3 @@ problems = Table(
     Column("reason", Text, nullable=False),
     UniqueConstraint("root", "key", name="uq_problems_root_key"),
 )
-
-
-def catalogue_engine(index_dir: Path, create: bool = True) -> Engine:
-    """The catalogue of an index directory, in WAL mode so that readers see a consistent snapshot while
-    an indexing run writes."""
-    path = Path(index_dir) / CATALOGUE_FILE
-    if not create and not path.exists():
-        raise FileNotFoundError(f"no msearch index at {index_dir} ({path} does not exist); run `msearch index` first")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 60})
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection, _record):
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses no commit
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    if create:
-        metadata.create_all(engine)
-    return engine

@@ -17,10 +17,10 @@ from typing import Sequence
 import numpy as np
 from sqlalchemy import select
 
+from msearch.models.prompts import TEMPLATES, class_vectors, classify_probabilities, eurosat_class_name
 from msearch.schema import catalog
 from msearch.search.language import detect_language
 from msearch.search.metrics import EvaluationReport, RankedQuery, evaluate_rankings, index_recall_at_k
-from msearch.search.prompts import TEMPLATES, class_vectors, classify_probabilities, eurosat_class_name
 from msearch.search.querysets import QuerySet, load_query_set, query_set_from_labels, resolve
 from msearch.search.searcher import QueryError, Searcher
 
@@ -86,8 +86,14 @@ def tile_lookup(searcher: Searcher):
     return lookup
 
 
-def evaluate_retrieval(searcher: Searcher, queries_path: str | Path, space: str | None = None, k: int = 100,
-                       templates: Sequence[str] = TEMPLATES, label_column: str | None = None) -> RetrievalEvaluation:
+def evaluate_retrieval(
+    searcher: Searcher,
+    queries_path: str | Path,
+    space: str | None = None,
+    k: int = 100,
+    templates: Sequence[str] = TEMPLATES,
+    label_column: str | None = None,
+) -> RetrievalEvaluation:
     queryset, label_based = load_queries(queries_path, label_column)
     warnings = list(queryset.warnings)
     if not queryset.queries:
@@ -105,8 +111,10 @@ def evaluate_retrieval(searcher: Searcher, queries_path: str | Path, space: str 
             vector = encoder.encode_texts([query.query])[0]
         resolution = resolve(query.relevant, lookup)
         if resolution.unknown:
-            warnings.append(f"{query.source}: {len(resolution.unknown)} relevant tiles are not in the index "
-                            f"(e.g. {resolution.unknown[0]})")
+            warnings.append(
+                f"{query.source}: {len(resolution.unknown)} relevant tiles are not in the index "
+                f"(e.g. {resolution.unknown[0]})"
+            )
         if name not in exact_cache:
             exact_cache[name] = searcher.store.all_vectors(name)
         ids, matrix = exact_cache[name]
@@ -120,8 +128,13 @@ def evaluate_retrieval(searcher: Searcher, queries_path: str | Path, space: str 
     return RetrievalEvaluation(evaluate_rankings(ranked_queries, k=k), index_recall, spaces, warnings)
 
 
-def evaluate_classification(searcher: Searcher, labels_path: str | Path, space: str | None = None,
-                            templates: Sequence[str] = TEMPLATES, label_column: str | None = None) -> ClassificationEvaluation:
+def evaluate_classification(
+    searcher: Searcher,
+    labels_path: str | Path,
+    space: str | None = None,
+    templates: Sequence[str] = TEMPLATES,
+    label_column: str | None = None,
+) -> ClassificationEvaluation:
     """Zero-shot top-1 accuracy and mean per-class recall of the indexed tiles of a single-label labels file."""
     queryset, label_based = load_queries(labels_path, label_column)
     if not label_based:
@@ -144,35 +157,12 @@ def evaluate_classification(searcher: Searcher, labels_path: str | Path, space: 
     if not truth:
         raise QueryError(f"none of the tiles in {labels_path} are in the index")
     tile_ids = sorted(truth)
-    probabilities = classify_probabilities(searcher.store.vectors_of(name, tile_ids),
-                                           class_vectors(classes, encoder.encode_texts, templates))
+    probabilities = classify_probabilities(
+        searcher.store.vectors_of(name, tile_ids), class_vectors(classes, encoder.encode_texts, templates)
+    )
     predicted = probabilities.argmax(axis=1)
     expected = np.array([truth[t] for t in tile_ids])
     recall = {c: float((predicted[expected == i] == i).mean()) for i, c in enumerate(classes) if (expected == i).any()}
-    return ClassificationEvaluation(float((predicted == expected).mean()), float(np.mean(list(recall.values()))),
-                                    recall, len(tile_ids), warnings)
-
-
-def classify_files(paths: Sequence[str | Path], classes: Sequence[str], model: str, checkpoint=None,
-                   templates: Sequence[str] = TEMPLATES, band_order=None) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
-    """Zero-shot classification of raster files, indexed or not: (tile keys, probabilities, failures)."""
-    from msearch.indexer.readers import discover, read_tile
-    from msearch.indexer.tiles import ReadSettings
-    from msearch.models import load_encoder
-
-    if len(classes) < 2:
-        raise QueryError("give at least two classes to choose between")
-    encoder = load_encoder(model, checkpoint)
-    settings = ReadSettings(band_order=band_order)
-    found = discover([Path(p) for p in paths], settings)
-    keys, pixels, failures = [], [], []
-    for source in found.sources:
-        try:
-            pixels.append(read_tile(source, settings).pixels)
-            keys.append(str(Path(source.root) / source.key))
-        except Exception as exc:  # one unreadable tile is reported, the others are classified
-            failures.append((source.key, str(exc)))
-    if not pixels:
-        return keys, np.empty((0, len(classes))), failures
-    image_vectors = np.concatenate([encoder.encode_pixels(pixels[i:i + 32]) for i in range(0, len(pixels), 32)])
-    return keys, classify_probabilities(image_vectors, class_vectors(list(classes), encoder.encode_texts, templates)), failures
+    return ClassificationEvaluation(
+        float((predicted == expected).mean()), float(np.mean(list(recall.values()))), recall, len(tile_ids), warnings
+    )

@@ -67,9 +67,7 @@ def parse_language(code: str) -> str:
     normalised = code.strip().lower()
     if normalised == AUTO or normalised in SUPPORTED_LANGUAGES:
         return normalised
-    raise ValueError(
-        f"unsupported language {code!r}: use 'auto' or one of {', '.join(SUPPORTED_LANGUAGES)}"
-    )
+    raise ValueError(f"unsupported language {code!r}: use 'auto' or one of {', '.join(SUPPORTED_LANGUAGES)}")
 
 
 def _language_by_script(text: str) -> str | None:
@@ -114,8 +112,12 @@ def _identifier_from_cache() -> LanguageIdentifier | None:
                 scratch.unlink(missing_ok=True)
         with np.load(copy, allow_pickle=False) as data:
             return LanguageIdentifier(
-                np.asarray(data["ptc"]), np.asarray(data["pc"]), data["classes"].tolist(),
-                modelio._to_array(data["nextmove"]), data["out_feat"].tolist(),
-                tk_row=modelio._to_array(data["nextmove_row"]))
+                np.asarray(data["ptc"]),
+                np.asarray(data["pc"]),
+                data["classes"].tolist(),
+                modelio._to_array(data["nextmove"]),
+                data["out_feat"].tolist(),
+                tk_row=modelio._to_array(data["nextmove_row"]),
+            )
     except (OSError, ValueError, KeyError, AttributeError):
         return None

@@ -22,7 +22,8 @@ MAX_ENTRIES = 50_000
 
 metadata = MetaData()
 embeddings = Table(
-    "embeddings", metadata,
+    "embeddings",
+    metadata,
     Column("card", String(128), primary_key=True),
     Column("weights_sha256", String(64), primary_key=True),
     Column("text", Text, primary_key=True),
@@ -58,18 +59,34 @@ class QueryCache:
         return (np.frombuffer(row[0], dtype="<f4").copy(), bool(row[1])) if row is not None else None
 
     def put(self, card: str, weights_sha256: str, text: str, vector: np.ndarray, truncated: bool) -> None:
-        values = dict(card=card, weights_sha256=weights_sha256, text=text, truncated=truncated,
-                      vector=np.ascontiguousarray(vector, dtype="<f4").tobytes())
+        values = dict(
+            card=card,
+            weights_sha256=weights_sha256,
+            text=text,
+            truncated=truncated,
+            vector=np.ascontiguousarray(vector, dtype="<f4").tobytes(),
+        )
         statement = sqlite_insert(embeddings).values(values)
         try:
             with self.engine.begin() as conn:
-                conn.execute(statement.on_conflict_do_update(
-                    index_elements=["card", "weights_sha256", "text"],
-                    set_={"vector": statement.excluded.vector, "truncated": statement.excluded.truncated,
-                          "used": func.datetime("now")}))
+                conn.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=["card", "weights_sha256", "text"],
+                        set_={
+                            "vector": statement.excluded.vector,
+                            "truncated": statement.excluded.truncated,
+                            "used": func.datetime("now"),
+                        },
+                    )
+                )
                 if conn.execute(select(func.count()).select_from(embeddings)).scalar() > MAX_ENTRIES:
-                    newest_dropped = (select(embeddings.c.used).order_by(embeddings.c.used.desc())
-                                      .offset(MAX_ENTRIES).limit(1).scalar_subquery())
+                    newest_dropped = (
+                        select(embeddings.c.used)
+                        .order_by(embeddings.c.used.desc())
+                        .offset(MAX_ENTRIES)
+                        .limit(1)
+                        .scalar_subquery()
+                    )
                     conn.execute(delete(embeddings).where(embeddings.c.used <= newest_dropped))
         except OperationalError:  # a read-only or full disk: the query was answered, only the cache is lost
             pass

@@ -25,13 +25,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from msearch.models.prompts import EUROSAT_SAMPLE_QUERIES  # noqa: F401  (re-exported: the shipped query set)
+
 QUERY_COLUMNS = ("query", "lang", "relevant")
 REQUIRED_COLUMNS = ("query", "relevant")
 SEPARATOR = ";"
-
-# Shipped query set for the EuroSAT sample layout (`<Class>/<Class>_<n>.tif`): 2 queries per class in each of
-# RS-M-CLIP's ten languages, relevant = every file of that class in the sample data's labels.csv.
-EUROSAT_SAMPLE_QUERIES = Path(__file__).parent / "data" / "eurosat-queries.csv"
 
 
 class QuerySetError(ValueError):
@@ -228,8 +226,9 @@ def query_set_from_labels(
             relevant.setdefault(text, {})[file] = None
     if not relevant:
         raise QuerySetError(f"{path}: no labelled files")
-    queries = tuple(Query(text, lang, tuple(files), f"{path} (label {label_of_query[text]!r})")
-                    for text, files in relevant.items())
+    queries = tuple(
+        Query(text, lang, tuple(files), f"{path} (label {label_of_query[text]!r})") for text, files in relevant.items()
+    )
     return QuerySet(queries, tuple(warnings))
 
 

@@ -75,9 +75,9 @@ body {{ font-family: sans-serif; margin: 1.5em; background: #fafafa; color: #222
 </style>
 </head>
 <body>
-<h1>{html.escape(str(query_info['query']))}</h1>
-<p>language: {html.escape(str(query_info['lang']))} &middot; space: {html.escape(str(query_info['space']))}
-&middot; {len(results)} result{'' if len(results) == 1 else 's'}</p>
+<h1>{html.escape(str(query_info["query"]))}</h1>
+<p>language: {html.escape(str(query_info["lang"]))} &middot; space: {html.escape(str(query_info["space"]))}
+&middot; {len(results)} result{"" if len(results) == 1 else "s"}</p>
 <div class="results">
 {cards}
 </div>

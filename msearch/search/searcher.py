@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import and_, or_, select
 
-from msearch.indexer.store import IndexStore, SpaceIndex, SpaceMismatchError
 from msearch.models import ModelCard, get_card
 from msearch.schema import catalog
 from msearch.search.language import detect_language, parse_language
 from msearch.search.query_cache import QueryCache
 from msearch.search.results import SearchResult
+from msearch.store import IndexStore, SpaceIndex, SpaceMismatchError
 
 log = logging.getLogger(__name__)
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
@@ -43,7 +43,9 @@ class Filters:
     def __post_init__(self):
         if self.bbox is not None:
             min_lon, min_lat, max_lon, max_lat = self.bbox
-            if not (-180 <= min_lon <= 180 and -180 <= max_lon <= 180 and -90 <= min_lat <= 90 and -90 <= max_lat <= 90):
+            if not (
+                -180 <= min_lon <= 180 and -180 <= max_lon <= 180 and -90 <= min_lat <= 90 and -90 <= max_lat <= 90
+            ):
                 raise QueryError(f"bbox {self.bbox} is outside WGS84 longitude/latitude ranges")
             if min_lon > max_lon or min_lat > max_lat:
                 raise QueryError(f"bbox must be minlon,minlat,maxlon,maxlat with min <= max, got {self.bbox}")
@@ -83,8 +85,13 @@ class QueryAnswer:
     matching_tiles: int | None = None  # tiles that pass the filters (None without filters)
 
     def info(self) -> dict:
-        return {"query": self.query, "lang": self.lang, "space": "+".join(self.spaces),
-                "truncated": self.truncated, "matching_tiles": self.matching_tiles}
+        return {
+            "query": self.query,
+            "lang": self.lang,
+            "space": "+".join(self.spaces),
+            "truncated": self.truncated,
+            "matching_tiles": self.matching_tiles,
+        }
 
 
 class Searcher:
@@ -92,11 +99,18 @@ class Searcher:
 
     A text query loads only the text tower of its space's encoder (msearch.models.load_text_encoder), and
     query embeddings are cached (msearch.search.query_cache): a query asked before loads no model at all.
-    Pass `query_cache=None` to always encode."""
+    Pass `query_cache=None` to always encode. `pixels` reads tiles and raster files (an
+    msearch.indexer.readers.ArchivePixels): examples given as files and quicklooks need it."""
 
-    def __init__(self, index: str | Path | None = None, checkpoints: dict[str, str | Path] | None = None,
-                 query_cache: QueryCache | None | str = "default"):
+    def __init__(
+        self,
+        index: str | Path | None = None,
+        checkpoints: dict[str, str | Path] | None = None,
+        query_cache: QueryCache | None | str = "default",
+        pixels=None,
+    ):
         self.store = IndexStore(index, create=False)
+        self.pixels = pixels
         self.checkpoints = checkpoints or {}
         self.query_cache = QueryCache() if query_cache == "default" else query_cache
         self._encoders: dict[str, object] = {}  # space -> Encoder
@@ -116,8 +130,10 @@ class Searcher:
             if space not in spaces:
                 raise QueryError(f"no space {space!r} in this index (it has: {', '.join(spaces)})")
             if lang not in spaces[space].languages:
-                raise QueryError(f"space {space!r} ({spaces[space].name}) does not understand {lang!r}; "
-                                 f"it speaks {', '.join(spaces[space].languages)}")
+                raise QueryError(
+                    f"space {space!r} ({spaces[space].name}) does not understand {lang!r}; "
+                    f"it speaks {', '.join(spaces[space].languages)}"
+                )
             return space
         speaking = [name for name, card in spaces.items() if lang in card.languages]
         if not speaking:
@@ -190,8 +206,15 @@ class Searcher:
 
     # -- queries ----------------------------------------------------------------------------------------
 
-    def query(self, text: str, top_k: int = 10, lang: str = "auto", space: str | None = None,
-              fuse: bool = False, filters: Filters = Filters()) -> QueryAnswer:
+    def query(
+        self,
+        text: str,
+        top_k: int = 10,
+        lang: str = "auto",
+        space: str | None = None,
+        fuse: bool = False,
+        filters: Filters = Filters(),
+    ) -> QueryAnswer:
         if not text or not text.strip():
             raise QueryError("the query is empty: give some words to search for")
         if top_k <= 0:
@@ -218,7 +241,9 @@ class Searcher:
         results = self._results(ranked[:top_k], "+".join(names))
         return QueryAnswer(results, text, lang, names, truncated, len(allowed) if allowed is not None else None)
 
-    def like(self, example: str, top_k: int = 10, space: str | None = None, filters: Filters = Filters()) -> QueryAnswer:
+    def like(
+        self, example: str, top_k: int = 10, space: str | None = None, filters: Filters = Filters()
+    ) -> QueryAnswer:
         """Tiles that look like an example: a tile id, a catalogued path, or a raster file."""
         if top_k <= 0:
             raise QueryError(f"--top-k must be at least 1, got {top_k}")
@@ -235,8 +260,13 @@ class Searcher:
         if tile_id is not None and allowed is not None:
             allowed = allowed[allowed != tile_id]
         ranked = [(t, s) for t, s in self.search_vector(name, vector, top_k + 1, allowed) if t != tile_id][:top_k]
-        return QueryAnswer(self._results(ranked, name), f"like:{example}", None, [name],
-                           matching_tiles=len(allowed) if allowed is not None else None)
+        return QueryAnswer(
+            self._results(ranked, name),
+            f"like:{example}",
+            None,
+            [name],
+            matching_tiles=len(allowed) if allowed is not None else None,
+        )
 
     def _tile_id_of(self, example: str) -> int | None:
         t = catalog.tiles.c
@@ -256,29 +286,20 @@ class Searcher:
         return int(found) if found is not None else None
 
     def _embed_file(self, path: str, space: str) -> np.ndarray:
-        from msearch.indexer.readers import discover, read_tile
-        from msearch.indexer.tiles import ReadSettings
-
-        found = discover([Path(path)], ReadSettings())
-        if not found.sources:
-            raise QueryError(f"{path} is not a raster msearch can read")
-        tile = read_tile(found.sources[0], ReadSettings())
-        return self.encoder(space).encode_pixels([tile.pixels])[0]
+        try:
+            pixels = self._pixel_reader().of_file(path)
+        except ValueError as exc:
+            raise QueryError(str(exc)) from exc
+        return self.encoder(space).encode_pixels([pixels])[0]
 
     def tile_pixels(self, tile_id: int):
         """Re-read a catalogued tile's pixels (for quicklooks), with the band order it was indexed with."""
-        from msearch.indexer.readers import discover, read_tile
-        from msearch.indexer.tiles import ReadSettings
+        return self._pixel_reader().of_tile(self.store.tiles_by_id([tile_id])[tile_id])
 
-        row = self.store.tiles_by_id([tile_id])[tile_id]
-        settings = ReadSettings(band_order=tuple(row["bands"].split(",")) if row["reader"] == "geotiff" else None,
-                                offset=row["offset"])
-        window = tuple(int(v) for v in row["window"].split(",")) if row["window"] else None
-        found = discover([Path(row["root"]) / row["path"]], settings)
-        source = next((s for s in found.sources if s.window == window), None)
-        if source is None:
-            raise FileNotFoundError(f"{row['path']} is no longer readable under {row['root']}")
-        return read_tile(source, settings).pixels
+    def _pixel_reader(self):
+        if self.pixels is None:
+            raise QueryError("this searcher was made without a pixel reader, so it cannot read raster files")
+        return self.pixels
 
     def _allowed_ids(self, filters: Filters) -> np.ndarray | None:
         if not filters.active:
@@ -287,7 +308,9 @@ class Searcher:
             ids = conn.execute(select(catalog.tiles.c.id).where(filters.where())).scalars().all()
         return np.asarray(ids, dtype=np.int64)
 
-    def search_vector(self, space: str, vector: np.ndarray, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
+    def search_vector(
+        self, space: str, vector: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> list[tuple[int, float]]:
         """Top-k (tile id, cosine) of one vector in a space, restricted to `allowed` ids when given (a small
         subset is scored exactly, a large one searched through the index with an id selector)."""
         if allowed is not None and len(allowed) == 0:
@@ -301,12 +324,22 @@ class Searcher:
         results = []
         for rank, (tile_id, score) in enumerate(ranked, start=1):
             row = rows[tile_id]
-            results.append(SearchResult(
-                rank=rank, score=score, tile_id=tile_id, path=row["key"], root=row["root"],
-                lon=row["centre_lon"], lat=row["centre_lat"], date=row["acquired"], tile=row["mgrs_tile"],
-                cloud=row["cloud_cover"], space=space,
-                footprint=json.loads(row["footprint"]) if row["footprint"] else None,
-            ))
+            results.append(
+                SearchResult(
+                    rank=rank,
+                    score=score,
+                    tile_id=tile_id,
+                    path=row["key"],
+                    root=row["root"],
+                    lon=row["centre_lon"],
+                    lat=row["centre_lat"],
+                    date=row["acquired"],
+                    tile=row["mgrs_tile"],
+                    cloud=row["cloud_cover"],
+                    space=space,
+                    footprint=json.loads(row["footprint"]) if row["footprint"] else None,
+                )
+            )
         return results
 
 

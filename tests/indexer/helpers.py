@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-from msearch.indexer.store import IndexStore
 from msearch.indexer.tiles import ReadSettings
 from msearch.schema import catalog
 from msearch.schema.bands import BAND_LAYOUTS
+from msearch.store.index_store import IndexStore
 
 MODELS = ["tiny-ms-clip", "rs-m-clip"]
 EUROSAT = ReadSettings(band_order=BAND_LAYOUTS["eurosat"])
@@ -50,8 +50,12 @@ def vectors_by_key(index: Path, space: str) -> dict[str, np.ndarray]:
 def vector_seqs(index: Path) -> dict[tuple[int, str], int]:
     store = IndexStore(index)
     with store.engine.connect() as conn:
-        return {(t, s): q for t, s, q in conn.execute(
-            select(catalog.vectors.c.tile_id, catalog.vectors.c.space, catalog.vectors.c.seq))}
+        return {
+            (t, s): q
+            for t, s, q in conn.execute(
+                select(catalog.vectors.c.tile_id, catalog.vectors.c.space, catalog.vectors.c.seq)
+            )
+        }
 
 
 def problems_by_key(index: Path) -> dict[str, tuple[str, str]]:
@@ -62,7 +66,7 @@ def problems_by_key(index: Path) -> dict[str, tuple[str, str]]:
 
 def faiss_ids(view) -> np.ndarray:
     """The labels of a SpaceIndex's FAISS index, whatever its kind."""
-    from msearch.indexer import ann
+    from msearch.store import ann
 
     return ann.stored_ids(view.index)
 
@@ -90,6 +94,20 @@ def subprocess_env() -> dict[str, str]:
 
 
 def index_command(src: Path, index: Path, batch_size: int) -> list[str]:
-    return [sys.executable, "-m", "msearch", "index", str(src), "--index", str(index),
-            "--model", "tiny-ms-clip", "--model", "rs-m-clip", "--band-order", "eurosat",
-            "--batch-size", str(batch_size)]
+    return [
+        sys.executable,
+        "-m",
+        "msearch",
+        "index",
+        str(src),
+        "--index",
+        str(index),
+        "--model",
+        "tiny-ms-clip",
+        "--model",
+        "rs-m-clip",
+        "--band-order",
+        "eurosat",
+        "--batch-size",
+        str(batch_size),
+    ]

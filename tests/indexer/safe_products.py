@@ -19,10 +19,25 @@ PRODUCT = {
 GRANULE = {"L2A": "L2A_T33NZA_A036788_20220706T090802", "L1C": "L1C_T33NZA_A036788_20220706T090802"}
 # Spectral_Information bandId -> physical band, as in every product's metadata.
 BAND_IDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
-L2A_BANDS = {10: ("B02", "B03", "B04", "B08"), 20: ("B02", "B03", "B04", "B05", "B06", "B07", "B8A", "B11", "B12"),
-             60: ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B8A", "B09", "B11", "B12")}
-NATIVE = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20, "B08": 10, "B8A": 20,
-          "B09": 60, "B11": 20, "B12": 20}
+L2A_BANDS = {
+    10: ("B02", "B03", "B04", "B08"),
+    20: ("B02", "B03", "B04", "B05", "B06", "B07", "B8A", "B11", "B12"),
+    60: ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B8A", "B09", "B11", "B12"),
+}
+NATIVE = {
+    "B01": 60,
+    "B02": 10,
+    "B03": 10,
+    "B04": 10,
+    "B05": 20,
+    "B06": 20,
+    "B07": 20,
+    "B08": 10,
+    "B8A": 20,
+    "B09": 60,
+    "B11": 20,
+    "B12": 20,
+}
 SIZE_10M = 600  # a crop of the 1068 px cell: larger than 2 x 224, so it is cut into 3 x 3 chips
 CLOUD_BLOCK_20M = (0, 0, 56, 112)  # col, row, width, height of the SCL block marked cloud (class 9)
 SHADOW_BLOCK_20M = (56, 0, 56, 112)  # marked cloud shadow (class 3)
@@ -31,8 +46,17 @@ SHADOW_BLOCK_20M = (56, 0, 56, 112)  # marked cloud shadow (class 3)
 def write_jp2(path: Path, data: np.ndarray, crs, transform) -> None:
     """Lossless JPEG 2000, as ESA's products are."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    profile = dict(driver="JP2OpenJPEG", width=data.shape[1], height=data.shape[0], count=1, dtype=data.dtype.name,
-                   crs=crs, transform=transform, QUALITY=100, REVERSIBLE="YES")
+    profile = dict(
+        driver="JP2OpenJPEG",
+        width=data.shape[1],
+        height=data.shape[0],
+        count=1,
+        dtype=data.dtype.name,
+        crs=crs,
+        transform=transform,
+        QUALITY=100,
+        REVERSIBLE="YES",
+    )
     with rasterio.open(path, "w", **profile) as out:
         out.write(data, 1)
 
@@ -43,7 +67,9 @@ def band_at(shared_data: Path, band: str, resolution: int) -> tuple[np.ndarray, 
     with rasterio.open(shared_data / MAJORTOM_N0400 / f"{band}.tif") as source:
         scale = NATIVE[band] / 10
         native = int(round(SIZE_10M / scale))
-        data = source.read(1, window=Window(0, 0, native, native), out_shape=(size, size), resampling=Resampling.average)
+        data = source.read(
+            1, window=Window(0, 0, native, native), out_shape=(size, size), resampling=Resampling.average
+        )
         transform = source.transform @ source.transform.scale(native / size)
         return data, source.crs, transform
 
@@ -60,7 +86,7 @@ def build_safe(shared_data: Path, folder: Path, level: str = "L2A") -> Path:
         scl = np.full((SIZE_10M // 2, SIZE_10M // 2), 4, np.uint8)  # 4: vegetation
         for block, value in ((CLOUD_BLOCK_20M, 9), (SHADOW_BLOCK_20M, 3)):
             col, row, width, height = block
-            scl[row:row + height, col:col + width] = value
+            scl[row : row + height, col : col + width] = value
         _, crs, transform = band_at(shared_data, "B05", 20)
         write_jp2(img_data / "R20m" / f"{stem}_SCL_20m.jp2", scl, crs, transform)
         (product / "MTD_MSIL2A.xml").write_text(metadata_xml(level))
@@ -91,7 +117,8 @@ def metadata_xml(level: str) -> str:
         for i in range(len(BAND_IDS))
     )
     offset_list = (
-        f"      <BOA_ADD_OFFSET_VALUES_LIST>\n{offsets}\n      </BOA_ADD_OFFSET_VALUES_LIST>" if l2a
+        f"      <BOA_ADD_OFFSET_VALUES_LIST>\n{offsets}\n      </BOA_ADD_OFFSET_VALUES_LIST>"
+        if l2a
         else f"      <Radiometric_Offset_List>\n{offsets}\n      </Radiometric_Offset_List>"
     )
     spectral = "\n".join(
@@ -99,13 +126,13 @@ def metadata_xml(level: str) -> str:
         for i, name in enumerate(BAND_IDS)
     )
     return f"""<?xml version="1.0" encoding="UTF-8" standalone="no"?>
-<n1:{root} xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_{level.replace('L', 'Level-')}.xsd" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+<n1:{root} xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_{level.replace("L", "Level-")}.xsd" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
   <n1:General_Info>
     <Product_Info>
       <PRODUCT_START_TIME>2022-07-06T08:56:11.024Z</PRODUCT_START_TIME>
       <PRODUCT_STOP_TIME>2022-07-06T08:56:11.024Z</PRODUCT_STOP_TIME>
       <PRODUCT_URI>{PRODUCT[level]}.SAFE</PRODUCT_URI>
-      <PROCESSING_LEVEL>{level.replace('L', 'Level-')}</PROCESSING_LEVEL>
+      <PROCESSING_LEVEL>{level.replace("L", "Level-")}</PROCESSING_LEVEL>
       <PRODUCT_TYPE>S2MSI{level[1:]}</PRODUCT_TYPE>
       <PROCESSING_BASELINE>04.00</PROCESSING_BASELINE>
       <GENERATION_TIME>2022-07-06T15:34:19.000000Z</GENERATION_TIME>

@@ -21,7 +21,6 @@ from sqlalchemy import select
 
 import msearch.indexer.pipeline as pipeline
 from msearch.indexer.pipeline import index_archive
-from msearch.indexer.store import IndexStore, SpaceMismatchError, ann_info
 from msearch.indexer.tiles import ReadSettings
 from msearch.models import get_card
 from msearch.models.loading import weights_file
@@ -29,10 +28,20 @@ from msearch.schema import catalog
 from msearch.schema.bands import BAND_LAYOUTS
 from msearch.schema.manifest import SpaceManifest
 from msearch.schema.pixels import Pixels
+from msearch.store.index_store import IndexStore, SpaceMismatchError, ann_info
 from tests import tiny_models
 from tests.indexer.helpers import (
-    EUROSAT, MODELS, assert_view_matches_catalogue, copy_eurosat, faiss_ids, index_command, problems_by_key,
-    subprocess_env, tiles_by_key, vector_seqs, vectors_by_key,
+    EUROSAT,
+    MODELS,
+    assert_view_matches_catalogue,
+    copy_eurosat,
+    faiss_ids,
+    index_command,
+    problems_by_key,
+    subprocess_env,
+    tiles_by_key,
+    vector_seqs,
+    vectors_by_key,
 )
 
 
@@ -108,13 +117,21 @@ def test_eurosat_tiles_vectors_bands_and_geometry(eurosat4, tmp_path, encoders):
     for key, row in tiles.items():
         with rasterio.open(eurosat4 / key) as raster:
             bounds = transform_bounds(raster.crs, "EPSG:4326", *raster.bounds, densify_pts=21)
-            corners = [(raster.bounds.left, raster.bounds.bottom), (raster.bounds.right, raster.bounds.bottom),
-                       (raster.bounds.right, raster.bounds.top), (raster.bounds.left, raster.bounds.top),
-                       (raster.bounds.left, raster.bounds.bottom)]
-            ring = transform_geom(raster.crs, "EPSG:4326", {"type": "Polygon", "coordinates": [corners]})["coordinates"][0]
+            corners = [
+                (raster.bounds.left, raster.bounds.bottom),
+                (raster.bounds.right, raster.bounds.bottom),
+                (raster.bounds.right, raster.bounds.top),
+                (raster.bounds.left, raster.bounds.top),
+                (raster.bounds.left, raster.bounds.bottom),
+            ]
+            ring = transform_geom(raster.crs, "EPSG:4326", {"type": "Polygon", "coordinates": [corners]})[
+                "coordinates"
+            ][0]
             assert (row["width"], row["height"], row["crs"]) == (64, 64, raster.crs.to_string())
         assert (row["min_lon"], row["min_lat"], row["max_lon"], row["max_lat"]) == pytest.approx(bounds, abs=1e-9)
-        assert (row["centre_lon"], row["centre_lat"]) == pytest.approx(((bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2))
+        assert (row["centre_lon"], row["centre_lat"]) == pytest.approx(
+            ((bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2)
+        )
         footprint = json.loads(row["footprint"])
         assert footprint["type"] == "Polygon"
         np.testing.assert_allclose(np.array(footprint["coordinates"][0]), np.array(ring), atol=1e-9)
@@ -467,8 +484,14 @@ def catalogue_vectors(index: Path) -> int:
 
 
 def start_index(src: Path, index: Path, log: Path, batch_size: int) -> subprocess.Popen:
-    return subprocess.Popen(index_command(src, index, batch_size), env=subprocess_env(), cwd=log.parent,
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        index_command(src, index, batch_size),
+        env=subprocess_env(),
+        cwd=log.parent,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def kill(proc: subprocess.Popen) -> None:
@@ -558,8 +581,9 @@ def store_count(store: IndexStore, space: str) -> int:
     from sqlalchemy import func
 
     with store.engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(catalog.vectors)
-                            .where(catalog.vectors.c.space == space)).scalar_one()
+        return conn.execute(
+            select(func.count()).select_from(catalog.vectors).where(catalog.vectors.c.space == space)
+        ).scalar_one()
 
 
 # -- bad input -----------------------------------------------------------------------------------------
@@ -705,17 +729,25 @@ def test_other_weights_on_an_unchanged_archive_are_refused(eurosat4, tmp_path, e
     seqs, tiles = vector_seqs(index), tiles_by_key(index)
     built_with = IndexStore(index).manifest("tiny-ms-clip").weights_sha256
     other = tmp_path / "other-weights.pt"  # same card and architecture, other weights
-    torch.save(tiny_models.msclip_release_state_dict(tiny_models.build_msclip(tiny_models.TINY_MSCLIP_CFG, seed=1)), other)
+    torch.save(
+        tiny_models.msclip_release_state_dict(tiny_models.build_msclip(tiny_models.TINY_MSCLIP_CFG, seed=1)), other
+    )
     other_sha = hashlib.sha256(other.read_bytes()).hexdigest()
     (eurosat4 / "Forest" / "Forest_10.tif").unlink()  # with --prune: something to write, refused all the same
 
-    with pytest.raises(SpaceMismatchError, match=rf"space 'tiny-ms-clip' of .* was built with "
-                       rf"tiny-ms-clip@sha256:{built_with[:12]} .*this encoder is tiny-ms-clip@sha256:{other_sha[:12]}"):
+    with pytest.raises(
+        SpaceMismatchError,
+        match=rf"space 'tiny-ms-clip' of .* was built with "
+        rf"tiny-ms-clip@sha256:{built_with[:12]} .*this encoder is tiny-ms-clip@sha256:{other_sha[:12]}",
+    ):
         run(eurosat4, index, models=["tiny-ms-clip"], checkpoint=other, prune=True)
     assert load_calls == []
     assert vector_seqs(index) == seqs and tiles_by_key(index) == tiles
     with IndexStore(index).engine.connect() as conn:
-        assert [r.status for r in conn.execute(catalog.runs.select().order_by(catalog.runs.c.id))] == ["finished", "failed"]
+        assert [r.status for r in conn.execute(catalog.runs.select().order_by(catalog.runs.c.id))] == [
+            "finished",
+            "failed",
+        ]
 
     # The very weights the space was built with, as a local file: same sha256, nothing to do.
     same = tmp_path / "same-weights.pt"
@@ -739,16 +771,20 @@ def test_space_of_another_encoder_is_refused(eurosat4, tmp_path, encoders):
         run(eurosat4, index, encoders)
     assert vector_seqs(index) == seqs
     with store.engine.connect() as conn:
-        assert [r.status for r in conn.execute(catalog.runs.select().order_by(catalog.runs.c.id))] == ["finished", "failed"]
+        assert [r.status for r in conn.execute(catalog.runs.select().order_by(catalog.runs.c.id))] == [
+            "finished",
+            "failed",
+        ]
 
 
 # -- the search index follows the size of the space -------------------------------------------------------
 
 
 def test_a_run_that_crosses_the_exact_threshold_trains_an_inverted_file_and_prune_keeps_it(
-        shared_data, tmp_path, encoders):
-    from msearch.indexer import ann
+    shared_data, tmp_path, encoders
+):
     from msearch.search.searcher import Searcher
+    from msearch.store import ann
 
     src, index = tmp_path / "src", tmp_path / "index"
     copy_eurosat(shared_data, src, classes=("Forest",), per_class=4)

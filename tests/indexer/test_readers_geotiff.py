@@ -42,9 +42,11 @@ def scene_with_nodata(shared_data, tmp_path):
             profile = dict(crs=raster.crs, transform=raster.transform @ raster.transform.scale(raster.width / 1068))
     data = np.stack(planes)
     data[:, 0:224, 0:224] = 0  # chip 0,0: all nodata
-    data[:, 0:224, 224:224 + 160] = 0  # chip 224,0: 160/224 = 71% nodata
+    data[:, 0:224, 224 : 224 + 160] = 0  # chip 224,0: 160/224 = 71% nodata
     path = tmp_path / "S2B_MSIL2A_20200223T032739_N9999_R018_T48QUE_stack.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=1068, height=1068, count=12, dtype="uint16", tiled=True, **profile) as out:
+    with rasterio.open(
+        path, "w", driver="GTiff", width=1068, height=1068, count=12, dtype="uint16", tiled=True, **profile
+    ) as out:
         out.write(data)
         for index, band in enumerate(BAND_LAYOUTS["l2a"], start=1):
             out.set_band_description(index, band)

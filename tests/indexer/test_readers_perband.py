@@ -80,7 +80,7 @@ def test_majortom_cell_is_cut_into_chips_that_tile_it(shared_data):
     for source in found.sources:
         col, row, width, height = source.window
         assert source.key.endswith(f"#{col},{row},{width},{height}")
-        covered[row:row + height, col:col + width] += 1
+        covered[row : row + height, col : col + width] += 1
     assert (covered == 1).all()
 
     tiles = [read_tile(source, SETTINGS) for source in found.sources]

@@ -10,8 +10,18 @@ from msearch.indexer.tiles import ReadSettings
 SETTINGS = ReadSettings()
 PRODUCT = "S2A_MSIL2A_20220706T085611_N0400_R007_T33NZA_20220706T153419"
 ASSET_KEYS = {  # Earth Search names assets by common name, the Planetary Computer by band id
-    "coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "B05": "B05", "B06": "B06", "B07": "B07",
-    "nir": "B08", "nir08": "B8A", "B09": "B09", "swir16": "B11", "swir22": "B12",
+    "coastal": "B01",
+    "blue": "B02",
+    "green": "B03",
+    "red": "B04",
+    "B05": "B05",
+    "B06": "B06",
+    "B07": "B07",
+    "nir": "B08",
+    "nir08": "B8A",
+    "B09": "B09",
+    "swir16": "B11",
+    "swir22": "B12",
 }
 
 
@@ -26,14 +36,23 @@ def item_dict(shared_data, item_id: str = PRODUCT, with_offset_metadata: bool = 
     assets["thumbnail"] = {"href": str(folder / "thumbnail.png"), "type": "image/png", "roles": ["thumbnail"]}
     assets["cloud-mask"] = {"href": str(folder / "cloud_mask.tif"), "type": "image/tiff", "roles": ["cloud"]}
     return {
-        "type": "Feature", "stac_version": "1.0.0", "id": item_id,
-        "geometry": {"type": "Polygon", "coordinates": [[[15.0, 0.0], [15.1, 0.0], [15.1, 0.1], [15.0, 0.1], [15.0, 0.0]]]},
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": item_id,
+        "geometry": {
+            "type": "Polygon",
+            "coordinates": [[[15.0, 0.0], [15.1, 0.0], [15.1, 0.1], [15.0, 0.1], [15.0, 0.0]]],
+        },
         "bbox": [15.0, 0.0, 15.1, 0.1],
         "properties": {
-            "datetime": "2022-07-06T08:56:11.024000Z", "eo:cloud_cover": 23.5, "s2:mgrs_tile": "33NZA",
-            "s2:processing_baseline": "04.00", "s2:product_type": "S2MSI2A",
+            "datetime": "2022-07-06T08:56:11.024000Z",
+            "eo:cloud_cover": 23.5,
+            "s2:mgrs_tile": "33NZA",
+            "s2:processing_baseline": "04.00",
+            "s2:product_type": "S2MSI2A",
         },
-        "links": [], "assets": assets,
+        "links": [],
+        "assets": assets,
     }
 
 
@@ -58,8 +77,10 @@ def test_offset_from_processing_baseline_when_no_raster_metadata(shared_data, tm
 
 def test_eo_bands_and_mgrs_extension_name_bands_and_tile(shared_data, tmp_path):
     item = item_dict(shared_data)
-    item["assets"] = {f"asset-{i}": dict(asset, **{"eo:bands": [{"name": band}]})
-                      for i, (band, asset) in enumerate(zip(ASSET_KEYS.values(), item["assets"].values()))}
+    item["assets"] = {
+        f"asset-{i}": dict(asset, **{"eo:bands": [{"name": band}]})
+        for i, (band, asset) in enumerate(zip(ASSET_KEYS.values(), item["assets"].values()))
+    }
     del item["properties"]["s2:mgrs_tile"]
     item["properties"].update({"mgrs:utm_zone": 33, "mgrs:latitude_band": "N", "mgrs:grid_square": "ZA"})
     (tmp_path / "item.json").write_text(json.dumps(item))
@@ -68,7 +89,10 @@ def test_eo_bands_and_mgrs_extension_name_bands_and_tile(shared_data, tmp_path):
 
 
 def test_item_collection_and_catalogue(shared_data, tmp_path):
-    collection = {"type": "FeatureCollection", "features": [item_dict(shared_data, "first"), item_dict(shared_data, "second")]}
+    collection = {
+        "type": "FeatureCollection",
+        "features": [item_dict(shared_data, "first"), item_dict(shared_data, "second")],
+    }
     (tmp_path / "items.json").write_text(json.dumps(collection))
     found = discover([tmp_path / "items.json"], SETTINGS)
     assert {s.path for s in found.sources} == {"items.json/first", "items.json/second"}
@@ -78,10 +102,17 @@ def test_item_collection_and_catalogue(shared_data, tmp_path):
     item = item_dict(shared_data, "one")
     item["links"] = [{"rel": "root", "href": "../catalog.json"}, {"rel": "parent", "href": "../catalog.json"}]
     (catalogue / "one" / "one.json").write_text(json.dumps(item))
-    (catalogue / "catalog.json").write_text(json.dumps({
-        "type": "Catalog", "stac_version": "1.0.0", "id": "sample", "description": "local tiles",
-        "links": [{"rel": "root", "href": "./catalog.json"}, {"rel": "item", "href": "./one/one.json"}],
-    }))
+    (catalogue / "catalog.json").write_text(
+        json.dumps(
+            {
+                "type": "Catalog",
+                "stac_version": "1.0.0",
+                "id": "sample",
+                "description": "local tiles",
+                "links": [{"rel": "root", "href": "./catalog.json"}, {"rel": "item", "href": "./one/one.json"}],
+            }
+        )
+    )
     found = discover([catalogue], SETTINGS)
     assert {s.path for s in found.sources} == {"one/one.json"} and found.ignored == []
     assert read_tile(found.sources[0], SETTINGS).mgrs_tile == "33NZA"

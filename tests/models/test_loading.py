@@ -57,7 +57,7 @@ def test_full_size_release_file_loads_strictly(full_release, release_file):
 
     loaded = encoder.model.state_dict()
     prefix = "clip_base_model.model."
-    assert set(loaded) == {key[len(prefix):] for key in full_release if key.startswith(prefix)}
+    assert set(loaded) == {key[len(prefix) :] for key in full_release if key.startswith(prefix)}
     for key, value in loaded.items():
         assert torch.equal(value, full_release[prefix + key]), key
     assert encoder.model.visual.conv1.weight.shape == (768, 10, 16, 16)
@@ -83,8 +83,14 @@ def _conv1_with(state, channels):
     "variant, problem",
     [
         (lambda s: _without(s, "model.visual.proj"), "has missing keys: visual.proj"),
-        (lambda s: {**s, "clip_base_model.model.visual.head.weight": torch.zeros(2)}, "has unexpected keys: visual.head.weight"),
-        (lambda s: _conv1_with(s, 3), "wrong shapes: visual.conv1.weight is [768, 3, 16, 16] in the file, the model needs [768, 10, 16, 16]"),
+        (
+            lambda s: {**s, "clip_base_model.model.visual.head.weight": torch.zeros(2)},
+            "has unexpected keys: visual.head.weight",
+        ),
+        (
+            lambda s: _conv1_with(s, 3),
+            "wrong shapes: visual.conv1.weight is [768, 3, 16, 16] in the file, the model needs [768, 10, 16, 16]",
+        ),
     ],
     ids=["missing-key", "unexpected-key", "conv1-3-channels"],
 )
@@ -101,8 +107,14 @@ def test_mismatched_release_file_is_an_error_naming_problem_and_file(full_releas
     "variant, unexpected",
     [
         (lambda s: {**s, "optimizer.step": torch.zeros(())}, "optimizer.step"),
-        (lambda s: _without(s, "clip_base_model.model.visual.proj"), "image_encoder.model.visual.proj, text_encoder.model.visual.proj"),
-        (lambda s: {**s, "image_encoder.model.visual.conv1.weight": torch.zeros(768, 12, 16, 16)}, "image_encoder.model.visual.conv1.weight"),
+        (
+            lambda s: _without(s, "clip_base_model.model.visual.proj"),
+            "image_encoder.model.visual.proj, text_encoder.model.visual.proj",
+        ),
+        (
+            lambda s: {**s, "image_encoder.model.visual.conv1.weight": torch.zeros(768, 12, 16, 16)},
+            "image_encoder.model.visual.conv1.weight",
+        ),
     ],
     ids=["outside-the-prefixes", "only-in-the-copies", "copy-of-another-shape"],
 )
@@ -120,20 +132,29 @@ def test_truncated_weights_file_is_a_clear_error(tmp_path):
     cached = hub_file(TINY_MSCLIP_REPO, "Llama3_MS_CLIP_weights.pt", what="test")
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(cached.read_bytes()[: cached.stat().st_size // 2])
-    with pytest.raises(ModelNotAvailableError, match=rf"tiny-ms-clip: cannot read weights file {re.escape(str(truncated))} .*truncated"):
+    with pytest.raises(
+        ModelNotAvailableError, match=rf"tiny-ms-clip: cannot read weights file {re.escape(str(truncated))} .*truncated"
+    ):
         load_encoder("tiny-ms-clip", checkpoint=truncated)
 
 
 def test_missing_checkpoint_path_is_a_clear_error(tmp_path):
     missing = tmp_path / "nowhere.pt"
-    with pytest.raises(ModelNotAvailableError, match=rf"tiny-ms-clip: weights file {re.escape(str(missing))} does not exist"):
+    with pytest.raises(
+        ModelNotAvailableError, match=rf"tiny-ms-clip: weights file {re.escape(str(missing))} does not exist"
+    ):
         load_encoder("tiny-ms-clip", checkpoint=missing)
-    with pytest.raises(ModelNotAvailableError, match=rf"rs-m-clip: checkpoint {re.escape(str(missing))} does not exist"):
+    with pytest.raises(
+        ModelNotAvailableError, match=rf"rs-m-clip: checkpoint {re.escape(str(missing))} does not exist"
+    ):
         load_encoder("rs-m-clip", checkpoint=missing)
 
 
 def test_checkpoint_folder_without_weights_is_a_clear_error(tmp_path):
-    with pytest.raises(ModelNotAvailableError, match=rf"rs-m-clip: no weights \(open_clip_model.safetensors, open_clip_pytorch_model.bin\) in {re.escape(str(tmp_path))}"):
+    with pytest.raises(
+        ModelNotAvailableError,
+        match=rf"rs-m-clip: no weights \(open_clip_model.safetensors, open_clip_pytorch_model.bin\) in {re.escape(str(tmp_path))}",
+    ):
         load_encoder("rs-m-clip", checkpoint=tmp_path)
 
 
@@ -142,7 +163,10 @@ def test_checkpoint_folder_without_weights_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize(
     "card, repo",
-    [("llama3-ms-clip-base", "ibm-esa-geospatial/Llama3-MS-CLIP-base"), ("openclip-vit-b-16-laion2b", "laion/CLIP-ViT-B-16-laion2B-s34B-b88K")],
+    [
+        ("llama3-ms-clip-base", "ibm-esa-geospatial/Llama3-MS-CLIP-base"),
+        ("openclip-vit-b-16-laion2b", "laion/CLIP-ViT-B-16-laion2B-s34B-b88K"),
+    ],
 )
 def test_uncached_card_fails_fast_offline(card, repo):
     start = time.perf_counter()
@@ -173,7 +197,10 @@ def test_rs_m_clip_loads_from_hub_cache_and_encodes_ten_languages(tiny_rsmclip):
 def test_open_clip_checkpoint_as_local_folder(tiny_rsmclip, tmp_path):
     folder = tmp_path / "rs-m-clip"
     shutil.copytree(tiny_rsmclip.weights_path.parent, folder)  # the snapshot's links become plain files
-    assert json.loads((folder / "open_clip_config.json").read_text())["model_cfg"]["text_cfg"]["hf_model_name"] == XLMR_REPO
+    assert (
+        json.loads((folder / "open_clip_config.json").read_text())["model_cfg"]["text_cfg"]["hf_model_name"]
+        == XLMR_REPO
+    )
     local = load_encoder("rs-m-clip", checkpoint=folder)
     assert local.weights_path == folder / "open_clip_model.safetensors"
     assert local.identity == tiny_rsmclip.identity  # same bytes, same digest
@@ -195,7 +222,9 @@ def test_local_only_ms_clip_card_needs_a_checkpoint():
     card = dataclasses.replace(get_card("tiny-ms-clip"), name="local-ms-clip", weights={})
     assert card.weights_source == "local file (--checkpoint)"
     assert weights_status(card) == "local only"
-    with pytest.raises(ModelNotAvailableError, match="local-ms-clip: the card names no hub repository; pass --checkpoint PATH"):
+    with pytest.raises(
+        ModelNotAvailableError, match="local-ms-clip: the card names no hub repository; pass --checkpoint PATH"
+    ):
         load_encoder(card)
     cached = hub_file(TINY_MSCLIP_REPO, "Llama3_MS_CLIP_weights.pt", what="test")
     assert load_encoder(card, checkpoint=cached).identity.weights_sha256 == cached.resolve().name

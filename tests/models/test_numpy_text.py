@@ -14,7 +14,11 @@ import torch
 from msearch.models import load_encoder, load_text_encoder
 from msearch.models.loading import _hf_text_folder
 from msearch.models.numpy_text import (
-    EXPORTED_WEIGHTS, TOWER_FILE, erf, load_numpy_text_encoder, tower_dir,
+    EXPORTED_WEIGHTS,
+    TOWER_FILE,
+    erf,
+    load_numpy_text_encoder,
+    tower_dir,
 )
 from msearch.models.numpy_text_export import TowerExportError, export_numpy_text
 from msearch.models.text_tokenizers import ClipBpeTokenizer, JsonTokenizer
@@ -77,6 +81,7 @@ def exported(monkeypatch, tmp_path):
         encoder = loader(model)
         folder = export_numpy_text(encoder)
         return encoder, folder, load_numpy_text_encoder(encoder.identity.card, encoder.identity.weights_sha256)
+
     return export
 
 
@@ -91,8 +96,11 @@ def test_the_numpy_tower_embeds_as_the_torch_tower(exported, model, loader):
     # the same order of texts by similarity to any vector, here each text's own torch embedding
     assert (np.argsort(-(got @ want.T), axis=1)[:, 0] == np.argsort(-(want @ want.T), axis=1)[:, 0]).all()
     assert [numpy_encoder.truncates(t) for t in TEXTS] == [torch_encoder.truncates(t) for t in TEXTS]
-    assert (numpy_encoder.identity == torch_encoder.identity
-            and numpy_encoder.dim == torch_encoder.dim and numpy_encoder.context_length == 77)
+    assert (
+        numpy_encoder.identity == torch_encoder.identity
+        and numpy_encoder.dim == torch_encoder.dim
+        and numpy_encoder.context_length == 77
+    )
     check = json.loads((folder / TOWER_FILE).read_text())["check"]
     assert check["texts"] >= 7 and check["max_difference"] < 1e-5
     # one text at a time and in one batch give the same vectors: padding within a batch changes nothing
@@ -108,8 +116,11 @@ def test_a_safetensors_release_is_used_in_place_and_a_pickle_is_exported(exporte
     assert description["architecture"] == "hf-xlm-roberta" and description["config"]["projection"] == "mlp"
     _, folder, _ = exported("tiny-ms-clip")
     description = json.loads((folder / TOWER_FILE).read_text())
-    assert description["weights"] == {"file": EXPORTED_WEIGHTS, "prefix": "",
-                                      "bytes": (folder / EXPORTED_WEIGHTS).stat().st_size}
+    assert description["weights"] == {
+        "file": EXPORTED_WEIGHTS,
+        "prefix": "",
+        "bytes": (folder / EXPORTED_WEIGHTS).stat().st_size,
+    }
     assert description["architecture"] == "clip-text" and description["config"]["layers"] == 2
 
 

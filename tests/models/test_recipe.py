@@ -6,8 +6,6 @@ import rasterio
 import torch
 import torch.nn.functional as F
 
-from msearch.models import get_card
-from msearch.models.recipe import prepare
 from msearch.schema.bands import BAND_LAYOUTS
 from msearch.schema.pixels import MissingBandsError, Pixels
 
@@ -90,7 +88,9 @@ def test_tiles_of_mixed_sizes_keep_their_order(shared_data, tiny_msclip):
         torch.testing.assert_close(batch[i], tiny_msclip.prepare([tile])[0])
     assert not torch.equal(batch[0], batch[1])
     mean, std = np.array(tiny_msclip.card.input.mean), np.array(tiny_msclip.card.input.std)
-    torch.testing.assert_close(batch[2].mean(dim=(1, 2)).double(), torch.from_numpy((1500 - mean) / std), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        batch[2].mean(dim=(1, 2)).double(), torch.from_numpy((1500 - mean) / std), atol=1e-4, rtol=0
+    )
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])

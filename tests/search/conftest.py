@@ -18,7 +18,12 @@ def eurosat_index(tmp_path_factory, shared_data):
             for n in (1, 2, 3):
                 shutil.copy(folder / f"{folder.name}_{n}.tif", archive / folder.name)
     index = base / "index"
-    summary = index_archive([archive], index=index, models=["tiny-ms-clip", "rs-m-clip"],
-                            settings=ReadSettings(band_order=BAND_LAYOUTS["eurosat"]), workers=0)
+    summary = index_archive(
+        [archive],
+        index=index,
+        models=["tiny-ms-clip", "rs-m-clip"],
+        settings=ReadSettings(band_order=BAND_LAYOUTS["eurosat"]),
+        workers=0,
+    )
     assert summary.indexed == 30
     return index

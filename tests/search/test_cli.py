@@ -39,28 +39,74 @@ def test_query_errors_exit_2_with_a_message(eurosat_index):
 
 def test_eval_on_labels_gives_a_row_per_class_and_saves_json_and_csv(eurosat_index, shared_data, tmp_path):
     out = tmp_path / "report"
-    result = runner.invoke(app, ["eval", str(shared_data / "eurosat-ms" / "labels.csv"), "--index", str(eurosat_index),
-                                 "--json", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(shared_data / "eurosat-ms" / "labels.csv"),
+            "--index",
+            str(eurosat_index),
+            "--json",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(out.with_suffix(".json").read_text())
     assert sorted(q["query"] for q in report["queries"]) == sorted(
-        f"{c} [en]" for c in ["annualcrop", "forest", "herbaceousvegetation", "highway", "industrial", "pasture",
-                              "permanentcrop", "residential", "river", "sealake"])
+        f"{c} [en]"
+        for c in [
+            "annualcrop",
+            "forest",
+            "herbaceousvegetation",
+            "highway",
+            "industrial",
+            "pasture",
+            "permanentcrop",
+            "residential",
+            "river",
+            "sealake",
+        ]
+    )
     assert all(q["n_relevant"] == 3 for q in report["queries"])  # unknown sample tiles are warned about, not counted
     assert report["index_recall_at_k"]["mean"] == 1.0  # the flat index is exact
     assert len(list(csv.DictReader(open(out.with_suffix(".csv"))))) == 10
 
 
 def test_eval_classify_reports_accuracy(eurosat_index, shared_data):
-    result = runner.invoke(app, ["eval", str(shared_data / "eurosat-ms" / "labels.csv"), "--index", str(eurosat_index),
-                                 "--task", "classify", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(shared_data / "eurosat-ms" / "labels.csv"),
+            "--index",
+            str(eurosat_index),
+            "--task",
+            "classify",
+            "--json",
+        ],
+    )
     data = json.loads(result.stdout)
     assert data["tiles"] == 30 and 0.0 <= data["accuracy"] <= 1.0 and len(data["per_class_recall"]) == 10
 
 
 def test_classify_probabilities_sum_to_one(shared_data):
-    result = runner.invoke(app, ["classify", str(shared_data / "terramesh-examples" / "S2L2A"), "--model", "tiny-ms-clip",
-                                 "--classes", "ocean", "--classes", "agriculture", "--classes", "snow", "--csv"])
+    result = runner.invoke(
+        app,
+        [
+            "classify",
+            str(shared_data / "terramesh-examples" / "S2L2A"),
+            "--model",
+            "tiny-ms-clip",
+            "--classes",
+            "ocean",
+            "--classes",
+            "agriculture",
+            "--classes",
+            "snow",
+            "--csv",
+        ],
+    )
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert len(rows) == 5
     for row in rows:

@@ -43,12 +43,19 @@ def test_a_cached_query_loads_no_model_and_returns_the_same_answer(eurosat_index
 
 def cold_query(index, text, cache_dir):
     """`msearch query --json` in a fresh interpreter; also reports which heavy modules it imported."""
-    code = ("import sys, json; from msearch.cli import app\n"
-            "try:\n    app(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-            "print(json.dumps({m: m in sys.modules for m in ('torch', 'open_clip')}), file=sys.stderr)")
+    code = (
+        "import sys, json; from msearch.cli import app\n"
+        "try:\n    app(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print(json.dumps({m: m in sys.modules for m in ('torch', 'open_clip')}), file=sys.stderr)"
+    )
     env = dict(subprocess_env(), MSEARCH_CACHE=str(cache_dir))
-    done = subprocess.run([sys.executable, "-c", code, "query", text, "--index", str(index), "--json", "-k", "8"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code, "query", text, "--index", str(index), "--json", "-k", "8"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout), json.loads(done.stderr.strip().splitlines()[-1])
 
@@ -110,8 +117,13 @@ def test_a_text_tower_numpy_cannot_run_stays_on_torch_and_says_so(shared_data, t
     monkeypatch.setenv("MSEARCH_CARDS", f"{CARD_DIR}{os.pathsep}{cards}")
     monkeypatch.setenv("MSEARCH_CACHE", str(tmp_path / "cache"))
     copy_eurosat(shared_data, tmp_path / "tiles")
-    summary = index_archive([tmp_path / "tiles"], index=tmp_path / "index", models=["tiny-ms-clip-first-token"],
-                            settings=ReadSettings(band_order=BAND_LAYOUTS["eurosat"]), workers=0)
+    summary = index_archive(
+        [tmp_path / "tiles"],
+        index=tmp_path / "index",
+        models=["tiny-ms-clip-first-token"],
+        settings=ReadSettings(band_order=BAND_LAYOUTS["eurosat"]),
+        workers=0,
+    )
     assert summary.indexed > 0
     assert any("stays on torch" in note and "pooled by 'first'" in note for note in summary.notes)
     assert not list((tmp_path / "cache").rglob("tower.json"))

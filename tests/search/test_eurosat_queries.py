@@ -7,8 +7,16 @@ from msearch.search.querysets import EUROSAT_SAMPLE_QUERIES, load_query_set
 
 LANGS = {"en", "pt", "es", "fr", "de", "nl", "it", "zh", "ko", "ru"}
 CLASSES = {
-    "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",
-    "Pasture", "PermanentCrop", "Residential", "River", "SeaLake",
+    "AnnualCrop",
+    "Forest",
+    "HerbaceousVegetation",
+    "Highway",
+    "Industrial",
+    "Pasture",
+    "PermanentCrop",
+    "Residential",
+    "River",
+    "SeaLake",
 }
 
 

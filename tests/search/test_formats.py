@@ -25,15 +25,30 @@ QUERY_INFO = {"query": "überflutetes Ackerland", "lang": "de", "space": "rs-m-c
 def make_results() -> list[SearchResult]:
     return [
         SearchResult(
-            rank=1, score=np.float32(0.3125), tile_id=np.int64(42), path="2021/S2A_32UPU_chip_07.tif",
-            root="/archive/bavaria", space="rs-m-clip", lon=11.55, lat=48.15, date="2021-06-14",
-            tile="32UPU", cloud=3.5, footprint=MUNICH_FOOTPRINT,
+            rank=1,
+            score=np.float32(0.3125),
+            tile_id=np.int64(42),
+            path="2021/S2A_32UPU_chip_07.tif",
+            root="/archive/bavaria",
+            space="rs-m-clip",
+            lon=11.55,
+            lat=48.15,
+            date="2021-06-14",
+            tile="32UPU",
+            cloud=3.5,
+            footprint=MUNICH_FOOTPRINT,
         ),
         SearchResult(
-            rank=2, score=0.25, tile_id=7, path="eurosat/River_3.tif", root="/archive/eurosat",
-            space="rs-m-clip", lon=-47.25, lat=-25.5,
+            rank=2,
+            score=0.25,
+            tile_id=7,
+            path="eurosat/River_3.tif",
+            root="/archive/eurosat",
+            space="rs-m-clip",
+            lon=-47.25,
+            lat=-25.5,
         ),
-        SearchResult(rank=3, score=0.125, tile_id=9, path="odd, name \"quoted\".tif", root="/a", space="rs-m-clip"),
+        SearchResult(rank=3, score=0.125, tile_id=9, path='odd, name "quoted".tif', root="/a", space="rs-m-clip"),
     ]
 
 
@@ -102,8 +117,16 @@ def test_csv_round_trip():
     assert len(rows) == 3
     first, second, third = rows
     assert first == {
-        "rank": "1", "score": "0.3125", "path": "2021/S2A_32UPU_chip_07.tif", "lat": "48.15", "lon": "11.55",
-        "date": "2021-06-14", "tile": "32UPU", "cloud": "3.5", "space": "rs-m-clip", "tile_id": "42",
+        "rank": "1",
+        "score": "0.3125",
+        "path": "2021/S2A_32UPU_chip_07.tif",
+        "lat": "48.15",
+        "lon": "11.55",
+        "date": "2021-06-14",
+        "tile": "32UPU",
+        "cloud": "3.5",
+        "space": "rs-m-clip",
+        "tile_id": "42",
         "root": "/archive/bavaria",
     }
     assert (second["lat"], second["lon"], second["date"], second["cloud"]) == ("-25.5", "-47.25", "", "")
@@ -136,8 +159,15 @@ def test_geojson_footprint_of_a_real_tile(shared_data):
         corners = [[left, bottom], [right, bottom], [right, top], [left, top], [left, bottom]]
         projected = {"type": "Polygon", "coordinates": [corners]}
         footprint = transform_geom(source.crs, "EPSG:4326", projected)
-    result = SearchResult(rank=1, score=0.5, tile_id=1, path="S2L2A/282D_485L_3_3.tif", root=str(shared_data),
-                          space="llama3-ms-clip-base", footprint=footprint)
+    result = SearchResult(
+        rank=1,
+        score=0.5,
+        tile_id=1,
+        path="S2L2A/282D_485L_3_3.tif",
+        root=str(shared_data),
+        space="llama3-ms-clip-base",
+        footprint=footprint,
+    )
     geometry = json.loads(to_geojson([result], QUERY_INFO))["features"][0]["geometry"]
     ring = geometry["coordinates"][0]
     assert ring[0] == ring[-1] and shapely.geometry.shape(geometry).is_valid

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from msearch.search.prompts import eurosat_class_name
+from msearch.models.prompts import eurosat_class_name
 from msearch.search.querysets import (
     Query,
     QuerySetError,
@@ -47,11 +47,7 @@ def test_csv_without_lang_column(tmp_path):
 def test_csv_warnings(tmp_path):
     path = write(
         tmp_path / "q.csv",
-        "query,lang,relevant,note\n"
-        "river,en,a.tif;a.tif;b.tif,x\n"
-        "lake,en,,y\n"
-        "river,en,c.tif,z\n"
-        "river,pt,c.tif,z\n",
+        "query,lang,relevant,note\nriver,en,a.tif;a.tif;b.tif,x\nlake,en,,y\nriver,en,c.tif,z\nriver,pt,c.tif,z\n",
     )
     query_set = load_query_set(path)
     assert [(q.query, q.lang, q.relevant) for q in query_set.queries] == [
@@ -131,11 +127,7 @@ def test_split_relevant():
 def test_labels_file_multi_label(tmp_path):
     path = write(
         tmp_path / "labels.csv",
-        "file,labels,source_repo\n"
-        "p1/,Pastures;Water bodies,r\n"
-        "p2/,Pastures,r\n"
-        "p3/,,r\n"
-        "p1/,Mixed forest,r\n",
+        "file,labels,source_repo\np1/,Pastures;Water bodies,r\np2/,Pastures,r\np3/,,r\np1/,Mixed forest,r\n",
     )
     query_set = query_set_from_labels(path, query_for_label=str.lower, lang="en")
     assert [(q.query, q.lang, q.relevant) for q in query_set.queries] == [
@@ -174,8 +166,16 @@ def test_eurosat_sample_labels(shared_data):
     query_set = query_set_from_labels(shared_data / "eurosat-ms" / "labels.csv", query_for_label=eurosat_class_name)
     assert query_set.warnings == ()
     assert [q.query for q in query_set.queries] == [
-        "annual crop", "forest", "herbaceous vegetation", "highway", "industrial",
-        "pasture", "permanent crop", "residential", "river", "sea lake",
+        "annual crop",
+        "forest",
+        "herbaceous vegetation",
+        "highway",
+        "industrial",
+        "pasture",
+        "permanent crop",
+        "residential",
+        "river",
+        "sea lake",
     ]
     assert all(20 <= len(q.relevant) <= 21 for q in query_set.queries)
     assert sum(len(q.relevant) for q in query_set.queries) == 202

@@ -76,8 +76,18 @@ def test_png_bytes_decode_to_the_same_image(l2a_tiles):
 
 def page_results(tiles) -> list[SearchResult]:
     return [
-        SearchResult(rank=i + 1, score=0.5 - i / 100, tile_id=i, path=f"S2L2A/{path.name}", root=str(path.parents[1]),
-                     space="llama3-ms-clip-base", lon=-50.1 + i, lat=-25.2, date="2019-07-03", tile="22JDQ")
+        SearchResult(
+            rank=i + 1,
+            score=0.5 - i / 100,
+            tile_id=i,
+            path=f"S2L2A/{path.name}",
+            root=str(path.parents[1]),
+            space="llama3-ms-clip-base",
+            lon=-50.1 + i,
+            lat=-25.2,
+            date="2019-07-03",
+            tile="22JDQ",
+        )
         for i, path in enumerate(tiles)
     ]
 

@@ -32,11 +32,21 @@ def test_ranking_equals_brute_force_numpy_search(searcher, text, space):
     assert [r.rank for r in answer.results] == list(range(1, 11))
 
 
-@pytest.mark.parametrize("text,lang", [
-    ("flooded farmland", "en"), ("terras agrícolas inundadas", "pt"), ("campos de cultivo inundados", "es"),
-    ("terres agricoles inondées", "fr"), ("überflutetes Ackerland", "de"), ("overstroomde landbouwgrond", "nl"),
-    ("terreni agricoli allagati", "it"), ("被淹没的农田", "zh"), ("침수된 농경지", "ko"), ("затопленные сельхозугодья", "ru"),
-])
+@pytest.mark.parametrize(
+    "text,lang",
+    [
+        ("flooded farmland", "en"),
+        ("terras agrícolas inundadas", "pt"),
+        ("campos de cultivo inundados", "es"),
+        ("terres agricoles inondées", "fr"),
+        ("überflutetes Ackerland", "de"),
+        ("overstroomde landbouwgrond", "nl"),
+        ("terreni agricoli allagati", "it"),
+        ("被淹没的农田", "zh"),
+        ("침수된 농경지", "ko"),
+        ("затопленные сельхозугодья", "ru"),
+    ],
+)
 def test_each_language_is_routed_to_a_space_that_speaks_it(searcher, text, lang):
     answer = searcher.query(text, top_k=3)
     assert answer.lang == lang
@@ -48,8 +58,13 @@ def test_bbox_filter_equals_sql_ground_truth_and_returns_k_when_k_match(searcher
     bbox = (-2.0, 45.0, 12.0, 55.0)
     with searcher.store.engine.connect() as conn:
         t = catalog.tiles.c
-        truth = set(conn.execute(select(t.id).where(t.max_lon >= bbox[0], t.min_lon <= bbox[2],
-                                                    t.max_lat >= bbox[1], t.min_lat <= bbox[3])).scalars())
+        truth = set(
+            conn.execute(
+                select(t.id).where(
+                    t.max_lon >= bbox[0], t.min_lon <= bbox[2], t.max_lat >= bbox[1], t.min_lat <= bbox[3]
+                )
+            ).scalars()
+        )
     assert 3 < len(truth) < 30
     answer = searcher.query("forest", top_k=len(truth) + 5, filters=Filters(bbox=bbox))
     assert {r.tile_id for r in answer.results} == truth
@@ -76,19 +91,28 @@ def test_fusion_merges_both_spaces(searcher):
 
 def test_query_by_example_finds_itself_excluded_and_ranks_by_stored_vectors(searcher):
     answer = searcher.like("River/River_1.tif", top_k=5)
-    ids, _ = brute_force(searcher, "tiny-ms-clip", searcher.store.vectors_of("tiny-ms-clip", [answer.results[0].tile_id])[0])
+    ids, _ = brute_force(
+        searcher, "tiny-ms-clip", searcher.store.vectors_of("tiny-ms-clip", [answer.results[0].tile_id])[0]
+    )
     with searcher.store.engine.connect() as conn:
         own = conn.execute(select(catalog.tiles.c.id).where(catalog.tiles.c.key == "River/River_1.tif")).scalar()
     assert own not in [r.tile_id for r in answer.results]
     vector = searcher.store.vectors_of("tiny-ms-clip", [own])[0]
-    assert [r.tile_id for r in answer.results] == [i for i in brute_force(searcher, "tiny-ms-clip", vector)[0] if i != own][:5]
+    assert [r.tile_id for r in answer.results] == [
+        i for i in brute_force(searcher, "tiny-ms-clip", vector)[0] if i != own
+    ][:5]
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"text": "   "}, "empty"), ({"text": "forest", "top_k": 0}, "top-k"), ({"text": "forest", "lang": "xx"}, "xx"),
-    ({"text": "forêt", "lang": "fr", "space": "tiny-ms-clip"}, "does not understand"),
-    ({"text": "forest", "space": "nope"}, "no space"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"text": "   "}, "empty"),
+        ({"text": "forest", "top_k": 0}, "top-k"),
+        ({"text": "forest", "lang": "xx"}, "xx"),
+        ({"text": "forêt", "lang": "fr", "space": "tiny-ms-clip"}, "does not understand"),
+        ({"text": "forest", "space": "nope"}, "no space"),
+    ],
+)
 def test_bad_queries_get_clear_errors(searcher, kwargs, message):
     with pytest.raises(ValueError, match=message):
         searcher.query(**kwargs)

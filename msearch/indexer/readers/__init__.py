@@ -13,7 +13,7 @@ from msearch.indexer.readers.geotiff import MultibandGeoTIFFReader
 from msearch.indexer.readers.perband import PerBandFolderReader
 from msearch.indexer.readers.safe import SafeReader
 from msearch.indexer.readers.stac import StacReader
-from msearch.indexer.tiles import ReadSettings, Reader, TileSource, is_raster_name, iter_files
+from msearch.indexer.tiles import Reader, ReadSettings, TileSource, is_raster_name, iter_files
 
 # SAFE first: its L1C IMG_DATA folders look like per-band folders. STAC before per-band folders: an item
 # describing band files says more than their names. The plain multiband GeoTIFF reader takes what is left.
@@ -47,3 +47,30 @@ def discover(roots: list[Path], settings: ReadSettings) -> Discovery:
 
 def read_tile(source: TileSource, settings: ReadSettings):
     return READERS_BY_NAME[source.reader].read(source, settings)
+
+
+class ArchivePixels:
+    """The pixels of a catalogued tile or of a raster file, read as indexing reads them. A searcher needs
+    them to embed an example file (`query --like FILE`) or to draw a quicklook; the CLI hands one to
+    msearch.search.Searcher, which stands beside the indexer and so does not import the readers itself."""
+
+    def __init__(self, settings: ReadSettings | None = None):
+        self.settings = settings or ReadSettings()
+
+    def of_file(self, path: str | Path):
+        found = discover([Path(path)], self.settings)
+        if not found.sources:
+            raise ValueError(f"{path} is not a raster msearch can read")
+        return read_tile(found.sources[0], self.settings).pixels
+
+    def of_tile(self, row) -> object:
+        """Re-read a catalogued tile (a catalogue row) with the band order and offset it was indexed with."""
+        settings = ReadSettings(
+            band_order=tuple(row["bands"].split(",")) if row["reader"] == "geotiff" else None, offset=row["offset"]
+        )
+        window = tuple(int(v) for v in row["window"].split(",")) if row["window"] else None
+        found = discover([Path(row["root"]) / row["path"]], settings)
+        source = next((s for s in found.sources if s.window == window), None)
+        if source is None:
+            raise FileNotFoundError(f"{row['path']} is no longer readable under {row['root']}")
+        return read_tile(source, settings).pixels

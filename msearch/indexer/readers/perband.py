@@ -17,7 +17,14 @@ from pathlib import Path
 
 from msearch.indexer.naming import facts_from_name
 from msearch.indexer.readers.stack import (
-    MAJORTOM_MASK_CLASSES, SCL_MASK_CLASSES, BandFile, CloudMask, SceneFacts, read_stack, reference_band, scene_sources,
+    MAJORTOM_MASK_CLASSES,
+    SCL_MASK_CLASSES,
+    BandFile,
+    CloudMask,
+    SceneFacts,
+    read_stack,
+    reference_band,
+    scene_sources,
 )
 from msearch.indexer.tiles import ReadSettings, Tile, TileSource, is_raster_name, relative_key
 from msearch.schema.bands import canonical_band
@@ -51,15 +58,17 @@ class PerBandFolderReader:
         for (folder, prefix), band_paths in sorted(stacks.items()):
             whole_folder = stacks_per_folder[folder] == 1
             sidecars = [
-                path for path in files
-                if path.parent == folder and path not in band_paths.values()
-                and _is_sidecar(path, prefix, whole_folder)
+                path
+                for path in files
+                if path.parent == folder and path not in band_paths.values() and _is_sidecar(path, prefix, whole_folder)
             ]
             tile_files = tuple(sorted([*band_paths.values(), *sidecars]))
             key = relative_key(root, folder) if whole_folder else relative_key(root, folder / prefix.rstrip("_"))
             bands = tuple(BandFile(band, str(path)) for band, path in sorted(band_paths.items()))
             options = (("bands", bands),)
-            sources.extend(scene_sources(root, key, tile_files, self.name, reference_band(bands).path, settings, options))
+            sources.extend(
+                scene_sources(root, key, tile_files, self.name, reference_band(bands).path, settings, options)
+            )
             claimed.update(tile_files)
         return sources, claimed
 

@@ -19,7 +19,13 @@ from pathlib import Path, PurePosixPath
 
 from msearch.indexer.naming import facts_from_name
 from msearch.indexer.readers.stack import (
-    SCL_MASK_CLASSES, BandFile, CloudMask, SceneFacts, read_stack, reference_band, scene_sources,
+    SCL_MASK_CLASSES,
+    BandFile,
+    CloudMask,
+    SceneFacts,
+    read_stack,
+    reference_band,
+    scene_sources,
 )
 from msearch.indexer.tiles import ReadSettings, Tile, TileSource, relative_key
 from msearch.schema.bands import BANDS_BY_NAME, canonical_band
@@ -42,7 +48,9 @@ class SafeReader:
                 members = [f.relative_to(product).as_posix() for f in product_files]
                 product_key = relative_key(root, product)
                 metadata = (None, str(path))
-                sources.extend(self._granule_sources(root, product_key, str(product), members, metadata, None, settings))
+                sources.extend(
+                    self._granule_sources(root, product_key, str(product), members, metadata, None, settings)
+                )
                 claimed.update(product_files)
             elif path.suffix.lower() == ".zip" and zipfile.is_zipfile(path):
                 with zipfile.ZipFile(path) as archive:
@@ -50,25 +58,37 @@ class SafeReader:
                 for member in (n for n in names if PurePosixPath(n).name in _METADATA_NAMES):
                     inside = PurePosixPath(member).parent.as_posix()  # the .SAFE folder in the zip, or "."
                     prefix = "" if inside == "." else inside + "/"
-                    members = [n[len(prefix):] for n in names if n.startswith(prefix)]
+                    members = [n[len(prefix) :] for n in names if n.startswith(prefix)]
                     product_key = relative_key(root, path) + (f"/{inside}" if prefix else "")
                     product_path = f"/vsizip/{path}" + (f"/{inside}" if prefix else "")
                     metadata = (str(path), member)
-                    sources.extend(self._granule_sources(root, product_key, product_path, members, metadata, path, settings))
+                    sources.extend(
+                        self._granule_sources(root, product_key, product_path, members, metadata, path, settings)
+                    )
                     claimed.add(path)
         return sources, claimed
 
     def _granule_sources(
-        self, root: Path, product_key: str, product_path: str, members: list[str],
-        metadata: tuple[str | None, str], archive: Path | None, settings: ReadSettings,
+        self,
+        root: Path,
+        product_key: str,
+        product_path: str,
+        members: list[str],
+        metadata: tuple[str | None, str],
+        archive: Path | None,
+        settings: ReadSettings,
     ) -> list[TileSource]:
         """One scene per granule. `members` are the product's files relative to the product folder;
         `product_path` is the folder as GDAL opens it (on disk, or /vsizip/ inside `archive`);
         `metadata` is (zip archive or None, the metadata XML's path in it or on disk)."""
-        granules = sorted({PurePosixPath(m).parts[1] for m in members if m.startswith("GRANULE/") and "/IMG_DATA/" in m})
+        granules = sorted(
+            {PurePosixPath(m).parts[1] for m in members if m.startswith("GRANULE/") and "/IMG_DATA/" in m}
+        )
         sources = []
         for granule in granules:
-            bands, scl = _granule_images(product_path, [m for m in members if m.startswith(f"GRANULE/{granule}/IMG_DATA/")])
+            bands, scl = _granule_images(
+                product_path, [m for m in members if m.startswith(f"GRANULE/{granule}/IMG_DATA/")]
+            )
             if not bands:
                 continue
             if archive:
@@ -78,7 +98,9 @@ class SafeReader:
                 tile_files = tuple(sorted(Path(p) for p in read_paths))
             options = (("bands", bands), ("scl", scl), ("metadata", metadata), ("granule", granule))
             key = f"{product_key}/GRANULE/{granule}"
-            sources.extend(scene_sources(root, key, tile_files, self.name, reference_band(bands).path, settings, options))
+            sources.extend(
+                scene_sources(root, key, tile_files, self.name, reference_band(bands).path, settings, options)
+            )
         return sources
 
     def read(self, source: TileSource, settings: ReadSettings) -> Tile:
@@ -161,7 +183,9 @@ def _carried_offset(root, level: str, bands: tuple[BandFile, ...]) -> float:
         return 0.0
     carried = {offsets[b.band] for b in bands if b.band in offsets}
     if len(carried) != 1:
-        raise ValueError(f"the product's {offsets_tag} values differ between bands ({sorted(carried)}); one offset per tile is supported")
+        raise ValueError(
+            f"the product's {offsets_tag} values differ between bands ({sorted(carried)}); one offset per tile is supported"
+        )
     return carried.pop()
 
 

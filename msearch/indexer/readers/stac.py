@@ -19,7 +19,13 @@ from urllib.parse import urlparse
 
 from msearch.indexer.naming import facts_from_name
 from msearch.indexer.readers.stack import (
-    SCL_MASK_CLASSES, BandFile, CloudMask, SceneFacts, read_stack, reference_band, scene_sources,
+    SCL_MASK_CLASSES,
+    BandFile,
+    CloudMask,
+    SceneFacts,
+    read_stack,
+    reference_band,
+    scene_sources,
 )
 from msearch.indexer.tiles import ReadSettings, Tile, TileSource, is_raster_name, relative_key
 from msearch.schema.bands import BANDS_BY_NAME, COMMON_NAMES, canonical_band
@@ -69,12 +75,19 @@ class StacReader:
         tile_files = tuple(sorted({document, *(Path(b.path) for b in bands), *([Path(scl)] if scl else [])}))
         claimed.update({document, *local_files})
         offsets = _carried_offsets(item, {b.path for b in bands}, document.parent)
-        options = (("bands", bands), ("scl", scl), ("facts", item_facts(item, offsets)), ("offsets", tuple(sorted(offsets))))
+        options = (
+            ("bands", bands),
+            ("scl", scl),
+            ("facts", item_facts(item, offsets)),
+            ("offsets", tuple(sorted(offsets))),
+        )
         return scene_sources(root, key, tile_files, self.name, reference_band(bands).path, settings, options)
 
     def read(self, source: TileSource, settings: ReadSettings) -> Tile:
         if len(source.option("offsets")) > 1 and settings.offset is None:
-            raise ValueError(f"the item's bands state different offsets {source.option('offsets')}; one offset per tile is supported (force one with --offset)")
+            raise ValueError(
+                f"the item's bands state different offsets {source.option('offsets')}; one offset per tile is supported (force one with --offset)"
+            )
         scl = source.option("scl")
         cloud_mask = CloudMask(scl, **SCL_MASK_CLASSES) if scl else None
         return read_stack(source, settings, source.option("bands"), source.option("facts"), cloud_mask)
@@ -125,7 +138,9 @@ def item_assets(item, folder: Path) -> tuple[tuple[BandFile, ...], str | None, s
 def _asset_band_names(key: str, fields: dict) -> list[str | None]:
     entries = fields.get("eo:bands") or fields.get("bands") or []
     if entries:
-        return [_band_name(entry.get("name"), entry.get("common_name") or entry.get("eo:common_name")) for entry in entries]
+        return [
+            _band_name(entry.get("name"), entry.get("common_name") or entry.get("eo:common_name")) for entry in entries
+        ]
     return [_band_name(key, None)]
 
 

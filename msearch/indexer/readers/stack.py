@@ -119,7 +119,12 @@ def _spans(length: int, size: int, stride: int) -> list[tuple[int, int]]:
 
 
 def scene_sources(
-    root: Path, key: str, files: tuple[Path, ...], reader: str, grid_path: str | None, settings: ReadSettings,
+    root: Path,
+    key: str,
+    files: tuple[Path, ...],
+    reader: str,
+    grid_path: str | None,
+    settings: ReadSettings,
     options: tuple[tuple[str, object], ...] = (),
 ) -> list[TileSource]:
     """One TileSource for a tile, or one per chip when the raster at `grid_path` is a scene. Only the
@@ -136,13 +141,18 @@ def scene_sources(
     if windows is None:
         return [TileSource(root=root, key=key, files=files, reader=reader, options=options)]
     return [
-        TileSource(root=root, key=f"{key}#{c},{r},{w},{h}", files=files, reader=reader, window=(c, r, w, h), options=options)
+        TileSource(
+            root=root, key=f"{key}#{c},{r},{w},{h}", files=files, reader=reader, window=(c, r, w, h), options=options
+        )
         for c, r, w, h in windows
     ]
 
 
 def read_stack(
-    source: TileSource, settings: ReadSettings, bands: tuple[BandFile, ...], facts: SceneFacts,
+    source: TileSource,
+    settings: ReadSettings,
+    bands: tuple[BandFile, ...],
+    facts: SceneFacts,
     cloud_mask: CloudMask | None = None,
 ) -> Tile:
     """Read `source.window` (or everything) of every band onto the reference band's grid and make the Tile."""
@@ -165,7 +175,9 @@ def read_stack(
     if nodata_fraction >= 1.0:
         raise SkipTile("every pixel is nodata")
     if nodata_fraction > settings.max_nodata:
-        raise SkipTile(f"{nodata_fraction:.0%} of the pixels are nodata (more than --max-nodata {settings.max_nodata:.0%})")
+        raise SkipTile(
+            f"{nodata_fraction:.0%} of the pixels are nodata (more than --max-nodata {settings.max_nodata:.0%})"
+        )
     if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         raise ValueError("pixel values contain NaN or infinity")
 
@@ -232,7 +244,9 @@ def _read_window(raster, indexes: list[int], grid: Grid, window) -> np.ndarray:
     if (raster.width, raster.height) == (grid.width, grid.height):
         return raster.read(indexes, window=window)
     x_scale, y_scale = raster.width / grid.width, raster.height / grid.height
-    own_window = Window(window.col_off * x_scale, window.row_off * y_scale, window.width * x_scale, window.height * y_scale)
+    own_window = Window(
+        window.col_off * x_scale, window.row_off * y_scale, window.width * x_scale, window.height * y_scale
+    )
     shape = (len(indexes), int(window.height), int(window.width))
     return raster.read(indexes, window=own_window, out_shape=shape, resampling=Resampling.nearest)
 
@@ -246,7 +260,12 @@ def _check_same_area(raster, grid: Grid, path: str) -> None:
     west, south, east, north = array_bounds(grid.height, grid.width, grid.transform)
     x_slack, y_slack = raster.res[0] / 2, raster.res[1] / 2
     actual = raster.bounds
-    differences = (abs(actual.left - west), abs(actual.right - east), abs(actual.bottom - south), abs(actual.top - north))
+    differences = (
+        abs(actual.left - west),
+        abs(actual.right - east),
+        abs(actual.bottom - south),
+        abs(actual.top - north),
+    )
     slacks = (x_slack, x_slack, y_slack, y_slack)
     if raster.crs != grid.crs or any(d > s for d, s in zip(differences, slacks)):
         raise ValueError(f"{Path(path).name} does not cover the same area as the tile's other bands")

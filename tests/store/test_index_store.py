@@ -9,12 +9,11 @@ import json
 import faiss
 import numpy as np
 import pytest
-from sqlalchemy import select
 
-from msearch.indexer import ann
-from msearch.indexer.store import IndexStore, ann_info
-from msearch.indexer.synthetic import ClusteredUnitVectors
 from msearch.schema import catalog
+from msearch.store import ann
+from msearch.store.index_store import IndexStore, ann_info
+from msearch.store.synthetic import ClusteredUnitVectors
 from tests.indexer.helpers import assert_view_matches_catalogue, faiss_ids
 
 DIM = 64
@@ -27,12 +26,27 @@ def fill(store: IndexStore, start: int, stop: int) -> np.ndarray:
     """Tiles start..stop-1 (ids start+1..stop), each with the generator's vector of that row, in one commit."""
     vectors = GENERATOR.rows(start, stop)
     with store.engine.begin() as conn:
-        conn.execute(catalog.tiles.insert(), [
-            {"id": i + 1, "root": "/archive", "key": f"t{i}.tif", "path": f"t{i}.tif", "reader": "geotiff",
-             "stat_signature": "s"} for i in range(start, stop)])
-        conn.execute(catalog.vectors.insert(), [
-            {"tile_id": i + 1, "space": SPACE, "vector": vectors[i - start].astype("<f4").tobytes()}
-            for i in range(start, stop)])
+        conn.execute(
+            catalog.tiles.insert(),
+            [
+                {
+                    "id": i + 1,
+                    "root": "/archive",
+                    "key": f"t{i}.tif",
+                    "path": f"t{i}.tif",
+                    "reader": "geotiff",
+                    "stat_signature": "s",
+                }
+                for i in range(start, stop)
+            ],
+        )
+        conn.execute(
+            catalog.vectors.insert(),
+            [
+                {"tile_id": i + 1, "space": SPACE, "vector": vectors[i - start].astype("<f4").tobytes()}
+                for i in range(start, stop)
+            ],
+        )
     return vectors
 
 
@@ -129,7 +143,7 @@ def test_filtered_and_unfiltered_search_agree_with_exact_search_at_the_top(store
     np.testing.assert_allclose(scores[ids == want_ids], want_scores[ids == want_ids], atol=1e-5)  # exact scores
     # a third of the space: scored exactly at n=2000 (below the exact threshold), through the index at 6000
     allowed = np.arange(1, n + 1, 3, dtype=np.int64)
-    for query, row in zip(queries, store.search(view, queries, 10, allowed_ids=allowed)[1]):
+    for _query, row in zip(queries, store.search(view, queries, 10, allowed_ids=allowed)[1]):
         assert set(row.tolist()) <= set(allowed.tolist()) and len(row) == 10
 
 

@@ -12,7 +12,7 @@ any moment the manifest names a complete file, and opening a space appends the v
 and saves it at the new generation, and a file left at an older generation (a crash in between) is
 emptied and refilled from the vectors, keeping its trained quantisers.
 
-The kind of FAISS index follows the size of the space (msearch.indexer.ann): exact search while it is
+The kind of FAISS index follows the size of the space (msearch.store.ann): exact search while it is
 small, a trained and tuned inverted file once it crosses a threshold. Additions go into the trained
 index; `rebuild_ann` retrains it (`msearch index --rebuild-ann`), and `ann.needs_retrain` says when that pays.
 """
@@ -28,11 +28,11 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from msearch.config import index_dir as resolve_index_dir
-from msearch.indexer import ann
-from msearch.indexer.ann import AnnInfo
 from msearch.schema import catalog
-from msearch.schema.catalog import catalogue_engine
 from msearch.schema.manifest import SpaceManifest
+from msearch.store import ann
+from msearch.store.ann import AnnInfo
+from msearch.store.catalogue import catalogue_engine
 
 SPACES_DIR = "spaces"
 # A reader that finds the FAISS file its manifest named already replaced by a concurrent writer reads the
@@ -65,7 +65,11 @@ def vector_bytes(vector: np.ndarray) -> bytes:
 
 def vectors_from_rows(rows, dim: int) -> tuple[np.ndarray, np.ndarray]:
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim) if rows else np.empty((0, dim), "<f4")
+    matrix = (
+        np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
+        if rows
+        else np.empty((0, dim), "<f4")
+    )
     return ids, np.ascontiguousarray(matrix, dtype=np.float32)
 
 
@@ -100,7 +104,11 @@ class IndexStore:
     def check_space(self, space: str, card: str, weights_sha256: str, dim: int) -> SpaceManifest | None:
         """The space's manifest (None before its first use); one built by another encoder identity is an error."""
         manifest = SpaceManifest.read(self.space_dir(space))
-        if manifest is not None and (manifest.card, manifest.weights_sha256, manifest.dim) != (card, weights_sha256, dim):
+        if manifest is not None and (manifest.card, manifest.weights_sha256, manifest.dim) != (
+            card,
+            weights_sha256,
+            dim,
+        ):
             raise SpaceMismatchError(
                 f"space {space!r} of {self.directory} was built with {manifest.identity} (dim {manifest.dim}); "
                 f"this encoder is {card}@sha256:{weights_sha256[:12]} (dim {dim}). Vectors of different "
@@ -117,8 +125,11 @@ class IndexStore:
         with self.engine.begin() as conn:
             exists = conn.execute(select(catalog.spaces.c.name).where(catalog.spaces.c.name == space)).first()
             if not exists:
-                conn.execute(catalog.spaces.insert().values(
-                    name=space, card=card, weights_sha256=weights_sha256, dim=dim, metric="cosine", generation=0))
+                conn.execute(
+                    catalog.spaces.insert().values(
+                        name=space, card=card, weights_sha256=weights_sha256, dim=dim, metric="cosine", generation=0
+                    )
+                )
         manifest.write(self.space_dir(space))
         return manifest
 
@@ -161,7 +172,8 @@ class IndexStore:
             rows = conn.execute(
                 select(catalog.vectors.c.tile_id, catalog.vectors.c.vector, catalog.vectors.c.seq)
                 .where(catalog.vectors.c.space == view.manifest.space, catalog.vectors.c.seq > seq)
-                .order_by(catalog.vectors.c.seq).limit(ann.CHUNK_ROWS)
+                .order_by(catalog.vectors.c.seq)
+                .limit(ann.CHUNK_ROWS)
             ).all()
             if not rows:
                 break
@@ -189,9 +201,15 @@ class IndexStore:
             if old.name != name:
                 old.unlink(missing_ok=True)
 
-    def rebuild_ann(self, view: SpaceIndex, *, target_recall: float | None = None,
-                    sample_queries: np.ndarray | None = None, exact_threshold: int | None = None,
-                    compressed_threshold: int | None = None) -> AnnInfo:
+    def rebuild_ann(
+        self,
+        view: SpaceIndex,
+        *,
+        target_recall: float | None = None,
+        sample_queries: np.ndarray | None = None,
+        exact_threshold: int | None = None,
+        compressed_threshold: int | None = None,
+    ) -> AnnInfo:
         """Choose, train and tune the index kind that suits the space's size now, from the catalogue's
         vectors, into the view (save it to keep it). Unset settings keep the space's own (its manifest), else ann's defaults.
 
@@ -205,45 +223,67 @@ class IndexStore:
             with self.engine.connect() as conn, conn.begin():
                 conn.exec_driver_sql("BEGIN")
                 generation = self._generation(conn, space)
-                n = int(conn.execute(select(func.count()).select_from(catalog.vectors)
-                                     .where(catalog.vectors.c.space == space)).scalar())
-                matrix = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=(n, dim)) if n \
+                n = int(
+                    conn.execute(
+                        select(func.count()).select_from(catalog.vectors).where(catalog.vectors.c.space == space)
+                    ).scalar()
+                )
+                matrix = (
+                    np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=(n, dim))
+                    if n
                     else np.empty((0, dim), np.float32)
+                )
                 ids = np.empty(n, dtype=np.int64)
                 rows = conn.execute(
                     select(catalog.vectors.c.tile_id, catalog.vectors.c.vector, catalog.vectors.c.seq)
-                    .where(catalog.vectors.c.space == space).order_by(catalog.vectors.c.seq))
+                    .where(catalog.vectors.c.space == space)
+                    .order_by(catalog.vectors.c.seq)
+                )
                 at, synced = 0, 0
                 while chunk := rows.fetchmany(ann.CHUNK_ROWS):
                     chunk_ids, chunk_matrix = vectors_from_rows(chunk, dim)
-                    ids[at:at + len(chunk)], matrix[at:at + len(chunk)] = chunk_ids, chunk_matrix
+                    ids[at : at + len(chunk)], matrix[at : at + len(chunk)] = chunk_ids, chunk_matrix
                     at, synced = at + len(chunk), int(chunk[-1][2])
             index, info = ann.choose_and_build(
-                matrix, ids,
+                matrix,
+                ids,
                 target_recall=target_recall if target_recall is not None else old.target_recall,
                 exact_threshold=exact_threshold if exact_threshold is not None else old.exact_threshold,
-                compressed_threshold=compressed_threshold if compressed_threshold is not None else old.compressed_threshold,
-                sample_queries=sample_queries)
+                compressed_threshold=compressed_threshold
+                if compressed_threshold is not None
+                else old.compressed_threshold,
+                sample_queries=sample_queries,
+            )
         finally:
             scratch.unlink(missing_ok=True)
         view.index, view.ann, view.synced_seq, view.generation = index, info, synced, generation
         return info
 
-    def search(self, view: SpaceIndex, queries: np.ndarray, k: int,
-               allowed_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, view: SpaceIndex, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, tile ids) per query in a view; exact re-ranking and id subsets read the stored
         vectors from the catalogue (see ann.search)."""
         space = view.manifest.space
-        return ann.search(view.index, view.ann, queries, k, allowed_ids=allowed_ids,
-                          vectors_lookup=lambda ids: self.vectors_of(space, ids))
+        return ann.search(
+            view.index,
+            view.ann,
+            queries,
+            k,
+            allowed_ids=allowed_ids,
+            vectors_lookup=lambda ids: self.vectors_of(space, ids),
+        )
 
     def _generation(self, conn: Connection, space: str) -> int:
         value = conn.execute(select(catalog.spaces.c.generation).where(catalog.spaces.c.name == space)).scalar()
         return int(value or 0)
 
     def bump_generation(self, conn: Connection, space: str) -> None:
-        conn.execute(update(catalog.spaces).where(catalog.spaces.c.name == space)
-                     .values(generation=catalog.spaces.c.generation + 1))
+        conn.execute(
+            update(catalog.spaces)
+            .where(catalog.spaces.c.name == space)
+            .values(generation=catalog.spaces.c.generation + 1)
+        )
 
     # -- vectors and tiles -----------------------------------------------------------------------------
 
@@ -253,8 +293,9 @@ class IndexStore:
         wanted = [int(i) for i in tile_ids]
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(catalog.vectors.c.tile_id, catalog.vectors.c.vector)
-                .where(catalog.vectors.c.space == space, catalog.vectors.c.tile_id.in_(wanted))
+                select(catalog.vectors.c.tile_id, catalog.vectors.c.vector).where(
+                    catalog.vectors.c.space == space, catalog.vectors.c.tile_id.in_(wanted)
+                )
             ).all()
         ids, matrix = vectors_from_rows(rows, dim)
         position = {int(t): i for i, t in enumerate(ids)}
@@ -268,7 +309,8 @@ class IndexStore:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(catalog.vectors.c.tile_id, catalog.vectors.c.vector)
-                .where(catalog.vectors.c.space == space).order_by(catalog.vectors.c.tile_id)
+                .where(catalog.vectors.c.space == space)
+                .order_by(catalog.vectors.c.tile_id)
             ).all()
         return vectors_from_rows(rows, dim)
 
@@ -300,7 +342,7 @@ class IndexStore:
 def id_chunks(ids: list[int], size: int = 10_000):
     """Slices of an id list for `IN (...)` clauses: SQLite allows at most 250,000 variables in a statement."""
     for start in range(0, len(ids), size):
-        yield ids[start:start + size]
+        yield ids[start : start + size]
 
 
 def ann_info(manifest: SpaceManifest) -> AnnInfo:

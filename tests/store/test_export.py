@@ -8,11 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 import shapely
 
-from msearch.indexer.export import embedding_column, export_geoparquet
 from msearch.indexer.pipeline import index_archive
-from msearch.indexer.store import IndexStore, SpaceMismatchError
 from msearch.indexer.tiles import ReadSettings
 from msearch.schema.bands import parse_band_order
+from msearch.store.export import embedding_column, export_geoparquet
+from msearch.store.index_store import IndexStore, SpaceMismatchError
 
 SPACES = ["tiny-ms-clip", "rs-m-clip"]
 
@@ -20,8 +20,13 @@ SPACES = ["tiny-ms-clip", "rs-m-clip"]
 @pytest.fixture(scope="module")
 def terramesh_index(shared_data, tmp_path_factory):
     index = tmp_path_factory.mktemp("export-index")
-    summary = index_archive([shared_data / "terramesh-examples" / "S2L2A"], index=index, models=SPACES,
-                            settings=ReadSettings(band_order=parse_band_order("l2a")), workers=0)
+    summary = index_archive(
+        [shared_data / "terramesh-examples" / "S2L2A"],
+        index=index,
+        models=SPACES,
+        settings=ReadSettings(band_order=parse_band_order("l2a")),
+        workers=0,
+    )
     assert summary.indexed == 5 and not summary.failed
     return index
 
@@ -53,7 +58,18 @@ def test_export_round_trip(terramesh_index, tmp_path):
     rows = table.to_pylist()
     for row in rows:
         tile = tiles[row["id"]]
-        for name in ("root", "path", "key", "crs", "acquired", "level", "centre_lon", "centre_lat", "min_lon", "max_lat"):
+        for name in (
+            "root",
+            "path",
+            "key",
+            "crs",
+            "acquired",
+            "level",
+            "centre_lon",
+            "centre_lat",
+            "min_lon",
+            "max_lat",
+        ):
             assert row[name] == tile[name]
         assert row["bands"] == tile["bands"].split(",") and len(row["bands"]) == 12
 
@@ -61,9 +77,14 @@ def test_export_round_trip(terramesh_index, tmp_path):
     assert sorted(exported) == sorted(SPACES)
     for space in SPACES:
         manifest = store.manifest(space)
-        assert exported[space] == {"column": embedding_column(space), "identity": manifest.identity,
-                                   "card": manifest.card, "weights_sha256": manifest.weights_sha256,
-                                   "dim": manifest.dim, "metric": manifest.metric}
+        assert exported[space] == {
+            "column": embedding_column(space),
+            "identity": manifest.identity,
+            "card": manifest.card,
+            "weights_sha256": manifest.weights_sha256,
+            "dim": manifest.dim,
+            "metric": manifest.metric,
+        }
         field = table.schema.field(embedding_column(space))
         assert field.type.list_size == manifest.dim and str(field.type.value_type) == "float"
         ids, vectors = store.all_vectors(space)

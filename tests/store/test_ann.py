@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from msearch.indexer import ann
-from msearch.indexer.synthetic import ClusteredUnitVectors
+from msearch.store import ann
+from msearch.store.synthetic import ClusteredUnitVectors
 
 DIM = 64
 N = 20_000

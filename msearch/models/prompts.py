@@ -7,6 +7,7 @@ those of IBM's MS-CLIP repository, `classname_and_prompt/MSCLIP.py`, in the same
 
 from __future__ import annotations
 
+import csv
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,6 +15,10 @@ from pathlib import Path
 import numpy as np
 
 PLACEHOLDER = "{c}"
+# Shipped query set for the EuroSAT sample layout (`<Class>/<Class>_<n>.tif`): 2 queries per class in each of
+# RS-M-CLIP's ten languages, relevant = every file of that class in the sample data's labels.csv. Evaluation
+# reads it as a query set; indexing tunes its search indexes on its texts (`query_like_texts`).
+EUROSAT_SAMPLE_QUERIES = Path(__file__).parent / "data" / "eurosat-queries.csv"
 
 TEMPLATES: tuple[str, ...] = (
     "a satellite image showing {c}.",
@@ -151,8 +156,10 @@ def classify_probabilities(
     """(n_images, n_classes) zero-shot probabilities: softmax over classes of logit_scale * cosine similarity.
 
     Both inputs are L2-normalised here so the product is a cosine whatever the caller passes."""
-    logits = logit_scale * (_normalise_rows(np.asarray(image_vectors, dtype=np.float64))
-                            @ _normalise_rows(np.asarray(class_vectors, dtype=np.float64)).T)
+    logits = logit_scale * (
+        _normalise_rows(np.asarray(image_vectors, dtype=np.float64))
+        @ _normalise_rows(np.asarray(class_vectors, dtype=np.float64)).T
+    )
     # Subtracting the row maximum leaves the softmax unchanged and keeps exp() from overflowing.
     logits -= logits.max(axis=1, keepdims=True)
     weights = np.exp(logits)
@@ -162,12 +169,11 @@ def classify_probabilities(
 def query_like_texts(languages: Sequence[str], n: int, seed: int = 0) -> list[str]:
     """Up to `n` texts like users' queries, to tune an approximate index with (deterministic): the shipped
     EuroSAT query set's queries in these languages and, for English, the templates filled with its classes."""
-    from msearch.search.querysets import EUROSAT_SAMPLE_QUERIES, load_query_set
-
-    queries = load_query_set(EUROSAT_SAMPLE_QUERIES).queries
-    texts = [q.query for q in queries if q.lang in languages]
+    with open(EUROSAT_SAMPLE_QUERIES, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    texts = [row["query"] for row in rows if row["lang"] in languages]
     if "en" in languages:
-        classes = sorted({eurosat_class_name(q.relevant[0].split("/")[0]) for q in queries})
+        classes = sorted({eurosat_class_name(row["relevant"].split("/")[0]) for row in rows})
         texts += [prompt for name in classes for prompt in class_prompts(name)]
     picked = np.random.default_rng(seed).choice(len(texts), size=min(n, len(texts)), replace=False)
     return [texts[i] for i in sorted(picked)]

@@ -12,8 +12,23 @@ runner = CliRunner()
 
 def test_export_command(shared_data, tmp_path):
     index = tmp_path / "index"
-    result = runner.invoke(app, ["index", str(shared_data / "terramesh-examples" / "S2L2A"), "--index", str(index),
-                                 "--model", "tiny-ms-clip", "--model", "rs-m-clip", "--band-order", "l2a", "--workers", "0"])
+    result = runner.invoke(
+        app,
+        [
+            "index",
+            str(shared_data / "terramesh-examples" / "S2L2A"),
+            "--index",
+            str(index),
+            "--model",
+            "tiny-ms-clip",
+            "--model",
+            "rs-m-clip",
+            "--band-order",
+            "l2a",
+            "--workers",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
 
     out = tmp_path / "tiles.parquet"

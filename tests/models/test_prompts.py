@@ -5,7 +5,7 @@ import zlib
 import numpy as np
 import pytest
 
-from msearch.search.prompts import (
+from msearch.models.prompts import (
     TEMPLATES,
     class_prompts,
     class_vectors,
@@ -15,8 +15,16 @@ from msearch.search.prompts import (
 )
 
 EUROSAT_FOLDERS = (
-    "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",
-    "Pasture", "PermanentCrop", "Residential", "River", "SeaLake",
+    "AnnualCrop",
+    "Forest",
+    "HerbaceousVegetation",
+    "Highway",
+    "Industrial",
+    "Pasture",
+    "PermanentCrop",
+    "Residential",
+    "River",
+    "SeaLake",
 )
 
 
@@ -25,7 +33,7 @@ def trigram_encoder(texts: list[str], dim: int = 64) -> np.ndarray:
     vectors = np.zeros((len(texts), dim))
     for row, text in enumerate(texts):
         for start in range(len(text) - 2):
-            vectors[row, zlib.crc32(text[start:start + 3].encode()) % dim] += 1.0
+            vectors[row, zlib.crc32(text[start : start + 3].encode()) % dim] += 1.0
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
@@ -65,8 +73,16 @@ def test_class_prompts_fill_the_name():
 def test_eurosat_class_names():
     names = [eurosat_class_name(folder) for folder in EUROSAT_FOLDERS]
     assert names == [
-        "annual crop", "forest", "herbaceous vegetation", "highway", "industrial",
-        "pasture", "permanent crop", "residential", "river", "sea lake",
+        "annual crop",
+        "forest",
+        "herbaceous vegetation",
+        "highway",
+        "industrial",
+        "pasture",
+        "permanent crop",
+        "residential",
+        "river",
+        "sea lake",
     ]
     # The paper's code, literally: lower-case, `_` and `/` as spaces, CamelCase left glued.
     assert eurosat_class_name("AnnualCrop", split_camel_case=False) == "annualcrop"

@@ -93,8 +93,9 @@ class AnnInfo:
         return cls(**data)
 
 
-def choose_kind(n: int, exact_threshold: int = EXACT_THRESHOLD,
-                compressed_threshold: int = COMPRESSED_THRESHOLD) -> Kind:
+def choose_kind(
+    n: int, exact_threshold: int = EXACT_THRESHOLD, compressed_threshold: int = COMPRESSED_THRESHOLD
+) -> Kind:
     if n < exact_threshold:
         return "flat"
     return "ivf-flat" if n < compressed_threshold else "ivf-pq"
@@ -105,9 +106,16 @@ def new_flat_index(dim: int) -> faiss.Index:
     return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 
 
-def choose_and_build(vectors: np.ndarray, ids: np.ndarray, *, target_recall: float = DEFAULT_TARGET_RECALL,
-                     exact_threshold: int = EXACT_THRESHOLD, compressed_threshold: int = COMPRESSED_THRESHOLD,
-                     sample_queries: np.ndarray | None = None, seed: int = 0) -> tuple[faiss.Index, AnnInfo]:
+def choose_and_build(
+    vectors: np.ndarray,
+    ids: np.ndarray,
+    *,
+    target_recall: float = DEFAULT_TARGET_RECALL,
+    exact_threshold: int = EXACT_THRESHOLD,
+    compressed_threshold: int = COMPRESSED_THRESHOLD,
+    sample_queries: np.ndarray | None = None,
+    seed: int = 0,
+) -> tuple[faiss.Index, AnnInfo]:
     """Build the index that suits the size of `vectors` (n, d) float32, unit rows; `ids` (n,) int64, unique.
 
     `vectors` may be a np.memmap larger than RAM: it is read in chunks, apart from the training sample.
@@ -121,8 +129,12 @@ def choose_and_build(vectors: np.ndarray, ids: np.ndarray, *, target_recall: flo
         return index, AnnInfo(kind, n, target_recall, 1.0, exact_threshold, compressed_threshold)
 
     rng = np.random.default_rng(seed)
-    nlist = max(1, min(MAX_NLIST, 2 ** round(math.log2(4 * math.sqrt(n))),
-                       2 ** math.floor(math.log2(n / TRAINING_POINTS_PER_LIST))))
+    nlist = max(
+        1,
+        min(
+            MAX_NLIST, 2 ** round(math.log2(4 * math.sqrt(n))), 2 ** math.floor(math.log2(n / TRAINING_POINTS_PER_LIST))
+        ),
+    )
     quantizer = faiss.IndexFlatIP(dim)
     if kind == "ivf-flat":
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -142,27 +154,51 @@ def choose_and_build(vectors: np.ndarray, ids: np.ndarray, *, target_recall: flo
     training_rows = np.sort(rng.choice(n, size=min(n, nlist * TRAINING_POINTS_PER_LIST), replace=False))
     started = time.perf_counter()
     index.train(np.ascontiguousarray(vectors[training_rows], dtype=np.float32))
-    log.info("%s: trained %d lists on %d vectors in %.1f s", kind, nlist, len(training_rows),
-             time.perf_counter() - started)
+    log.info(
+        "%s: trained %d lists on %d vectors in %.1f s", kind, nlist, len(training_rows), time.perf_counter() - started
+    )
     started = time.perf_counter()
     _add_chunked(index, vectors, ids)
     log.info("%s: added %d vectors in %.1f s", kind, n, time.perf_counter() - started)
 
     if sample_queries is None:
         sample_queries = _query_like(vectors, rng)
-    info = AnnInfo(kind, n, target_recall, 0.0, exact_threshold, compressed_threshold,
-                   {**params, "nprobe": 1, "training_sample": len(training_rows)})
+    info = AnnInfo(
+        kind,
+        n,
+        target_recall,
+        0.0,
+        exact_threshold,
+        compressed_threshold,
+        {**params, "nprobe": 1, "training_sample": len(training_rows)},
+    )
     started = time.perf_counter()
-    _tune(index, info, sample_queries, exact_search(vectors, ids, sample_queries, RECALL_K)[1],
-          _lookup_by_id(vectors, ids))
-    log.info("%s: tuned to %s, recall@100 %.3f, in %.1f s", kind, info.params, info.measured_recall_at_100,
-             time.perf_counter() - started)
+    _tune(
+        index,
+        info,
+        sample_queries,
+        exact_search(vectors, ids, sample_queries, RECALL_K)[1],
+        _lookup_by_id(vectors, ids),
+    )
+    log.info(
+        "%s: tuned to %s, recall@100 %.3f, in %.1f s",
+        kind,
+        info.params,
+        info.measured_recall_at_100,
+        time.perf_counter() - started,
+    )
     return index, info
 
 
-def search(index: faiss.Index, info: AnnInfo, queries: np.ndarray, k: int, *,
-           vectors_lookup: VectorsLookup | None = None,
-           allowed_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def search(
+    index: faiss.Index,
+    info: AnnInfo,
+    queries: np.ndarray,
+    k: int,
+    *,
+    vectors_lookup: VectorsLookup | None = None,
+    allowed_ids: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, ids) per query, best first; missing results are (-inf, -1) as in faiss.
 
     `vectors_lookup(ids) -> (len(ids), d)` returns stored full vectors: required for ivf-pq (exact re-ranking),
@@ -218,8 +254,11 @@ def stored_ids(index: faiss.Index) -> np.ndarray:
     if isinstance(index, faiss.IndexIDMap):
         return faiss.vector_to_array(index.id_map).astype(np.int64)
     invlists = index.invlists
-    parts = [faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
-             for i in range(index.nlist) if invlists.list_size(i)]
+    parts = [
+        faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
+        for i in range(index.nlist)
+        if invlists.list_size(i)
+    ]
     return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
 
 
@@ -258,15 +297,16 @@ def read_index(path: str | os.PathLike, *, mmap: bool = False) -> faiss.Index:
     return faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0)
 
 
-def exact_search(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int,
-                 chunk_rows: int = CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+def exact_search(
+    vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int, chunk_rows: int = CHUNK_ROWS
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by inner product, chunk by chunk so that `vectors` may be a memmap larger than RAM."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     best_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
     best_ids = np.full((len(queries), k), -1, dtype=np.int64)
     for start in range(0, len(vectors), chunk_rows):
-        chunk_scores = queries @ np.asarray(vectors[start:start + chunk_rows], dtype=np.float32).T
-        chunk_ids = np.broadcast_to(ids[start:start + chunk_rows], chunk_scores.shape)
+        chunk_scores = queries @ np.asarray(vectors[start : start + chunk_rows], dtype=np.float32).T
+        chunk_ids = np.broadcast_to(ids[start : start + chunk_rows], chunk_scores.shape)
         scores = np.concatenate([best_scores, chunk_scores], axis=1)
         candidates = np.concatenate([best_ids, chunk_ids], axis=1)
         keep = np.argpartition(-scores, k - 1, axis=1)[:, :k]
@@ -286,9 +326,11 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean(fractions))
 
 
-def _tune(index: faiss.Index, info: AnnInfo, queries: np.ndarray, truth: np.ndarray,
-          vectors_lookup: VectorsLookup) -> None:
+def _tune(
+    index: faiss.Index, info: AnnInfo, queries: np.ndarray, truth: np.ndarray, vectors_lookup: VectorsLookup
+) -> None:
     """Double nprobe (or, for ivf-pq, the re-rank depth when that gains more recall) until the target is met."""
+
     def measured(params: dict) -> float:
         trial = AnnInfo(**{**info.to_dict(), "params": params})
         return recall_at_k(search(index, trial, queries, RECALL_K, vectors_lookup=vectors_lookup)[1], truth)
@@ -306,20 +348,22 @@ def _tune(index: faiss.Index, info: AnnInfo, queries: np.ndarray, truth: np.ndar
     info.measured_recall_at_100 = recall
 
 
-def _rerank(queries: np.ndarray, candidates: np.ndarray, k: int,
-            vectors_lookup: VectorsLookup) -> tuple[np.ndarray, np.ndarray]:
+def _rerank(
+    queries: np.ndarray, candidates: np.ndarray, k: int, vectors_lookup: VectorsLookup
+) -> tuple[np.ndarray, np.ndarray]:
     scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
     found = np.full((len(queries), k), -1, dtype=np.int64)
     for row, (query, row_candidates) in enumerate(zip(queries, candidates)):
         row_candidates = row_candidates[row_candidates >= 0]
         exact = vectors_lookup(row_candidates) @ query
         best = np.argsort(-exact, kind="stable")[:k]
-        scores[row, :len(best)], found[row, :len(best)] = exact[best], row_candidates[best]
+        scores[row, : len(best)], found[row, : len(best)] = exact[best], row_candidates[best]
     return scores, found
 
 
-def _stored_vectors(index: faiss.Index, info: AnnInfo, ids: np.ndarray,
-                    vectors_lookup: VectorsLookup | None) -> np.ndarray:
+def _stored_vectors(
+    index: faiss.Index, info: AnnInfo, ids: np.ndarray, vectors_lookup: VectorsLookup | None
+) -> np.ndarray:
     if vectors_lookup is not None:
         return vectors_lookup(ids)
     return index.reconstruct_batch(ids)  # exact for flat and ivf-flat; ivf-pq required a lookup
@@ -357,5 +401,6 @@ def _pq_subquantizers(dim: int) -> int:
 
 def _add_chunked(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray) -> None:
     for start in range(0, len(vectors), CHUNK_ROWS):
-        index.add_with_ids(np.ascontiguousarray(vectors[start:start + CHUNK_ROWS], dtype=np.float32),
-                           ids[start:start + CHUNK_ROWS])
+        index.add_with_ids(
+            np.ascontiguousarray(vectors[start : start + CHUNK_ROWS], dtype=np.float32), ids[start : start + CHUNK_ROWS]
+        )

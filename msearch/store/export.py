@@ -31,9 +31,9 @@ from sqlalchemy import Float, Integer, and_, select
 from sqlalchemy.engine import Connection
 
 from msearch import __version__
-from msearch.indexer.store import IndexStore
 from msearch.schema import catalog
 from msearch.schema.manifest import SpaceManifest
+from msearch.store.index_store import IndexStore
 
 GEOPARQUET_VERSION = "1.1.0"
 GEOMETRY_COLUMN = "geometry"
@@ -129,8 +129,14 @@ def msearch_metadata(manifests: list[SpaceManifest]) -> dict:
     return {
         "msearch_version": __version__,
         "spaces": {
-            m.space: {"column": embedding_column(m.space), "identity": m.identity, "card": m.card,
-                      "weights_sha256": m.weights_sha256, "dim": m.dim, "metric": m.metric}
+            m.space: {
+                "column": embedding_column(m.space),
+                "identity": m.identity,
+                "card": m.card,
+                "weights_sha256": m.weights_sha256,
+                "dim": m.dim,
+                "metric": m.metric,
+            }
             for m in manifests
         },
     }
@@ -143,17 +149,22 @@ def _footprints_bbox(conn: Connection) -> list[float] | None:
     """[xmin, ymin, xmax, ymax] over every footprint, or None when there is none."""
     extent = None
     result = conn.execution_options(yield_per=ROW_GROUP_ROWS).execute(
-        select(catalog.tiles.c.footprint).where(catalog.tiles.c.footprint.is_not(None)))
+        select(catalog.tiles.c.footprint).where(catalog.tiles.c.footprint.is_not(None))
+    )
     for part in result.partitions():
         bounds = shapely.bounds(shapely.from_geojson([row[0] for row in part]))
         part_extent = np.concatenate([bounds[:, :2].min(axis=0), bounds[:, 2:].max(axis=0)])
-        extent = part_extent if extent is None else np.concatenate(
-            [np.minimum(extent[:2], part_extent[:2]), np.maximum(extent[2:], part_extent[2:])])
+        extent = (
+            part_extent
+            if extent is None
+            else np.concatenate([np.minimum(extent[:2], part_extent[:2]), np.maximum(extent[2:], part_extent[2:])])
+        )
     return None if extent is None else [float(v) for v in extent]
 
 
-def _record_batches(conn: Connection, manifests: list[SpaceManifest], schema: pa.Schema,
-                    row_group_rows: int) -> Iterator[pa.RecordBatch]:
+def _record_batches(
+    conn: Connection, manifests: list[SpaceManifest], schema: pa.Schema, row_group_rows: int
+) -> Iterator[pa.RecordBatch]:
     """One record batch (written as one row group) per `row_group_rows` tiles, in tile id order."""
     tiles = catalog.tiles
     columns = _tile_columns()
@@ -161,11 +172,14 @@ def _record_batches(conn: Connection, manifests: list[SpaceManifest], schema: pa
     for i, manifest in enumerate(manifests):
         vectors = catalog.vectors.alias(f"vectors_{i}")
         statement = statement.add_columns(vectors.c.vector).outerjoin(
-            vectors, and_(vectors.c.tile_id == tiles.c.id, vectors.c.space == manifest.space))
+            vectors, and_(vectors.c.tile_id == tiles.c.id, vectors.c.space == manifest.space)
+        )
     result = conn.execution_options(yield_per=row_group_rows).execute(statement.order_by(tiles.c.id))
     for part in result.partitions():
-        arrays = [_tile_array(column, [row[j] for row in part], schema.field(column.name).type)
-                  for j, column in enumerate(columns)]
+        arrays = [
+            _tile_array(column, [row[j] for row in part], schema.field(column.name).type)
+            for j, column in enumerate(columns)
+        ]
         geometries = shapely.from_geojson([row[len(columns)] for row in part])
         arrays.append(pa.array(shapely.to_wkb(geometries), pa.binary()))
         arrays.append(_bbox_array(geometries))
@@ -183,8 +197,7 @@ def _tile_array(column, values: list, arrow_type: pa.DataType) -> pa.Array:
 def _bbox_array(geometries: np.ndarray) -> pa.StructArray:
     bounds = shapely.bounds(geometries)
     missing = pa.array(np.isnan(bounds[:, 0]))
-    return pa.StructArray.from_arrays([pa.array(bounds[:, k]) for k in range(4)],
-                                      fields=list(BBOX_TYPE), mask=missing)
+    return pa.StructArray.from_arrays([pa.array(bounds[:, k]) for k in range(4)], fields=list(BBOX_TYPE), mask=missing)
 
 
 def _embedding_array(blobs: list[bytes | None], manifest: SpaceManifest) -> pa.FixedSizeListArray:
@@ -196,7 +209,9 @@ def _embedding_array(blobs: list[bytes | None], manifest: SpaceManifest) -> pa.F
         if blob is None:
             continue
         if len(blob) != 4 * manifest.dim:
-            raise ValueError(f"a stored {manifest.space} vector has {len(blob) // 4} values, its manifest says {manifest.dim}")
+            raise ValueError(
+                f"a stored {manifest.space} vector has {len(blob) // 4} values, its manifest says {manifest.dim}"
+            )
         matrix[i] = np.frombuffer(blob, dtype="<f4")
         present[i] = True
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), manifest.dim, mask=pa.array(~present))

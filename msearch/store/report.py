@@ -1,0 +1,64 @@
+"""`msearch info` as a library call: what an index directory holds."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import func, select
+
+from msearch.models.numpy_text import exported_tower
+from msearch.schema import catalog
+from msearch.store import ann
+from msearch.store.index_store import IndexStore, ann_info
+
+
+def index_report(index=None, with_problems: bool = False) -> dict:
+    store = IndexStore(index, create=False)
+    size = sum(f.stat().st_size for f in store.directory.rglob("*") if f.is_file())
+    with store.engine.connect() as conn:
+        counts = {
+            space: n
+            for space, n in conn.execute(
+                select(catalog.vectors.c.space, func.count()).group_by(catalog.vectors.c.space)
+            )
+        }
+        last = conn.execute(select(catalog.runs).order_by(catalog.runs.c.id.desc()).limit(1)).mappings().first()
+        problem_counts = dict(
+            conn.execute(select(catalog.problems.c.kind, func.count()).group_by(catalog.problems.c.kind)).all()
+        )
+        problem_rows = (
+            conn.execute(select(catalog.problems).order_by(catalog.problems.c.key)).mappings().all()
+            if with_problems
+            else []
+        )
+    report = {
+        "directory": str(store.directory),
+        "tiles": store.tile_count(),
+        "size_mb": size / 1e6,
+        "spaces": [_space_report(m, counts.get(m.space, 0)) for m in store.manifests().values()],
+        "last_run": dict(last, summary=json.loads(last["summary"]) if last and last["summary"] else None)
+        if last
+        else None,
+        "problem_counts": problem_counts,
+    }
+    if with_problems:
+        report["problems"] = [
+            {"key": r["key"], "root": r["root"], "kind": r["kind"], "reason": r["reason"]} for r in problem_rows
+        ]
+    return report
+
+
+def _space_report(manifest, vectors: int) -> dict:
+    info = ann_info(manifest)
+    return {
+        "space": manifest.space,
+        "identity": manifest.identity,
+        "dim": manifest.dim,
+        "metric": manifest.metric,
+        "index": info.to_dict(),
+        "search": info.describe(),
+        "vectors": vectors,
+        "faiss_file": manifest.faiss_file,
+        "retrain_advised": ann.needs_retrain(info, vectors),
+        "text_tower": "numpy" if exported_tower(manifest.card, manifest.weights_sha256) else "torch",
+    }
