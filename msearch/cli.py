@@ -226,6 +226,15 @@ def info(
             f"last run #{run['id']} ({run['status']}), started {run['started_at']}"
             + (f": {done} in {counts.get('seconds', 0):.1f} s" if done else "")
         )
+    for bridge in report["bridges"]:
+        quality = bridge["quality"]
+        console.print(
+            f"bridge {bridge['from']} -> {bridge['to']} ({bridge['method']}, held-out cosine "
+            f"{max(quality['ridge_cosine'], quality['procrustes_cosine']):.3f})"
+            + (f": [red]stale[/red]: {bridge['stale']}" if bridge["stale"] else "")
+        )
+        for lang, choice in bridge["routes"].items():
+            console.print(f"  {lang}: {choice['route']} ({choice['why']})")
     console.print(f"problems: {report['problem_counts']}")
     for item in report.get("problems", []):
         console.print(f"  {item['kind']}: {item['key']}: {item['reason']}")
@@ -262,6 +271,11 @@ def query(
     lang: str = typer.Option("auto", help="auto, en, pt, es, fr, de, nl, it, zh, ko or ru."),
     space: Optional[str] = typer.Option(None, help="Search this encoder space instead of the language's default."),
     fuse: bool = typer.Option(False, help="Merge the rankings of every space that understands the query (RRF)."),
+    route: Optional[str] = typer.Option(
+        None,
+        help="Beyond English: rgb (the multilingual RGB space), bridge (carried into the multispectral space by "
+        "`msearch align`'s map) or fuse (both, RRF). Default: the route a stored eval found best, else rgb.",
+    ),
     like: Optional[str] = typer.Option(
         None, help="Find tiles that look like this tile id, catalogued path or raster file."
     ),
@@ -313,7 +327,7 @@ def query(
         if like is not None:
             answer = searcher.like(like, top_k=top_k, space=space, filters=filters)
         else:
-            answer = searcher.query(text, top_k=top_k, lang=lang, space=space, fuse=fuse, filters=filters)
+            answer = searcher.query(text, top_k=top_k, lang=lang, space=space, fuse=fuse, filters=filters, route=route)
     except (QueryError, FileNotFoundError, CardError, ModelNotAvailableError, SpaceMismatchError) as exc:
         _fail(str(exc))
     if answer.truncated:
@@ -329,7 +343,8 @@ def query(
     elif as_geojson:
         typer.echo(formats.to_geojson(answer.results, answer.info()))
     else:
-        console.print(f"[bold]{answer.query}[/bold]  ({answer.lang or 'image'} → {', '.join(answer.spaces)})")
+        via = f", route {answer.route}" if answer.route else ""
+        console.print(f"[bold]{answer.query}[/bold]  ({answer.lang or 'image'} → {', '.join(answer.spaces)}{via})")
         console.print(formats.results_table(answer.results))
     if html is not None:
         from msearch.search.quicklook import html_page, png_bytes, true_colour
@@ -367,6 +382,12 @@ def evaluate(
     out: Optional[Path] = typer.Option(
         None, help="Save the report as OUT.json, OUT.csv (per query) and OUT.means.csv."
     ),
+    routes: bool = typer.Option(
+        False, "--routes", help="Compare mAP@k per language of the routes beyond English (rgb, bridge, fuse)."
+    ),
+    save_routes: bool = typer.Option(
+        False, "--save-routes", help="With --routes: store the comparison, so queries take each language's best route."
+    ),
 ):
     """Score retrieval with mAP@100 as the paper computes it (and friends), or zero-shot classification."""
     from msearch.models import CardError, ModelNotAvailableError
@@ -376,6 +397,10 @@ def evaluate(
 
     if task not in ("retrieval", "classify"):
         _fail(f"--task must be retrieval or classify, got {task!r}")
+    if save_routes and not routes:
+        _fail("--save-routes stores the comparison that --routes makes: pass both")
+    if routes:
+        return _evaluate_routes(queryset, index, k, as_json, save_routes)
     try:
         searcher = Searcher(index)
         if task == "classify":
@@ -447,6 +472,81 @@ def evaluate(
         )
     console.print(means)
     console.print(f"index recall@{k} against exact search: {result.mean_index_recall:.4f}")
+
+
+def _evaluate_routes(queryset: Path, index: Optional[Path], k: int, as_json: bool, save: bool) -> None:
+    from msearch.search.evaluate import evaluate_routes
+    from msearch.search.querysets import QuerySetError
+    from msearch.search.searcher import QueryError, Searcher
+    from msearch.store.bridges import ROUTES, save_routes
+
+    try:
+        searcher = Searcher(index)
+        comparison = evaluate_routes(searcher, queryset, k)
+    except (QueryError, QuerySetError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    for warning in comparison.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}")
+    if save:
+        for bridge in searcher.bridges():
+            save_routes(searcher.store.directory, bridge, comparison.as_dict())
+    if as_json:
+        typer.echo(json.dumps(comparison.as_dict(), indent=2))
+    else:
+        table = Table("lang", "queries", *(f"{route} mAP@{k}" for route in (*ROUTES, "direct")), "best")
+        for lang, entry in comparison.languages.items():
+            cells = [f"{entry[r]:.4f}" if r in entry else "" for r in (*ROUTES, "direct")]
+            table.add_row(lang, str(entry["queries"]), *cells, entry["chosen"])
+        console.print(table)
+    if save:
+        err_console.print("stored: queries in each language now take its best route by default (see `msearch info`)")
+
+
+@app.command()
+def align(
+    index: Optional[Path] = INDEX_OPTION,
+    from_space: Optional[str] = typer.Option(None, "--from", help="Space of the multilingual text tower (rs-m-clip)."),
+    to_space: Optional[str] = typer.Option(None, "--to", help="Multispectral space (llama3-ms-clip-base)."),
+    texts: Optional[Path] = typer.Option(
+        None, help="English texts to fit on, one per line (default: the paper's templates over benchmark classes)."
+    ),
+):
+    """Fit a text bridge so that queries in the nine languages beyond English can search the multispectral space."""
+    from msearch.search.bridge import align as fit_bridge
+    from msearch.search.bridge import corpus_from_file
+    from msearch.search.searcher import QueryError, Searcher
+
+    try:
+        corpus = corpus_from_file(texts) if texts else None
+        searcher = Searcher(index, query_cache=None)
+        columns = (TextColumn("[bold]encoding texts"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=err_console) as bar:
+            task = bar.add_task("align", total=None)
+            fit = fit_bridge(
+                searcher,
+                from_space,
+                to_space,
+                corpus,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    except (QueryError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    bridge = fit.bridge
+    console.print(
+        f"bridge {bridge.from_space} -> {bridge.to_space}: {fit.corpus_size} texts, "
+        f"{fit.held_out_texts} held out (whole classes)"
+    )
+    table = Table("method", "held-out cosine", "")
+    table.add_row("ridge", f"{fit.ridge_cosine:.4f}", f"lambda {fit.ridge_lambda:g}")
+    table.add_row("orthogonal Procrustes", f"{fit.procrustes_cosine:.4f}", "")
+    console.print(table)
+    console.print(f"stored: {bridge.method} (the higher held-out cosine), refitted on every text")
+    if fit.translations:
+        console.print(
+            "translations in the shipped query set, mapped vs the English original's target embedding: "
+            + ", ".join(f"{lang} {cos:.3f}" for lang, cos in fit.translations.items())
+        )
+    console.print("next: `msearch eval QUERIES --routes --save-routes` measures which route each language should take")
 
 
 @app.command()

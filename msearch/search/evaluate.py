@@ -23,6 +23,7 @@ from msearch.search.language import detect_language
 from msearch.search.metrics import EvaluationReport, RankedQuery, evaluate_rankings, index_recall_at_k
 from msearch.search.querysets import QuerySet, load_query_set, query_set_from_labels, resolve
 from msearch.search.searcher import QueryError, Searcher
+from msearch.store.bridges import ROUTES
 
 
 @dataclass
@@ -166,3 +167,56 @@ def evaluate_classification(
     return ClassificationEvaluation(
         float((predicted == expected).mean()), float(np.mean(list(recall.values()))), recall, len(tile_ids), warnings
     )
+
+
+@dataclass
+class RouteComparison:
+    """mAP@k per language for each route beyond English (and English's one route, `direct`)."""
+
+    k: int
+    queryset: str
+    languages: dict[str, dict]  # lang -> {route: mAP@k, ..., "queries": n, "chosen": best route}
+    warnings: list[str]
+
+    def as_dict(self) -> dict:
+        return {"k": self.k, "queryset": self.queryset, "languages": self.languages}
+
+
+def evaluate_routes(searcher: Searcher, queries_path: str | Path, k: int = 100) -> RouteComparison:
+    """Rank every query of a query set by each route (rgb, bridge, fuse for the languages beyond English) and
+    compare mAP@k per language; the chosen route is the best, rgb on ties (it needs no bridge)."""
+    queryset, label_based = load_queries(queries_path)
+    if label_based:
+        raise QueryError(
+            f"{queries_path} is a labels file (English class names): --routes compares how queries "
+            f"in other languages reach the index, so give a query set with a lang column"
+        )
+    langs = {q.lang or detect_language(q.query) for q in queryset.queries} - {"en"}
+    if not any(searcher.bridge_for(lang) for lang in langs):
+        raise QueryError("this index has no bridge to compare routes with: run `msearch align` first")
+    lookup = tile_lookup(searcher)
+    warnings = list(queryset.warnings)
+    per_route: dict[str, list[RankedQuery]] = {}
+    for query in queryset.queries:
+        lang = query.lang or detect_language(query.query)
+        relevant = set(resolve(query.relevant, lookup).ids)
+        label = f"{query.query} [{lang}]"
+        if lang == "en":
+            vector, _ = searcher.embed_text(searcher.route("en"), query.query)
+            ranked = searcher.search_vector(searcher.route("en"), vector, k, None)
+            per_route.setdefault("direct", []).append(RankedQuery(label, [t for t, _ in ranked], relevant, lang))
+            continue
+        if searcher.bridge_for(lang) is None:
+            warnings.append(f"{label}: no bridge carries {lang!r}; only its rgb route is scored")
+        for route in ROUTES if searcher.bridge_for(lang) else ("rgb",):
+            ranked, _, _ = searcher.routed_ranking(query.query, lang, route, k)
+            per_route.setdefault(route, []).append(RankedQuery(label, [t for t, _ in ranked], relevant, lang))
+    languages: dict[str, dict] = {}
+    for route, ranked_queries in per_route.items():
+        for lang, means in evaluate_rankings(ranked_queries, k=k).by_lang.items():
+            entry = languages.setdefault(lang, {"queries": means.n_queries})
+            entry[route] = means.mean_average_precision
+    for entry in languages.values():
+        scored = [r for r in ("rgb", "bridge", "fuse", "direct") if r in entry]
+        entry["chosen"] = max(scored, key=lambda r: (entry[r], r == "rgb"))
+    return RouteComparison(k, Path(queries_path).name, dict(sorted(languages.items())), warnings)

@@ -23,6 +23,7 @@ from msearch.search.language import detect_language, parse_language
 from msearch.search.query_cache import QueryCache
 from msearch.search.results import SearchResult
 from msearch.store import IndexStore, SpaceIndex, SpaceMismatchError
+from msearch.store.bridges import ROUTES, Bridge, BridgeMismatchError, bridges, check_bridge, stored_route
 
 log = logging.getLogger(__name__)
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
@@ -83,12 +84,14 @@ class QueryAnswer:
     spaces: list[str]
     truncated: bool = False
     matching_tiles: int | None = None  # tiles that pass the filters (None without filters)
+    route: str | None = None  # beyond English: rgb, bridge or fuse (see Searcher.query)
 
     def info(self) -> dict:
         return {
             "query": self.query,
             "lang": self.lang,
             "space": "+".join(self.spaces),
+            "route": self.route,
             "truncated": self.truncated,
             "matching_tiles": self.matching_tiles,
         }
@@ -116,6 +119,7 @@ class Searcher:
         self._encoders: dict[str, object] = {}  # space -> Encoder
         self._text_encoders: dict[str, object] = {}  # space -> TextEncoder (or the Encoder, if loaded)
         self._views: dict[str, SpaceIndex] = {}
+        self._bridges: list[Bridge] | None = None
 
     # -- spaces and routing -----------------------------------------------------------------------------
 
@@ -214,7 +218,10 @@ class Searcher:
         space: str | None = None,
         fuse: bool = False,
         filters: Filters = Filters(),
+        route: str | None = None,
     ) -> QueryAnswer:
+        """Top-k tiles for a text. Beyond English, `route` says how the query reaches the index (ROUTES); left
+        out, it is the route a stored evaluation found best for the language, else rgb (`default_route`)."""
         if not text or not text.strip():
             raise QueryError("the query is empty: give some words to search for")
         if top_k <= 0:
@@ -222,6 +229,27 @@ class Searcher:
         lang = parse_language(lang)
         if lang == "auto":
             lang = detect_language(text)
+        if route is not None and route not in ROUTES:
+            raise QueryError(f"--route must be one of {', '.join(ROUTES)}, got {route!r}")
+        if route is not None and (lang == "en" or space is not None or fuse):
+            raise QueryError(
+                "--route chooses how a query beyond English reaches the index: "
+                "leave it out for English, and do not combine it with --space or --fuse"
+            )
+        if lang != "en" and space is None and not fuse and route is None:
+            route, _ = self.default_route(lang)
+        allowed = self._allowed_ids(filters)
+        if route in ("bridge", "fuse"):
+            ranked, names, truncated = self.routed_ranking(text.strip(), lang, route, top_k, allowed)
+            return QueryAnswer(
+                self._results(ranked[:top_k], "+".join(names)),
+                text,
+                lang,
+                names,
+                truncated,
+                len(allowed) if allowed is not None else None,
+                route,
+            )
         if fuse:
             if space is not None:
                 raise QueryError("--fuse merges every space that understands the query: leave out --space")
@@ -230,7 +258,6 @@ class Searcher:
                 self.route(lang)  # raises the clear error
         else:
             names = [self.route(lang, space)]
-        allowed = self._allowed_ids(filters)
         truncated = False
         rankings = {}
         for name in names:
@@ -239,7 +266,56 @@ class Searcher:
             rankings[name] = self.search_vector(name, vector, top_k if len(names) == 1 else max(top_k, 100), allowed)
         ranked = rankings[names[0]] if len(names) == 1 else reciprocal_rank_fusion(list(rankings.values()))
         results = self._results(ranked[:top_k], "+".join(names))
-        return QueryAnswer(results, text, lang, names, truncated, len(allowed) if allowed is not None else None)
+        return QueryAnswer(results, text, lang, names, truncated, len(allowed) if allowed is not None else None, route)
+
+    # -- routes beyond English ----------------------------------------------------------------------------
+
+    def bridges(self) -> list[Bridge]:
+        if self._bridges is None:
+            self._bridges = bridges(self.store.directory)
+        return self._bridges
+
+    def bridge_for(self, lang: str) -> Bridge | None:
+        """The stored bridge that carries `lang` into a multispectral space, checked against both spaces'
+        weights (a bridge fitted for other weights is an error, never applied)."""
+        spaces = self.spaces()
+        for bridge in self.bridges():
+            source, target = spaces.get(bridge.from_space), spaces.get(bridge.to_space)
+            if source and target and lang in source.languages and target.family == "ms-clip":
+                try:
+                    check_bridge(bridge, self.store.manifests())
+                except BridgeMismatchError as exc:
+                    raise QueryError(str(exc)) from exc
+                return bridge
+        return None
+
+    def default_route(self, lang: str) -> tuple[str, str]:
+        """(route, why) for a language beyond English: what a stored route comparison (`msearch eval
+        --routes --save-routes`) found best for it, else rgb."""
+        bridge = self.bridge_for(lang)
+        if bridge is None:
+            return "rgb", "no bridge in this index (`msearch align` fits one)"
+        return stored_route(self.store.directory, bridge, lang)
+
+    def routed_ranking(
+        self, text: str, lang: str, route: str, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[list[tuple[int, float]], list[str], bool]:
+        """(ranking, spaces searched, truncated) of a query beyond English by one route. bridge: the query's
+        vector in the multilingual space, mapped by the bridge and searched in the multispectral space; rgb:
+        searched in the multilingual space; fuse: both merged by reciprocal rank fusion."""
+        source = self.route(lang)
+        vector, truncated = self.embed_text(source, text)
+        if route == "rgb":
+            return self.search_vector(source, vector, k, allowed), [source], truncated
+        bridge = self.bridge_for(lang)
+        if bridge is None:
+            raise QueryError(f"--route {route} needs a bridge into the multispectral space: run `msearch align`")
+        depth = k if route == "bridge" else max(k, 100)
+        bridged = self.search_vector(bridge.to_space, bridge.apply(vector), depth, allowed)
+        if route == "bridge":
+            return bridged, [bridge.to_space], truncated
+        direct = self.search_vector(source, vector, depth, allowed)
+        return reciprocal_rank_fusion([direct, bridged]), [source, bridge.to_space], truncated
 
     def like(
         self, example: str, top_k: int = 10, space: str | None = None, filters: Filters = Filters()

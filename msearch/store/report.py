@@ -6,9 +6,11 @@ import json
 
 from sqlalchemy import func, select
 
+from msearch.models import get_card
 from msearch.models.numpy_text import exported_tower
 from msearch.schema import catalog
 from msearch.store import ann
+from msearch.store.bridges import BridgeMismatchError, bridges, check_bridge, stored_route
 from msearch.store.index_store import IndexStore, ann_info
 
 
@@ -40,6 +42,7 @@ def index_report(index=None, with_problems: bool = False) -> dict:
         if last
         else None,
         "problem_counts": problem_counts,
+        "bridges": [_bridge_report(store, bridge) for bridge in bridges(store.directory)],
     }
     if with_problems:
         report["problems"] = [
@@ -62,3 +65,15 @@ def _space_report(manifest, vectors: int) -> dict:
         "retrain_advised": ann.needs_retrain(info, vectors),
         "text_tower": "numpy" if exported_tower(manifest.card, manifest.weights_sha256) else "torch",
     }
+
+
+def _bridge_report(store: IndexStore, bridge) -> dict:
+    """A bridge, its fit quality and the route each language it carries takes (and why)."""
+    report = {"from": bridge.from_space, "to": bridge.to_space, "method": bridge.method, "quality": bridge.quality}
+    try:
+        check_bridge(bridge, store.manifests())
+    except BridgeMismatchError as exc:
+        return {**report, "stale": str(exc), "routes": {}}
+    languages = [lang for lang in get_card(store.manifest(bridge.from_space).card).languages if lang != "en"]
+    routes = {lang: dict(zip(("route", "why"), stored_route(store.directory, bridge, lang))) for lang in languages}
+    return {**report, "stale": None, "routes": routes}

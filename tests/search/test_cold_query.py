@@ -41,7 +41,7 @@ def test_a_cached_query_loads_no_model_and_returns_the_same_answer(eurosat_index
     assert Searcher(eurosat_index, query_cache=cache).query(long).truncated  # the flag is cached too
 
 
-def cold_query(index, text, cache_dir):
+def cold_query(index, text, cache_dir, *options):
     """`msearch query --json` in a fresh interpreter; also reports which heavy modules it imported."""
     code = (
         "import sys, json; from msearch.cli import app\n"
@@ -50,7 +50,7 @@ def cold_query(index, text, cache_dir):
     )
     env = dict(subprocess_env(), MSEARCH_CACHE=str(cache_dir))
     done = subprocess.run(
-        [sys.executable, "-c", code, "query", text, "--index", str(index), "--json", "-k", "8"],
+        [sys.executable, "-c", code, "query", text, "--index", str(index), "--json", "-k", "8", *options],
         capture_output=True,
         text=True,
         env=env,
