@@ -1,26 +1,154 @@
-"""The `msearch` command: thin typer commands that call the library and format its answers."""
+"""The `msearch` command: thin typer commands that call the library and format its answers.
+
+Each command checks its arguments and paths before importing what does the work (torch, open_clip, FAISS,
+rasterio: seconds), so that a mistake is answered at once; `models` and `info` never import torch.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+# Paragraphs are single lines: the help keeps line breaks as written and wraps to the terminal itself.
+APP_HELP = """Search archives of Sentinel-2 imagery by text, in ten languages.
+
+Index a folder of tiles once, then search it; re-indexing adds only new or changed tiles.
+
+  msearch index ./tiles              embed every tile of an archive
+  msearch query "flooded farmland"   the tiles that match a sentence best
+  msearch eval queries.csv           mAP@100 of the search on labelled queries
+
+The index is ./msearch-index, or --index DIR, or $MSEARCH_INDEX. `msearch info` shows what it holds, `msearch models` the encoders and their weights, `msearch COMMAND --help` a command's options.
+"""
+
+
+class _Commands(TyperGroup):
+    """Flags take no value, so their help shows no value type (typer would print `<bool>` beside each,
+    --help included). Applied to every command as it is looked up, whoever declares it."""
+
+    def get_params(self, ctx):
+        return _without_flag_types(super().get_params(ctx))
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is not None:
+            _without_flag_types(command.get_params(ctx))
+        return command
+
+
+def _without_flag_types(params):
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+app = typer.Typer(cls=_Commands, no_args_is_help=True, add_completion=False, help=APP_HELP)
 console = Console()
 err_console = Console(stderr=True)
 
 INDEX_OPTION = typer.Option(None, "--index", help="Index directory (default: $MSEARCH_INDEX or ./msearch-index).")
+# A path of another kind (s3://, https://, ...): left to the reader that understands it.
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
 
 
 def _fail(message: str, code: int = 2) -> None:
     err_console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code)
+
+
+def _require_paths(paths, what: str) -> None:
+    """Every local path must exist (before anything slow is imported or drawn)."""
+    for path in paths or []:
+        if not _URL.match(str(path)) and not Path(path).exists():
+            _fail(f"{path} does not exist: give the folders or files {what}")
+
+
+def _check_output(path: Path, option: str) -> None:
+    """An output file must be writable before any work is done, so that a run never ends in a traceback
+    after its results, or leaves half a file."""
+    if path.is_dir():
+        _fail(f"{option} {path} is a folder: give a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        _fail(f"{option} {path}: the folder {folder} does not exist; create it (mkdir -p {folder}) or choose another")
+    if not os.access(folder, os.W_OK):
+        _fail(f"{option} {path}: cannot write into {folder} (permission denied)")
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write a file whole or not at all: a temporary file beside it, then an atomic rename."""
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        scratch.write_text(text, encoding="utf-8")
+        os.replace(scratch, path)
+    finally:
+        scratch.unlink(missing_ok=True)
+
+
+def _band_order(spec: Optional[str]):
+    from msearch.schema.bands import parse_band_order
+
+    try:
+        return parse_band_order(spec) if spec else None
+    except ValueError as exc:
+        _fail(f"--band-order: {exc}")
+
+
+def _known_models(names) -> None:
+    from msearch.models import CardError, get_card
+
+    for name in names or []:
+        try:
+            get_card(name)
+        except CardError as exc:
+            _fail(f"{exc} (`msearch models` lists them)")
+
+
+class _RateColumn(ProgressColumn):
+    def __init__(self, unit: str):
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:.1f} {self.unit}/s" if task.speed else f"- {self.unit}/s")
+
+
+@contextmanager
+def _progress(label: str, unit: str):
+    """A progress bar on stderr with the rate and the time left; yields `report(done, total)`. It goes away
+    when the work is done (the results follow on stdout)."""
+    columns = (
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(unit),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 @app.command()
@@ -30,7 +158,7 @@ def index(
     model: Optional[List[str]] = typer.Option(
         None, "--model", "-m", help="Encoder card (repeatable). Default: llama3-ms-clip-base and rs-m-clip."
     ),
-    checkpoint: Optional[Path] = typer.Option(None, help="Local weights for the (single) --model."),
+    checkpoint: Optional[Path] = typer.Option(None, exists=True, help="Local weights for the (single) --model."),
     batch_size: int = typer.Option(32, min=1, help="Tiles per encoder forward pass."),
     workers: Optional[int] = typer.Option(
         None,
@@ -49,9 +177,9 @@ def index(
     stride: Optional[int] = typer.Option(None, min=1, help="Chip stride in pixels (default: the chip size)."),
     max_nodata: float = typer.Option(0.5, min=0.0, max=1.0, help="Skip chips with a larger nodata fraction."),
     prune: bool = typer.Option(
-        False, help="Drop catalogued tiles, and recorded problems, whose files at or beneath PATHS are gone."
+        False, "--prune", help="Drop catalogued tiles, and recorded problems, whose files at or beneath PATHS are gone."
     ),
-    strict: bool = typer.Option(False, help="Exit non-zero if any tile failed or was skipped."),
+    strict: bool = typer.Option(False, "--strict", help="Exit non-zero if any tile failed or was skipped."),
     rebuild_ann: bool = typer.Option(
         False,
         "--rebuild-ann",
@@ -65,19 +193,24 @@ def index(
     ),
 ):
     """Embed an archive: incremental (only new or changed tiles), resumable and crash-safe."""
-    from msearch.indexer.pipeline import rebuild_indexes
-    from msearch.indexer.tiles import ReadSettings
-    from msearch.models import CardError, ModelNotAvailableError
-    from msearch.schema.bands import parse_band_order
-    from msearch.store import SpaceMismatchError
-
     if not paths and not rebuild_ann:
         _fail("give the folders or files to index (or --rebuild-ann alone to retrain the search indexes)")
     if target_recall is not None and not rebuild_ann:
         _fail("--target-recall applies to --rebuild-ann")
+    _require_paths(paths, "to index")
+    _known_models(model)
+    if checkpoint and len(model or []) != 1:
+        _fail("--checkpoint names the weights of one model: give exactly one --model with it")
+    order = _band_order(band_order)
+
+    from msearch.indexer.pipeline import rebuild_indexes
+    from msearch.indexer.tiles import ReadSettings
+    from msearch.models import CardError, ModelNotAvailableError
+    from msearch.store import SpaceMismatchError
+
     try:
         settings = ReadSettings(
-            band_order=parse_band_order(band_order) if band_order else None,
+            band_order=order,
             offset=offset,
             chip_size=chip_size,
             stride=stride,
@@ -179,7 +312,7 @@ def _print_summary(summary) -> None:
 def info(
     index: Optional[Path] = INDEX_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
-    problems: bool = typer.Option(False, help="List every tile that failed or was skipped."),
+    problems: bool = typer.Option(False, "--problems", help="List every tile that failed or was skipped."),
 ):
     """What an index holds: tiles, encoder spaces, index types, sizes on disk, last run, problems."""
     from msearch.store.report import index_report
@@ -267,10 +400,14 @@ def _parse_date(text: Optional[str], option: str):
 def query(
     text: Optional[str] = typer.Argument(None, help="What to look for, in any of the ten languages."),
     index: Optional[Path] = INDEX_OPTION,
-    top_k: int = typer.Option(10, "--top-k", "-k", help="Number of results."),
-    lang: str = typer.Option("auto", help="auto, en, pt, es, fr, de, nl, it, zh, ko or ru."),
+    top_k: int = typer.Option(10, "--top-k", "-k", min=1, help="Number of results."),
+    lang: str = typer.Option(
+        "auto", help="auto, en, pt, es, fr, de, nl, it, zh, ko or ru (auto refuses scripts of other languages)."
+    ),
     space: Optional[str] = typer.Option(None, help="Search this encoder space instead of the language's default."),
-    fuse: bool = typer.Option(False, help="Merge the rankings of every space that understands the query (RRF)."),
+    fuse: bool = typer.Option(
+        False, "--fuse", help="Merge the rankings of every space that understands the query (RRF)."
+    ),
     route: Optional[str] = typer.Option(
         None,
         help="Beyond English: rgb (the multilingual RGB space), bridge (carried into the multispectral space by "
@@ -278,6 +415,11 @@ def query(
     ),
     like: Optional[str] = typer.Option(
         None, help="Find tiles that look like this tile id, catalogued path or raster file."
+    ),
+    band_order: Optional[str] = typer.Option(
+        None,
+        help="With --like FILE: band order of a multiband file without band descriptions (l2a, l1c, eurosat or "
+        "B01,B02,...). Default: the order the file was catalogued with.",
     ),
     bbox: Optional[str] = typer.Option(None, help="minlon,minlat,maxlon,maxlat (WGS84): tiles that intersect it."),
     date_from: Optional[str] = typer.Option(None, help="Acquired on or after YYYY-MM-DD."),
@@ -299,31 +441,46 @@ def query(
     ),
 ):
     """Search an index by text (or by example with --like)."""
+    if sum([as_json, as_csv, as_geojson]) > 1:
+        _fail("choose one of --json, --csv, --geojson")
+    if (text is None) == (like is None):
+        _fail("give a query TEXT or --like EXAMPLE (one of them)")
+    if band_order is not None and like is None:
+        _fail("--band-order tells how to read the file given to --like; a text query reads no files")
+    if route is not None and like is not None:
+        _fail("--route is how a text query beyond English reaches the index; --like searches by example")
+    checkpoints = {}
+    for item in checkpoint or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name:
+            _fail(f"--checkpoint takes SPACE=PATH, got {item!r}")
+        _require_paths([path], "of local weights (--checkpoint SPACE=PATH)")
+        checkpoints[name] = path
+    if text is not None:
+        from msearch.search.language import parse_language
+
+        try:
+            parse_language(lang)
+        except ValueError as exc:
+            _fail(f"--lang: {exc}")
+    elif lang != "auto":
+        _fail("--lang is the language of a query TEXT; --like searches by example")
+    bounds = _parse_bbox(bbox)
+    dates = _parse_date(date_from, "--date-from"), _parse_date(date_to, "--date-to")
+    order = _band_order(band_order)
+    if html is not None:
+        _check_output(html, "--html")
+
     from msearch.indexer.readers import ArchivePixels
+    from msearch.indexer.tiles import ReadSettings
     from msearch.models import CardError, ModelNotAvailableError
     from msearch.search import formats
     from msearch.search.searcher import Filters, QueryError, Searcher
     from msearch.store import SpaceMismatchError
 
-    if sum([as_json, as_csv, as_geojson]) > 1:
-        _fail("choose one of --json, --csv, --geojson")
-    if (text is None) == (like is None):
-        _fail("give a query TEXT or --like EXAMPLE (one of them)")
-    checkpoints = {}
-    for item in checkpoint or []:
-        name, sep, path = item.partition("=")
-        if not sep:
-            _fail(f"--checkpoint takes SPACE=PATH, got {item!r}")
-        checkpoints[name] = path
     try:
-        filters = Filters(
-            bbox=_parse_bbox(bbox),
-            date_from=_parse_date(date_from, "--date-from"),
-            date_to=_parse_date(date_to, "--date-to"),
-            max_cloud=max_cloud,
-            tile_id=tile_id,
-        )
-        searcher = Searcher(index, checkpoints, pixels=ArchivePixels())
+        filters = Filters(bbox=bounds, date_from=dates[0], date_to=dates[1], max_cloud=max_cloud, tile_id=tile_id)
+        searcher = Searcher(index, checkpoints, pixels=ArchivePixels(ReadSettings(band_order=order)))
         if like is not None:
             answer = searcher.like(like, top_k=top_k, space=space, filters=filters)
         else:
@@ -355,27 +512,35 @@ def query(
                 images.append(png_bytes(true_colour(searcher.tile_pixels(result.tile_id))))
             except Exception:  # a tile that moved or broke since indexing gets a placeholder, not a crash
                 images.append(None)
-        html.write_text(html_page(answer.results, images, answer.info()), encoding="utf-8")
+        _write_text(html, html_page(answer.results, images, answer.info()))
         err_console.print(f"wrote {html}")
 
 
 def _templates(path: Optional[Path]):
     from msearch.models.prompts import TEMPLATES, load_templates
 
-    return load_templates(path) if path else TEMPLATES
+    try:
+        return load_templates(path) if path else TEMPLATES
+    except (ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
+        _fail(f"--templates: {exc}")
 
 
 @app.command("eval")
 def evaluate(
     queryset: Path = typer.Argument(
-        ..., help="Query set (CSV/JSONL: query,lang,relevant) or a labels file (file,label)."
+        ...,
+        exists=True,
+        dir_okay=False,
+        help="Query set (CSV/JSONL: query,lang,relevant) or a labels file (file,label).",
     ),
     index: Optional[Path] = INDEX_OPTION,
     space: Optional[str] = typer.Option(None, help="Answer every query in this space."),
     k: int = typer.Option(100, "--k", min=1, help="Cut-off for mAP@k."),
-    task: str = typer.Option("retrieval", help="retrieval, or classify (zero-shot accuracy on a labels file)."),
+    task: Literal["retrieval", "classify"] = typer.Option(
+        "retrieval", help="retrieval, or classify (zero-shot accuracy on a labels file)."
+    ),
     templates: Optional[Path] = typer.Option(
-        None, help="Prompt templates, one per line with {c} (default: the paper's 50)."
+        None, exists=True, dir_okay=False, help="Prompt templates, one per line with {c} (default: the paper's 50)."
     ),
     label_column: Optional[str] = typer.Option(None, help="Label column of a labels file (default: label or labels)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -390,24 +555,28 @@ def evaluate(
     ),
 ):
     """Score retrieval with mAP@100 as the paper computes it (and friends), or zero-shot classification."""
+    if save_routes and not routes:
+        _fail("--save-routes stores the comparison that --routes makes: pass both")
+    if out is not None:
+        _check_output(out.with_suffix(".json"), "--out")
+    prompts = _templates(templates)
+
     from msearch.models import CardError, ModelNotAvailableError
     from msearch.search.evaluate import evaluate_classification, evaluate_retrieval
     from msearch.search.querysets import QuerySetError
     from msearch.search.searcher import QueryError, Searcher
+    from msearch.store import SpaceMismatchError
 
-    if task not in ("retrieval", "classify"):
-        _fail(f"--task must be retrieval or classify, got {task!r}")
-    if save_routes and not routes:
-        _fail("--save-routes stores the comparison that --routes makes: pass both")
     if routes:
         return _evaluate_routes(queryset, index, k, as_json, save_routes)
     try:
         searcher = Searcher(index)
         if task == "classify":
-            result = evaluate_classification(searcher, queryset, space, _templates(templates), label_column)
+            result = evaluate_classification(searcher, queryset, space, prompts, label_column)
         else:
-            result = evaluate_retrieval(searcher, queryset, space, k, _templates(templates), label_column)
-    except (QueryError, QuerySetError, FileNotFoundError, CardError, ModelNotAvailableError) as exc:
+            with _progress("evaluating", "queries") as report:
+                result = evaluate_retrieval(searcher, queryset, space, k, prompts, label_column, progress=report)
+    except (QueryError, QuerySetError, FileNotFoundError, CardError, ModelNotAvailableError, SpaceMismatchError) as exc:
         _fail(str(exc))
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/yellow] {warning}")
@@ -430,14 +599,14 @@ def evaluate(
                 f"over {result.n_tiles} tiles"
             )
         if out:
-            out.with_suffix(".json").write_text(json.dumps(data, indent=2))
+            _write_text(out.with_suffix(".json"), json.dumps(data, indent=2))
         return
     report = result.report
     data = report.as_dict()
     data["index_recall_at_k"] = {"mean": result.mean_index_recall, "per_query": result.index_recall}
     data["spaces"] = result.spaces
     if out:
-        out.with_suffix(".json").write_text(json.dumps(data, indent=2, ensure_ascii=False))
+        _write_text(out.with_suffix(".json"), json.dumps(data, indent=2, ensure_ascii=False))
         report.write_queries_csv(out.with_suffix(".csv"))
         report.write_means_csv(out.with_suffix(".means.csv"))
     if as_json:
@@ -475,15 +644,17 @@ def evaluate(
 
 
 def _evaluate_routes(queryset: Path, index: Optional[Path], k: int, as_json: bool, save: bool) -> None:
+    from msearch.models import CardError, ModelNotAvailableError
     from msearch.search.evaluate import evaluate_routes
     from msearch.search.querysets import QuerySetError
     from msearch.search.searcher import QueryError, Searcher
+    from msearch.store import SpaceMismatchError
     from msearch.store.bridges import ROUTES, save_routes
 
     try:
         searcher = Searcher(index)
         comparison = evaluate_routes(searcher, queryset, k)
-    except (QueryError, QuerySetError, FileNotFoundError) as exc:
+    except (QueryError, QuerySetError, FileNotFoundError, CardError, ModelNotAvailableError, SpaceMismatchError) as exc:
         _fail(str(exc))
     for warning in comparison.warnings:
         err_console.print(f"[yellow]warning:[/yellow] {warning}")
@@ -508,7 +679,10 @@ def align(
     from_space: Optional[str] = typer.Option(None, "--from", help="Space of the multilingual text tower (rs-m-clip)."),
     to_space: Optional[str] = typer.Option(None, "--to", help="Multispectral space (llama3-ms-clip-base)."),
     texts: Optional[Path] = typer.Option(
-        None, help="English texts to fit on, one per line (default: the paper's templates over benchmark classes)."
+        None,
+        exists=True,
+        dir_okay=False,
+        help="English texts to fit on, one per line (default: the paper's templates over benchmark classes).",
     ),
 ):
     """Fit a text bridge so that queries in the nine languages beyond English can search the multispectral space."""
@@ -551,12 +725,14 @@ def align(
 
 @app.command()
 def classify(
-    paths: List[Path] = typer.Argument(..., help="Tiles (files or folders), indexed or not."),
+    paths: List[Path] = typer.Argument(..., exists=True, help="Tiles (files or folders), indexed or not."),
     classes: Optional[List[str]] = typer.Option(None, "--classes", help="A class name (repeatable)."),
-    classes_file: Optional[Path] = typer.Option(None, help="Class names, one per line."),
+    classes_file: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="Class names, one per line."),
     model: str = typer.Option("llama3-ms-clip-base", "--model", "-m", help="Encoder card."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Local weights for the model."),
-    templates: Optional[Path] = typer.Option(None, help="Prompt templates, one per line with {c}."),
+    checkpoint: Optional[Path] = typer.Option(None, exists=True, help="Local weights for the model."),
+    templates: Optional[Path] = typer.Option(
+        None, exists=True, dir_okay=False, help="Prompt templates, one per line with {c}."
+    ),
     band_order: Optional[str] = typer.Option(None, help="Band order of multiband files without band descriptions."),
     as_csv: bool = typer.Option(False, "--csv", help="Print probabilities as CSV."),
 ):
@@ -564,16 +740,29 @@ def classify(
     import csv
     import io
 
+    names = [name.strip() for name in classes or [] if name.strip()]
+    if classes_file:
+        try:
+            names += [line.strip() for line in classes_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(f"--classes-file: {exc}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        _fail(f"class {repeated[0]!r} is given twice: each class once")
+    if len(names) < 2:
+        _fail(f"give at least two classes to choose between (--classes, --classes-file); got {len(names)}")
+    _known_models([model])
+    order = _band_order(band_order)
+    prompts = _templates(templates)
+
     from msearch.indexer.classify import classify_files
     from msearch.models import CardError, ModelNotAvailableError
-    from msearch.schema.bands import parse_band_order
 
-    names = list(classes or [])
-    if classes_file:
-        names += [line.strip() for line in classes_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     try:
-        order = parse_band_order(band_order) if band_order else None
-        keys, probabilities, failures = classify_files(paths, names, model, checkpoint, _templates(templates), order)
+        with _progress("classifying", "tiles") as report:
+            keys, probabilities, failures = classify_files(
+                paths, names, model, checkpoint, prompts, order, progress=report
+            )
     except (ValueError, CardError, ModelNotAvailableError) as exc:
         _fail(str(exc))
     for key, reason in failures:
@@ -615,6 +804,8 @@ def models(
     from msearch.models.catalog import model_catalog
     from msearch.models.loading import download_weights
 
+    if download:
+        _known_models([download])
     try:
         if download:
             paths = download_weights(get_card(download))
@@ -659,6 +850,7 @@ def export(
     ),
 ):
     """Write the index as GeoParquet: one row per tile, its footprint, catalogue fields and embeddings."""
+    _check_output(out, "export to")
     from msearch.store import SpaceMismatchError
     from msearch.store.export import export_geoparquet
 

@@ -4,14 +4,15 @@ per-class probabilities (softmax of logit_scale x cosine against the class vecto
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from msearch.indexer.readers import discover, read_tile
 from msearch.indexer.tiles import ReadSettings
-from msearch.models import load_encoder
 from msearch.models.prompts import TEMPLATES, class_vectors, classify_probabilities
+
+BATCH_SIZE = 32
 
 
 def classify_files(
@@ -21,25 +22,33 @@ def classify_files(
     checkpoint=None,
     templates: Sequence[str] = TEMPLATES,
     band_order=None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
-    """Zero-shot classification of raster files, indexed or not: (tile keys, probabilities, failures)."""
+    """Zero-shot classification of raster files, indexed or not: (tile keys, probabilities, failures).
+    ValueError when there are fewer than two classes or no rasters under `paths` (checked before the model
+    loads). `progress(done, total)` is called after each batch of tiles."""
     if len(classes) < 2:
         raise ValueError("give at least two classes to choose between")
-    encoder = load_encoder(model, checkpoint)
     settings = ReadSettings(band_order=band_order)
     found = discover([Path(p) for p in paths], settings)
-    keys, pixels, failures = [], [], []
-    for source in found.sources:
-        try:
-            pixels.append(read_tile(source, settings).pixels)
-            keys.append(str(Path(source.root) / source.key))
-        except Exception as exc:  # one unreadable tile is reported, the others are classified
-            failures.append((source.key, str(exc)))
-    if not pixels:
-        return keys, np.empty((0, len(classes))), failures
-    image_vectors = np.concatenate([encoder.encode_pixels(pixels[i : i + 32]) for i in range(0, len(pixels), 32)])
-    return (
-        keys,
-        classify_probabilities(image_vectors, class_vectors(list(classes), encoder.encode_texts, templates)),
-        failures,
-    )
+    if not found.sources:
+        raise ValueError(f"found no rasters to classify under {', '.join(str(p) for p in paths)}")
+    from msearch.models import load_encoder  # torch: only once there is something to classify
+
+    encoder = load_encoder(model, checkpoint)
+    text_vectors = class_vectors(list(classes), encoder.encode_texts, templates)
+    keys, probabilities, failures = [], [], []
+    sources = found.sources
+    for start in range(0, len(sources), BATCH_SIZE):
+        pixels = []
+        for source in sources[start : start + BATCH_SIZE]:
+            try:
+                pixels.append(read_tile(source, settings).pixels)
+                keys.append(str(Path(source.root) / source.key))
+            except Exception as exc:  # one unreadable tile is reported, the others are classified
+                failures.append((source.key, str(exc)))
+        if pixels:
+            probabilities.append(classify_probabilities(encoder.encode_pixels(pixels), text_vectors))
+        if progress is not None:
+            progress(min(start + BATCH_SIZE, len(sources)), len(sources))
+    return keys, np.concatenate(probabilities) if probabilities else np.empty((0, len(classes))), failures

@@ -111,10 +111,10 @@ class ModelCard:
     @property
     def weights_source(self) -> str:
         """Where the weights come from, as a user would write it."""
-        if "hub" in self.weights:
-            return f"hf-hub:{self.weights['hub']}" + (f"/{self.weights['file']}" if self.family == "ms-clip" else "")
         if "open_clip_pretrained" in self.weights:
             return f"open_clip:{self.architecture_name}/{self.weights['open_clip_pretrained']}"
+        if "hub" in self.weights:
+            return f"hf-hub:{self.weights['hub']}" + (f"/{self.weights['file']}" if self.family == "ms-clip" else "")
         return "local file (--checkpoint)"
 
 

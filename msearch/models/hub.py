@@ -22,8 +22,11 @@ def offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def hub_file(repo_id: str, filename: str, *, what: str, required: bool = True) -> Path | None:
-    """A file of a hub repository, from the local cache when it is there, else downloaded and cached."""
+def hub_file(
+    repo_id: str, filename: str, *, what: str, required: bool = True, model: str | None = None, local: str | None = None
+) -> Path | None:
+    """A file of a hub repository, from the local cache when it is there, else downloaded and cached.
+    `model` (the card's name) and `local` (how to do without the hub) make the advice of errors exact."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
@@ -36,8 +39,8 @@ def hub_file(repo_id: str, filename: str, *, what: str, required: bool = True) -
         raise ModelNotAvailableError(
             f"{what}: {filename} of hf-hub:{repo_id} is not in the Hugging Face cache "
             f"({_cache_location()}) and HF_HUB_OFFLINE=1 forbids downloading it. Run once with network access "
-            f"(`msearch models --download NAME`), copy the cache from a machine that has it, or pass "
-            f"--checkpoint PATH to local weights."
+            f"(`msearch models --download {model or 'NAME'}`), copy the cache from a machine that has it, or "
+            f"{local or _local_weights_advice(model)}."
         )
     unreachable = hub_unreachable()
     try:
@@ -52,8 +55,17 @@ def hub_file(repo_id: str, filename: str, *, what: str, required: bool = True) -
             raise ModelNotAvailableError(f"{what}: hf-hub:{repo_id} has no file {filename}") from None
         raise ModelNotAvailableError(
             f"{what}: could not download {filename} from hf-hub:{repo_id} ({exc}). Check the network, or set "
-            f"HF_HUB_OFFLINE=1 and use cached or local weights (--checkpoint PATH)."
+            f"HF_HUB_OFFLINE=1 and use cached weights, or {local or _local_weights_advice(model)}."
         ) from exc
+
+
+def _local_weights_advice(model: str | None) -> str:
+    # --checkpoint names the weights of one model, so it goes with --model (a query names the space instead).
+    card = model or "NAME"
+    return (
+        f"use local weights: `--model {card} --checkpoint PATH` (`msearch query`: `--checkpoint {card}=PATH`; "
+        f"README, Offline)"
+    )
 
 
 HUB_PROBE_SECONDS = 3.0

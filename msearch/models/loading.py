@@ -2,6 +2,9 @@
 
 Never random weights: every parameter must come from the checkpoint, and a missing, unexpected or
 misshapen tensor is an error that names the file and says what to do.
+
+torch is imported by the functions that build or read models, not by this module: finding weights and their
+status (`msearch models`, an unchanged re-check) must not pay seconds for it.
 """
 
 from __future__ import annotations
@@ -10,10 +13,11 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 from msearch.models.card import CardError, ModelCard
 from msearch.models.hub import ModelNotAvailableError, hub_file, is_cached
@@ -79,6 +83,7 @@ def download_weights(card: ModelCard) -> list[Path]:
 
 def _load_msclip(card: ModelCard, checkpoint: str | Path | None) -> LoadedModel:
     import open_clip
+    from torch import nn
 
     # Find and read the weights before building the model: building ViT-B/16 takes seconds, and a
     # missing file (offline, not cached) must fail at once.
@@ -102,7 +107,7 @@ def _msclip_weights_path(card: ModelCard, checkpoint: str | Path | None) -> Path
         return path
     if "hub" not in card.weights:
         raise ModelNotAvailableError(f"{card.name}: the card names no hub repository; pass --checkpoint PATH")
-    return hub_file(card.weights["hub"], card.weights["file"], what=card.name)
+    return hub_file(card.weights["hub"], card.weights["file"], what=card.name, model=card.name)
 
 
 def msclip_state_dict(raw: dict[str, torch.Tensor], path: Path, card: ModelCard) -> dict[str, torch.Tensor]:
@@ -128,6 +133,8 @@ def msclip_state_dict(raw: dict[str, torch.Tensor], path: Path, card: ModelCard)
 
 
 def _torch_load(path: Path, card: ModelCard) -> Any:
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
@@ -223,6 +230,8 @@ def load_text_model(card: ModelCard, checkpoint: str | Path | None = None) -> Lo
 def _text_tensors(weights: Path, card: ModelCard) -> dict[str, torch.Tensor]:
     """The `text.` tensors of an open_clip checkpoint with a separate text tower, prefix stripped, read
     lazily: a safetensors file yields just those tensors, a pickle is memory-mapped."""
+    import torch
+
     prefix = "text."
     try:
         if weights.suffix == ".safetensors":
@@ -259,16 +268,21 @@ class _no_parameter_init:
     )
 
     def __enter__(self):
+        import torch
+
         self.saved = {name: getattr(torch.nn.init, name) for name in self.NAMES}
         for name in self.NAMES:
             setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
 
     def __exit__(self, *exc):
+        import torch
+
         for name, function in self.saved.items():
             setattr(torch.nn.init, name, function)
 
 
 def _open_clip_repo(card: ModelCard) -> str | None:
+    # A card that names its pretrained tag's hub repository too saves importing open_clip (seconds) here.
     if "hub" in card.weights:
         return card.weights["hub"]
     if "open_clip_pretrained" in card.weights:
@@ -308,15 +322,15 @@ def _open_clip_sources(card: ModelCard, checkpoint: str | Path | None) -> tuple[
     if repo is None:
         raise ModelNotAvailableError(f"{card.name}: the card names no hub repository; pass --checkpoint PATH")
     if "config" in card.weights:
-        cfg = _read_open_clip_config(hub_file(repo, card.weights["config"], what=card.name), card)
+        cfg = _read_open_clip_config(hub_file(repo, card.weights["config"], what=card.name, model=card.name), card)
     else:
         cfg = _architecture_config(card)
     files = _open_clip_weight_files(card)
     for name in files[:-1]:
-        found = hub_file(repo, name, what=card.name, required=False)
+        found = hub_file(repo, name, what=card.name, required=False, model=card.name)
         if found:
             return cfg, found
-    return cfg, hub_file(repo, files[-1], what=card.name)
+    return cfg, hub_file(repo, files[-1], what=card.name, model=card.name)
 
 
 def _read_open_clip_config(path: Path, card: ModelCard) -> dict:
@@ -334,9 +348,13 @@ def _hf_text_folder(name: str, card: ModelCard) -> Path:
     if Path(name).is_dir():
         return Path(name)
     what = f"{card.name} (text tower {name})"
-    paths = [hub_file(name, f, what=what) for f in HF_TEXT_FILES]
+    local = (
+        f"copy {name}'s {', '.join(HF_TEXT_FILES)} and tokenizer files into a folder and name that folder as "
+        f"text_cfg.hf_model_name in the open_clip_config.json of the --checkpoint folder"
+    )
+    paths = [hub_file(name, f, what=what, model=card.name, local=local) for f in HF_TEXT_FILES]
     for optional in HF_TEXT_OPTIONAL_FILES:
-        hub_file(name, optional, what=what, required=False)
+        hub_file(name, optional, what=what, required=False, model=card.name, local=local)
     return paths[0].parent
 
 

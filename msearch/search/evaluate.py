@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from sqlalchemy import select
@@ -94,7 +94,9 @@ def evaluate_retrieval(
     k: int = 100,
     templates: Sequence[str] = TEMPLATES,
     label_column: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> RetrievalEvaluation:
+    """`progress(done, total)` is called after each query."""
     queryset, label_based = load_queries(queries_path, label_column)
     warnings = list(queryset.warnings)
     if not queryset.queries:
@@ -102,9 +104,14 @@ def evaluate_retrieval(
     lookup = tile_lookup(searcher)
     ranked_queries, index_recall, spaces = [], {}, {}
     exact_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for query in queryset.queries:
-        lang = query.lang or detect_language(query.query)
+    unknown: dict[str, list[str]] = {}  # per query source: the relevant entries not in the index
+    for done, query in enumerate(queryset.queries, start=1):
+        try:
+            lang = query.lang or detect_language(query.query)
+        except ValueError as exc:
+            raise QueryError(f"{query.source}: {exc}") from None
         name = searcher.route(lang, space)
+        searcher.view(name)  # an empty space is an error, not a mAP of 0
         encoder = searcher.text_encoder(name)
         if label_based:
             vector = class_vectors([query.query], encoder.encode_texts, templates)[0]
@@ -112,10 +119,7 @@ def evaluate_retrieval(
             vector = encoder.encode_texts([query.query])[0]
         resolution = resolve(query.relevant, lookup)
         if resolution.unknown:
-            warnings.append(
-                f"{query.source}: {len(resolution.unknown)} relevant tiles are not in the index "
-                f"(e.g. {resolution.unknown[0]})"
-            )
+            unknown[query.source] = resolution.unknown
         if name not in exact_cache:
             exact_cache[name] = searcher.store.all_vectors(name)
         ids, matrix = exact_cache[name]
@@ -126,7 +130,21 @@ def evaluate_retrieval(
         index_recall[label] = index_recall_at_k(approx, exact, k) if exact else 1.0
         spaces[label] = name
         ranked_queries.append(RankedQuery(query=label, ranked=approx, relevant=set(resolution.ids), lang=lang))
+        if progress is not None:
+            progress(done, len(queryset.queries))
+    if unknown:
+        warnings.append(_not_indexed_summary(unknown, len(queryset.queries), "queries", "relevant tiles"))
     return RetrievalEvaluation(evaluate_rankings(ranked_queries, k=k), index_recall, spaces, warnings)
+
+
+def _not_indexed_summary(unknown: dict[str, list[str]], total: int, items: str, tiles: str) -> str:
+    """One line for a partly indexed set, however many queries or classes it touches."""
+    entries = [entry for missing in unknown.values() for entry in missing]
+    example = next(iter(unknown.values()))[0]
+    return (
+        f"{len(entries)} {tiles} of {len(unknown)} of the {total} {items} are not in the index and are left out "
+        f"of the scores (e.g. {example})"
+    )
 
 
 def evaluate_classification(
@@ -141,20 +159,30 @@ def evaluate_classification(
     if not label_based:
         raise QueryError(f"{labels_path} is not a labels file (columns file,label): --task classify needs one")
     name = searcher.route("en", space)
+    searcher.view(name)
     encoder = searcher.text_encoder(name)
     lookup = tile_lookup(searcher)
     classes = [q.query for q in queryset.queries]
     truth: dict[int, int] = {}
     warnings = list(queryset.warnings)
+    unknown: dict[str, list[str]] = {}
+    several_labels = []
     for class_index, query in enumerate(queryset.queries):
         resolution = resolve(query.relevant, lookup)
         if resolution.unknown:
-            warnings.append(f"class {query.query!r}: {len(resolution.unknown)} labelled tiles are not in the index")
+            unknown[query.query] = resolution.unknown
         for tile_id in resolution.ids:
             if tile_id in truth and truth[tile_id] != class_index:
-                warnings.append(f"tile {tile_id} has several labels: classification scores its first")
+                several_labels.append(tile_id)
                 continue
             truth[tile_id] = class_index
+    if unknown:
+        warnings.append(_not_indexed_summary(unknown, len(queryset.queries), "classes", "labelled tiles"))
+    if several_labels:
+        warnings.append(
+            f"{len(several_labels)} tiles have several labels (e.g. tile {several_labels[0]}): "
+            f"classification scores their first"
+        )
     if not truth:
         raise QueryError(f"none of the tiles in {labels_path} are in the index")
     tile_ids = sorted(truth)

@@ -17,6 +17,12 @@ Ambiguity resolves to English: a non-English language is chosen only when the te
 `NON_ENGLISH_MIN_LIKELIHOOD_RATIO` times more likely under it than under English. One-word and two-word
 queries shared by several languages ("glacier", "delta", "open pit mine", "port") fall short of that and
 stay English; text with no letters at all is English too.
+
+A query written mostly in a script none of the ten languages uses (Arabic, Greek, Hebrew, Devanagari, Thai,
+...), or with any Japanese kana (whose kanji would otherwise read as Chinese), is refused with
+UnsupportedLanguageError rather than sent to a space that never learnt it: its embedding would be noise. A
+Latin-script language beyond the seven (Norwegian, Polish, ...) cannot be told apart from them reliably in a
+few words and is read as the nearest of the seven.
 """
 
 from __future__ import annotations
@@ -44,12 +50,72 @@ AUTO = "auto"
 NON_ENGLISH_MIN_LIKELIHOOD_RATIO = 100.0
 _MIN_LOG_RATIO = math.log(NON_ENGLISH_MIN_LIKELIHOOD_RATIO)
 
+LANGUAGE_NAMES = {
+    "en": "English",
+    "pt": "Portuguese",
+    "es": "Spanish",
+    "fr": "French",
+    "de": "German",
+    "nl": "Dutch",
+    "it": "Italian",
+    "zh": "Chinese",
+    "ko": "Korean",
+    "ru": "Russian",
+}
+
 # The first word of a character's Unicode name says its script; these are the scripts that name a language.
 _SCRIPT_LANGUAGE = {"HANGUL": "ko", "CJK": "zh", "CYRILLIC": "ru"}
+# Scripts of no supported language, by the first word of their letters' Unicode names (after HALFWIDTH or
+# FULLWIDTH). Kana marks Japanese even among kanji, since Chinese never uses it.
+_KANA = ("HIRAGANA", "KATAKANA")
+_UNSUPPORTED_SCRIPTS = {
+    "HIRAGANA": "Japanese",
+    "KATAKANA": "Japanese",
+    "ARABIC": "Arabic",
+    "GREEK": "Greek",
+    "HEBREW": "Hebrew",
+    "DEVANAGARI": "Devanagari",
+    "BENGALI": "Bengali",
+    "GURMUKHI": "Gurmukhi",
+    "GUJARATI": "Gujarati",
+    "TAMIL": "Tamil",
+    "TELUGU": "Telugu",
+    "KANNADA": "Kannada",
+    "MALAYALAM": "Malayalam",
+    "SINHALA": "Sinhala",
+    "THAI": "Thai",
+    "LAO": "Lao",
+    "KHMER": "Khmer",
+    "MYANMAR": "Myanmar",
+    "TIBETAN": "Tibetan",
+    "GEORGIAN": "Georgian",
+    "ARMENIAN": "Armenian",
+    "ETHIOPIC": "Ethiopic",
+    "SYRIAC": "Syriac",
+    "THAANA": "Thaana",
+    "MONGOLIAN": "Mongolian",
+}
+
+
+class UnsupportedLanguageError(ValueError):
+    """A query in a script none of the text encoders was trained on."""
+
+
+def supported_languages_text() -> str:
+    """'en (English), pt (Portuguese), ...' for messages."""
+    return ", ".join(f"{code} ({LANGUAGE_NAMES[code]})" for code in SUPPORTED_LANGUAGES)
 
 
 def detect_language(text: str) -> str:
-    """The language of `text`, one of SUPPORTED_LANGUAGES; English when it is ambiguous or has no letters."""
+    """The language of `text`, one of SUPPORTED_LANGUAGES; English when it is ambiguous or has no letters.
+    Raises UnsupportedLanguageError for text in a script of none of them (see the module's notes)."""
+    unsupported = unsupported_script(text)
+    if unsupported is not None:
+        raise UnsupportedLanguageError(
+            f"the query {text!r} is written in {unsupported}, which none of the text encoders was trained on "
+            f"(they know {supported_languages_text()}): rephrase it in one of these, or pass --lang CODE to "
+            f"search with it anyway as that language"
+        )
     script_language = _language_by_script(text)
     if script_language is not None:
         return script_language
@@ -70,13 +136,36 @@ def parse_language(code: str) -> str:
     raise ValueError(f"unsupported language {code!r}: use 'auto' or one of {', '.join(SUPPORTED_LANGUAGES)}")
 
 
+def unsupported_script(text: str) -> str | None:
+    """The name of the unsupported script `text` is written in: any kana (Japanese), else a script of no
+    supported language that has more letters than the supported scripts together. None otherwise."""
+    supported, unsupported = 0, {}
+    for ch in text:
+        if not ch.isalpha():
+            continue
+        script = _script(ch)
+        if script.startswith(_KANA):
+            return _UNSUPPORTED_SCRIPTS["HIRAGANA"]
+        if script in _UNSUPPORTED_SCRIPTS:
+            unsupported[script] = unsupported.get(script, 0) + 1
+        elif script == "LATIN" or script in _SCRIPT_LANGUAGE:
+            supported += 1
+    if unsupported and sum(unsupported.values()) > supported:
+        return _UNSUPPORTED_SCRIPTS[max(unsupported, key=unsupported.get)]
+    return None
+
+
+def _script(ch: str) -> str:
+    words = unicodedata.name(ch, "").split(" ")
+    return words[1] if words[0] in ("HALFWIDTH", "FULLWIDTH") and len(words) > 1 else words[0]
+
+
 def _language_by_script(text: str) -> str | None:
     letters_per_language: dict[str, int] = {}
     for ch in text:
         if not ch.isalpha():
             continue
-        script = unicodedata.name(ch, "").split(" ", 1)[0]
-        language = _SCRIPT_LANGUAGE.get(script)
+        language = _SCRIPT_LANGUAGE.get(_script(ch))
         if language is not None:
             letters_per_language[language] = letters_per_language.get(language, 0) + 1
     if not letters_per_language:

@@ -204,8 +204,15 @@ class Searcher:
         return vector, truncated
 
     def view(self, space: str) -> SpaceIndex:
+        """The space's search index; QueryError when it holds no vectors (nothing to search)."""
         if space not in self._views:
-            self._views[space] = self.store.open_space(space)
+            view = self.store.open_space(space)
+            if view.ntotal == 0:
+                raise QueryError(
+                    f"space {space!r} of the index at {self.store.directory} is empty: no tile has been embedded "
+                    f"into it yet. Run `msearch index PATH` (`msearch info --problems` lists tiles that failed)"
+                )
+            self._views[space] = view
         return self._views[space]
 
     # -- queries ----------------------------------------------------------------------------------------
@@ -226,9 +233,12 @@ class Searcher:
             raise QueryError("the query is empty: give some words to search for")
         if top_k <= 0:
             raise QueryError(f"--top-k must be at least 1, got {top_k}")
-        lang = parse_language(lang)
-        if lang == "auto":
-            lang = detect_language(text)
+        try:
+            lang = parse_language(lang)
+            if lang == "auto":
+                lang = detect_language(text)
+        except ValueError as exc:  # an unknown --lang, or a script none of the encoders learnt
+            raise QueryError(str(exc)) from None
         if route is not None and route not in ROUTES:
             raise QueryError(f"--route must be one of {', '.join(ROUTES)}, got {route!r}")
         if route is not None and (lang == "en" or space is not None or fuse):
@@ -238,8 +248,8 @@ class Searcher:
             )
         if lang != "en" and space is None and not fuse and route is None:
             route, _ = self.default_route(lang)
-        allowed = self._allowed_ids(filters)
         if route in ("bridge", "fuse"):
+            allowed = self._allowed_ids(filters)
             ranked, names, truncated = self.routed_ranking(text.strip(), lang, route, top_k, allowed)
             return QueryAnswer(
                 self._results(ranked[:top_k], "+".join(names)),
@@ -258,6 +268,9 @@ class Searcher:
                 self.route(lang)  # raises the clear error
         else:
             names = [self.route(lang, space)]
+        for name in names:
+            self.view(name)  # an empty space says so before any filtering or encoding
+        allowed = self._allowed_ids(filters)
         truncated = False
         rankings = {}
         for name in names:
@@ -327,6 +340,7 @@ class Searcher:
         name = space or next((n for n, c in spaces.items() if c.family == "ms-clip"), None) or next(iter(spaces), None)
         if name is None or name not in spaces:
             raise QueryError(f"no space {space!r} in this index (it has: {', '.join(spaces) or 'none'})")
+        self.view(name)
         tile_id = self._tile_id_of(example)
         if tile_id is not None:
             vector = self.store.vectors_of(name, [tile_id])[0]
@@ -352,20 +366,38 @@ class Searcher:
                 if found is not None:
                     return int(found)
             found = conn.execute(select(t.id).where(or_(t.key == example, t.path == example)).limit(1)).scalar()
-            if found is None and Path(example).exists():
-                resolved = Path(example).resolve()
-                for tid, root, key in conn.execute(select(t.id, t.root, t.key)):
-                    if Path(root) / key.split("#", 1)[0] == resolved and "#" not in key:
-                        return int(tid)
-        if found is None and not Path(example).exists():
+        if found is not None:
+            return int(found)
+        if not Path(example).exists():
             raise QueryError(f"{example!r} is neither a tile id, a catalogued path, nor a file")
-        return int(found) if found is not None else None
+        whole_file = [row for row in self._catalogued_rows_of_file(example) if row.key == row.path]
+        return int(whole_file[0].id) if whole_file else None
+
+    def _catalogued_rows_of_file(self, path: str) -> list:
+        """Catalogue rows (id, key, path, reader, bands) read from this file, however it is spelt: under
+        which indexed root it lies is found by resolving the roots, which are few."""
+        t = catalog.tiles.c
+        target = Path(path).resolve()
+        rows = []
+        with self.store.engine.connect() as conn:
+            for root in conn.execute(select(t.root).distinct()).scalars():
+                try:
+                    relative = target.relative_to(Path(root).resolve()).as_posix()
+                except ValueError:
+                    continue
+                rows += conn.execute(
+                    select(t.id, t.key, t.path, t.reader, t.bands).where(t.root == root, t.path == relative)
+                ).all()
+        return rows
 
     def _embed_file(self, path: str, space: str) -> np.ndarray:
+        # A file catalogued only in chips is read with the band order it was indexed with.
+        catalogued = [row.bands for row in self._catalogued_rows_of_file(path) if row.reader == "geotiff"]
+        band_order = tuple(catalogued[0].split(",")) if catalogued and catalogued[0] else None
         try:
-            pixels = self._pixel_reader().of_file(path)
+            pixels = self._pixel_reader().of_file(path, band_order=band_order)
         except ValueError as exc:
-            raise QueryError(str(exc)) from exc
+            raise QueryError(f"{path}: {exc}") from exc
         return self.encoder(space).encode_pixels([pixels])[0]
 
     def tile_pixels(self, tile_id: int):

@@ -57,9 +57,15 @@ def export_geoparquet(
 ) -> int:
     """Write the index's tiles (and the vectors of `spaces`, default: all) to a GeoParquet file; returns
     the number of rows written."""
+    out_path = Path(out_path)
+    if not out_path.parent.is_dir():
+        # checked here, or the error would name the temporary file written beside the output
+        raise FileNotFoundError(
+            f"cannot write {out_path}: the folder {out_path.parent} does not exist; create it first "
+            f"(mkdir -p {out_path.parent}) or choose another path"
+        )
     store = IndexStore(index, create=False)
     manifests = [store.manifest(space) for space in spaces] if spaces else list(store.manifests().values())
-    out_path = Path(out_path)
     tmp = out_path.parent / f".{out_path.name}.{os.getpid()}.tmp"
     rows = 0
     with store.engine.connect() as conn:

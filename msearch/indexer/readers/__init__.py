@@ -6,7 +6,7 @@ what no reader claims is reported. More specific layouts come first, the plain m
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from msearch.indexer.readers.geotiff import MultibandGeoTIFFReader
@@ -57,11 +57,16 @@ class ArchivePixels:
     def __init__(self, settings: ReadSettings | None = None):
         self.settings = settings or ReadSettings()
 
-    def of_file(self, path: str | Path):
-        found = discover([Path(path)], self.settings)
+    def of_file(self, path: str | Path, band_order: tuple[str, ...] | None = None):
+        """A raster file's pixels (its first tile); `band_order` (e.g. the catalogue's for this file) applies
+        unless the settings give one."""
+        settings = self.settings
+        if band_order is not None and settings.band_order is None:
+            settings = replace(settings, band_order=band_order)
+        found = discover([Path(path)], settings)
         if not found.sources:
             raise ValueError(f"{path} is not a raster msearch can read")
-        return read_tile(found.sources[0], self.settings).pixels
+        return read_tile(found.sources[0], settings).pixels
 
     def of_tile(self, row) -> object:
         """Re-read a catalogued tile (a catalogue row) with the band order and offset it was indexed with."""
