@@ -72,5 +72,9 @@ def test_download_offline_or_unknown_is_an_error():
     message = " ".join(result.stderr.split())  # rich wraps long lines
     assert "Llama3_MS_CLIP_weights.pt of hf-hub:ibm-esa-geospatial/Llama3-MS-CLIP-base is not in" in message
     assert "HF_HUB_OFFLINE=1 forbids downloading it" in message
+    assert "`msearch models --download llama3-ms-clip-base`" in message
+    # --checkpoint is one model's weights: the advice says which --model it goes with
+    assert "`--model llama3-ms-clip-base --checkpoint PATH`" in message
+    assert "`--checkpoint llama3-ms-clip-base=PATH`" in message
     result = runner.invoke(app, ["models", "--download", "no-such-model"])
-    assert result.exit_code == 1 and "unknown model 'no-such-model'" in result.stderr
+    assert result.exit_code == 2 and "unknown model 'no-such-model'" in result.stderr  # a usage error

@@ -2,7 +2,14 @@
 
 import pytest
 
-from msearch.search.language import SUPPORTED_LANGUAGES, detect_language, parse_language
+from msearch.search.language import (
+    LANGUAGE_NAMES,
+    SUPPORTED_LANGUAGES,
+    UnsupportedLanguageError,
+    detect_language,
+    parse_language,
+    unsupported_script,
+)
 
 # Short, natural queries about what Sentinel-2 shows, written per language (not translated word for word).
 QUERIES: dict[str, list[str]] = {
@@ -289,9 +296,36 @@ def test_words_shared_by_several_languages_resolve_to_english(word):
     assert detect_language(word) == "en"
 
 
-def test_detection_always_answers_a_supported_language():
-    for text in ["東京の港", "ελαιώνες στην Κρήτη", "حقول مغمورة", "skog ved en innsjø"]:
-        assert detect_language(text) in SUPPORTED_LANGUAGES
+@pytest.mark.parametrize(
+    "text, script",
+    [
+        ("もり", "Japanese"),
+        ("東京の港", "Japanese"),  # kana among kanji: Japanese, not Chinese
+        ("ｶﾀｶﾅ", "Japanese"),  # half-width katakana
+        ("غابة", "Arabic"),
+        ("حقول مغمورة", "Arabic"),
+        ("ελαιώνες στην Κρήτη", "Greek"),
+        ("יער", "Hebrew"),
+        ("जंगल", "Devanagari"),
+        ("ป่าไม้", "Thai"),
+        ("NDVI غابة كثيفة", "Arabic"),  # a Latin acronym does not make it a Latin-script query
+    ],
+)
+def test_scripts_of_no_supported_language_are_refused_naming_the_script_and_the_ten(text, script):
+    assert unsupported_script(text) == script
+    with pytest.raises(UnsupportedLanguageError) as error:
+        detect_language(text)
+    message = str(error.value)
+    assert f"written in {script}" in message and "--lang CODE" in message
+    assert all(f"{code} ({LANGUAGE_NAMES[code]})" in message for code in SUPPORTED_LANGUAGES)
+
+
+@pytest.mark.parametrize(
+    "text", ["森林", "NDVI 高的农田", "лес", "숲", "α forest", "skog ved en innsjø", "B04 B03 B02"]
+)
+def test_supported_scripts_and_stray_letters_are_not_refused(text):
+    assert unsupported_script(text) is None
+    assert detect_language(text) in SUPPORTED_LANGUAGES
 
 
 @pytest.mark.parametrize("given, expected", [("auto", "auto"), ("EN", "en"), (" pt ", "pt"), ("zh", "zh")])

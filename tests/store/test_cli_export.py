@@ -3,6 +3,7 @@
 import json
 
 import pyarrow.parquet as pq
+import pytest
 from typer.testing import CliRunner
 
 from msearch.cli import app
@@ -45,3 +46,17 @@ def test_export_command_without_an_index(tmp_path):
     result = runner.invoke(app, ["export", str(tmp_path / "x.parquet"), "--index", str(tmp_path / "none")])
     assert result.exit_code == 2
     assert "no msearch index" in result.output
+
+
+def test_export_into_a_missing_folder_names_the_folder_not_a_temporary_file(tmp_path):
+    from msearch.store.export import export_geoparquet
+
+    out = tmp_path / "nodir" / "tiles.parquet"
+    with pytest.raises(FileNotFoundError) as error:
+        export_geoparquet(tmp_path / "index", out)
+    message = str(error.value)
+    assert f"the folder {out.parent} does not exist; create it first (mkdir -p {out.parent})" in message
+    assert ".tmp" not in message
+    result = runner.invoke(app, ["export", str(out), "--index", str(tmp_path / "index")])
+    assert result.exit_code == 2 and ".tmp" not in result.output
+    assert not out.parent.exists()
