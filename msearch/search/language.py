@@ -33,10 +33,6 @@ import math
 import os
 import unicodedata
 
-import numpy as np
-from py3langid import modelio
-from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
-
 from msearch.config import cache_dir
 
 SUPPORTED_LANGUAGES: tuple[str, ...] = ("en", "pt", "es", "fr", "de", "nl", "it", "zh", "ko", "ru")
@@ -174,18 +170,24 @@ def _language_by_script(text: str) -> str | None:
 
 
 @functools.cache
-def _latin_identifier() -> LanguageIdentifier:
+def _latin_identifier():
     # An identifier of our own, rather than py3langid's module-level one, so restricting its languages
-    # affects nobody else.
+    # affects nobody else. py3langid (and numpy) load here: checking a --lang or a script needs neither.
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
     identifier = _identifier_from_cache() or LanguageIdentifier.from_model_file(MODEL_FILE)
     identifier.set_languages(list(LATIN_SCRIPT_LANGUAGES))
     return identifier
 
 
-def _identifier_from_cache() -> LanguageIdentifier | None:
+def _identifier_from_cache():
     """py3langid's model, read from an uncompressed copy in msearch's cache. The package ships it
     LZMA-compressed, and decompressing takes 0.4 s of every cold query; the copy (68 MB) loads in 0.1 s.
     The model is read as py3langid's own loader reads it (modelio.load_model); None if that fails."""
+    import numpy as np
+    from py3langid import modelio
+    from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
+
     packaged = MODEL_DIR / MODEL_FILE
     try:
         copy = cache_dir() / "langid" / f"{packaged.name.removesuffix('.xz')}-{packaged.stat().st_size}"

@@ -1,0 +1,89 @@
+"""Start-up time of the commands that should answer at once: each row is the wall time of fresh
+`python -m msearch ...` processes (median of --repeats), and whether the process imported torch (a second
+run under `python -X importtime`, not timed).
+
+Target: `msearch models` and an argument error under 1 s, without torch. The rows run in a scratch folder
+with an empty index (a catalogue without spaces), so no weights are needed.
+
+    python bench/startup.py                  # 5 runs per row
+    python bench/startup.py --repeats 1      # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TARGET_SECONDS = 1.0
+HEAVY_MODULES = ("torch", "open_clip")
+# (row, msearch arguments, whether the target applies); "{empty}" is an empty folder, "{index}" an empty index.
+ROWS = [
+    ("msearch --help", ["--help"], False),
+    ("msearch models", ["models"], True),
+    ("msearch info (empty index)", ["info", "--index", "{index}"], False),
+    ("error: index /nonexistent", ["index", "/nonexistent"], True),
+    ("error: index --band-order foo", ["index", "{empty}", "--band-order", "foo"], True),
+    ("error: classify with one class", ["classify", "{empty}", "--classes", "forest"], True),
+    ("error: query --lang xx", ["query", "river", "--lang", "xx"], True),
+    ("error: query --html nodir/r.html", ["query", "river", "--html", "nodir/r.html"], True),
+    ("error: eval nosuch.csv", ["eval", "nosuch.csv"], True),
+    ("error: export nodir/tiles.parquet", ["export", "nodir/tiles.parquet"], True),
+]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    return parser.parse_args(argv)
+
+
+def run_msearch(args: list[str], cwd: Path, env: dict, importtime: bool = False) -> tuple[float, str]:
+    command = [sys.executable, *(["-X", "importtime"] if importtime else []), "-m", "msearch", *args]
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return time.perf_counter() - start, done.stderr
+
+
+def imports_heavy(stderr: str) -> list[str]:
+    """The heavy modules named in `python -X importtime` output (its last column is the module)."""
+    imported = {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+    return [name for name in HEAVY_MODULES if name in imported]
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
+    failures = 0
+    with tempfile.TemporaryDirectory(prefix="msearch-startup-") as scratch:
+        scratch = Path(scratch)
+        (scratch / "empty").mkdir()
+        env["MSEARCH_INDEX"] = str(scratch / "index")
+        sys.path.insert(0, str(REPO_ROOT))
+        from msearch.store import IndexStore
+
+        IndexStore(scratch / "index", create=True)
+        names = {"{empty}": str(scratch / "empty"), "{index}": str(scratch / "index")}
+        print(f"{'command':36} {'median s':>9} {'min s':>7}  torch  target")
+        for row, args, targeted in ROWS:
+            args = [names.get(a, a) for a in args]
+            seconds = [run_msearch(args, scratch, env)[0] for _ in range(options.repeats)]
+            heavy = imports_heavy(run_msearch(args, scratch, env, importtime=True)[1])
+            median = statistics.median(seconds)
+            verdict = ""
+            if targeted:
+                ok = median < TARGET_SECONDS and not heavy
+                failures += not ok
+                verdict = f"< {TARGET_SECONDS:.0f} s, no torch: {'ok' if ok else 'MISSED'}"
+            print(f"{row:36} {median:9.2f} {min(seconds):7.2f}  {'yes' if heavy else 'no':5}  {verdict}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
