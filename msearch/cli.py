@@ -95,6 +95,14 @@ def _check_output(path: Path, option: str) -> None:
         _fail(f"{option} {path}: cannot write into {folder} (permission denied)")
 
 
+def _check_index_folder(index: Optional[Path]) -> None:
+    from msearch.config import index_dir
+
+    folder = index_dir(index)
+    if folder.exists() and not folder.is_dir():
+        _fail(f"the index folder {folder} is a file: give --index a folder (new or an msearch index)")
+
+
 def _write_text(path: Path, text: str) -> None:
     """Write a file whole or not at all: a temporary file beside it, then an atomic rename."""
     scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -198,6 +206,7 @@ def index(
     if target_recall is not None and not rebuild_ann:
         _fail("--target-recall applies to --rebuild-ann")
     _require_paths(paths, "to index")
+    _check_index_folder(index)
     _known_models(model)
     if checkpoint and len(model or []) != 1:
         _fail("--checkpoint names the weights of one model: give exactly one --model with it")

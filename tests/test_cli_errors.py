@@ -26,6 +26,7 @@ CASES = [
     (["index", "{dir}", "--target-recall", "0.9"], "--target-recall applies to --rebuild-ann"),
     (["index", "{dir}", "--batch-size", "0"], "Invalid value for '--batch-size'"),
     (["index", "{dir}", "--max-nodata", "2"], "Invalid value for '--max-nodata'"),
+    (["index", "{dir}", "--index", "{file}"], "the index folder {file} is a file"),
     # info
     (["info", "--index", "{missing}"], "no msearch index at {missing}"),
     # query

@@ -337,8 +337,10 @@ class Searcher:
         if top_k <= 0:
             raise QueryError(f"--top-k must be at least 1, got {top_k}")
         spaces = self.spaces()
-        name = space or next((n for n, c in spaces.items() if c.family == "ms-clip"), None) or next(iter(spaces), None)
-        if name is None or name not in spaces:
+        if not spaces:
+            self.route("en")  # raises the clear error
+        name = space or next((n for n, c in spaces.items() if c.family == "ms-clip"), None) or next(iter(spaces))
+        if name not in spaces:
             raise QueryError(f"no space {space!r} in this index (it has: {', '.join(spaces) or 'none'})")
         self.view(name)
         tile_id = self._tile_id_of(example)
