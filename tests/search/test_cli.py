@@ -233,3 +233,16 @@ def test_models_info_and_argument_errors_do_not_import_torch(eurosat_index, tmp_
         )
         heavy = set(done.stdout.rsplit("heavy:", 1)[1].split())
         assert heavy <= allowed, f"{name}: imported {heavy - allowed}"
+
+
+def test_eval_reports_progress_after_each_query(eurosat_index, shared_data):
+    from msearch.search.evaluate import evaluate_retrieval
+    from msearch.search.searcher import Searcher
+
+    calls = []
+    evaluate_retrieval(
+        Searcher(eurosat_index),
+        shared_data / "eurosat-ms" / "labels.csv",
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    assert calls == [(n, 10) for n in range(1, 11)]
