@@ -45,6 +45,7 @@ CASES = [
     (["query", "river", "--checkpoint", "rs-m-clip={missing}"], "{missing} does not exist"),
     (["query", "river", "-k", "0"], "Invalid value for '--top-k'"),
     (["query", "river", "--index", "{missing}"], "no msearch index at {missing}"),
+    (["query", "--like", "1", "--route", "rgb"], "--route is how a text query beyond English reaches the index"),
     # eval
     (["eval", "{missing}"], "does not exist"),
     (["eval", "{dir}"], "is a directory"),
@@ -54,6 +55,11 @@ CASES = [
     (["eval", "{labels}", "--templates", "{templates}"], "template has no {c} placeholder"),
     (["eval", "{labels}", "--k", "0"], "Invalid value for '--k'"),
     (["eval", "{labels}", "--index", "{missing}"], "no msearch index at {missing}"),
+    (["eval", "{labels}", "--save-routes"], "--save-routes stores the comparison that --routes makes"),
+    (["eval", "{labels}", "--routes", "--index", "{missing}"], "no msearch index at {missing}"),
+    # align
+    (["align", "--texts", "{missing}"], "does not exist"),
+    (["align", "--index", "{missing}"], "no msearch index at {missing}"),
     # classify
     (["classify", "{missing}", *TWO_CLASSES], "does not exist"),
     (["classify", "{dir}", "--classes-file", "{missing}"], "does not exist"),

@@ -106,10 +106,7 @@ def evaluate_retrieval(
     exact_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     unknown: dict[str, list[str]] = {}  # per query source: the relevant entries not in the index
     for done, query in enumerate(queryset.queries, start=1):
-        try:
-            lang = query.lang or detect_language(query.query)
-        except ValueError as exc:
-            raise QueryError(f"{query.source}: {exc}") from None
+        lang = query_language(query)
         name = searcher.route(lang, space)
         searcher.view(name)  # an empty space is an error, not a mAP of 0
         encoder = searcher.text_encoder(name)
@@ -135,6 +132,15 @@ def evaluate_retrieval(
     if unknown:
         warnings.append(_not_indexed_summary(unknown, len(queryset.queries), "queries", "relevant tiles"))
     return RetrievalEvaluation(evaluate_rankings(ranked_queries, k=k), index_recall, spaces, warnings)
+
+
+def query_language(query) -> str:
+    """A query's language: its lang column, else detected; a script no encoder learnt is a QueryError that
+    names the query."""
+    try:
+        return query.lang or detect_language(query.query)
+    except ValueError as exc:
+        raise QueryError(f"{query.source}: {exc}") from None
 
 
 def _not_indexed_summary(unknown: dict[str, list[str]], total: int, items: str, tiles: str) -> str:
@@ -219,14 +225,15 @@ def evaluate_routes(searcher: Searcher, queries_path: str | Path, k: int = 100) 
             f"{queries_path} is a labels file (English class names): --routes compares how queries "
             f"in other languages reach the index, so give a query set with a lang column"
         )
-    langs = {q.lang or detect_language(q.query) for q in queryset.queries} - {"en"}
+    langs = {query_language(q) for q in queryset.queries} - {"en"}
     if not any(searcher.bridge_for(lang) for lang in langs):
         raise QueryError("this index has no bridge to compare routes with: run `msearch align` first")
     lookup = tile_lookup(searcher)
     warnings = list(queryset.warnings)
     per_route: dict[str, list[RankedQuery]] = {}
+    unbridged: dict[str, int] = {}  # lang -> queries scored by their rgb route only
     for query in queryset.queries:
-        lang = query.lang or detect_language(query.query)
+        lang = query_language(query)
         relevant = set(resolve(query.relevant, lookup).ids)
         label = f"{query.query} [{lang}]"
         if lang == "en":
@@ -235,10 +242,12 @@ def evaluate_routes(searcher: Searcher, queries_path: str | Path, k: int = 100) 
             per_route.setdefault("direct", []).append(RankedQuery(label, [t for t, _ in ranked], relevant, lang))
             continue
         if searcher.bridge_for(lang) is None:
-            warnings.append(f"{label}: no bridge carries {lang!r}; only its rgb route is scored")
+            unbridged[lang] = unbridged.get(lang, 0) + 1
         for route in ROUTES if searcher.bridge_for(lang) else ("rgb",):
             ranked, _, _ = searcher.routed_ranking(query.query, lang, route, k)
             per_route.setdefault(route, []).append(RankedQuery(label, [t for t, _ in ranked], relevant, lang))
+    for lang, count in sorted(unbridged.items()):
+        warnings.append(f"no bridge carries {lang!r}: only the rgb route of its {count} queries is scored")
     languages: dict[str, dict] = {}
     for route, ranked_queries in per_route.items():
         for lang, means in evaluate_rankings(ranked_queries, k=k).by_lang.items():
