@@ -115,3 +115,24 @@ def test_bad_arguments_are_a_clear_error_with_exit_2(args, message, tmp_path):
     assert "Traceback" not in result.output
     assert plain(fill(message)) in plain(result.output)
     assert sorted(tmp_path.rglob("*")) == before  # nothing written, not even a temporary file
+
+
+COMMANDS = [command.name or command.callback.__name__ for command in app.registered_commands]
+
+
+def test_top_level_help_is_a_users_summary_of_the_main_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    text = plain(result.output)
+    assert "Search archives of Sentinel-2 imagery by text, in ten languages." in text
+    for line in ("msearch index ./tiles", 'msearch query "flooded farmland"', "msearch eval queries.csv"):
+        assert line in text
+    assert "typer" not in text  # no developer notes
+    assert "<bool>" not in text
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_flags_show_no_value_type_in_help(command):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.output
