@@ -8,6 +8,7 @@ with an empty index (a catalogue without spaces), so no weights are needed.
 
     python bench/startup.py                  # 5 runs per row
     python bench/startup.py --repeats 1      # quick
+    python bench/startup.py --repo ../main   # another checkout's msearch (before a change)
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ ROWS = [
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repo", type=Path, default=REPO_ROOT, help="the checkout whose msearch runs")
     return parser.parse_args(argv)
 
 
@@ -66,7 +68,7 @@ def imports_heavy(stderr: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(options.repo.resolve()), "HF_HUB_OFFLINE": "1"}
     failures = 0
     with tempfile.TemporaryDirectory(prefix="msearch-startup-") as scratch:
         scratch = Path(scratch)
