@@ -2,9 +2,6 @@
 
 Never random weights: every parameter must come from the checkpoint, and a missing, unexpected or
 misshapen tensor is an error that names the file and says what to do.
-
-torch is imported by the functions that build or read models, not by this module: finding weights and their
-status (`msearch models`, an unchanged re-check) must not pay seconds for it.
 """
 
 from __future__ import annotations
@@ -15,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
-
 from msearch.models.card import CardError, ModelCard
 from msearch.models.hub import ModelNotAvailableError, hub_file, is_cached
+
+if TYPE_CHECKING:  # torch loads with a model, not to find or check its weights (`msearch models`, re-checks)
+    import torch
+    from torch import nn
 
 # The Llama3-MS-CLIP release stores every open_clip tensor three times, under these prefixes.
 MSCLIP_PREFIXES = ("clip_base_model.model.", "image_encoder.model.", "text_encoder.model.")
@@ -230,8 +227,6 @@ def load_text_model(card: ModelCard, checkpoint: str | Path | None = None) -> Lo
 def _text_tensors(weights: Path, card: ModelCard) -> dict[str, torch.Tensor]:
     """The `text.` tensors of an open_clip checkpoint with a separate text tower, prefix stripped, read
     lazily: a safetensors file yields just those tensors, a pickle is memory-mapped."""
-    import torch
-
     prefix = "text."
     try:
         if weights.suffix == ".safetensors":
@@ -239,6 +234,8 @@ def _text_tensors(weights: Path, card: ModelCard) -> dict[str, torch.Tensor]:
 
             with safe_open(str(weights), framework="pt") as handle:
                 return {k[len(prefix) :]: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)}
+        import torch
+
         raw = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:
         raise _unreadable(weights, card, exc) from exc

@@ -108,7 +108,6 @@ def evaluate_retrieval(
     for done, query in enumerate(queryset.queries, start=1):
         lang = query_language(query)
         name = searcher.route(lang, space)
-        searcher.view(name)  # an empty space is an error, not a mAP of 0
         encoder = searcher.text_encoder(name)
         if label_based:
             vector = class_vectors([query.query], encoder.encode_texts, templates)[0]
@@ -165,7 +164,6 @@ def evaluate_classification(
     if not label_based:
         raise QueryError(f"{labels_path} is not a labels file (columns file,label): --task classify needs one")
     name = searcher.route("en", space)
-    searcher.view(name)
     encoder = searcher.text_encoder(name)
     lookup = tile_lookup(searcher)
     classes = [q.query for q in queryset.queries]

@@ -127,6 +127,19 @@ class Searcher:
         return {name: get_card(m.card) for name, m in self.store.manifests().items()}
 
     def route(self, lang: str, space: str | None = None) -> str:
+        """The space that answers a query in `lang` (`space` when given); an empty space is an error."""
+        return self.not_empty(self._route(lang, space))
+
+    def not_empty(self, space: str) -> str:
+        """`space`, or a QueryError when it holds no vectors: an empty answer would look like no match."""
+        if self.view(space).ntotal == 0:
+            raise QueryError(
+                f"space {space!r} of the index at {self.store.directory} is empty: no tile has been indexed "
+                f"into it; run `msearch index PATH` (see `msearch info --problems` for what failed)"
+            )
+        return space
+
+    def _route(self, lang: str, space: str | None = None) -> str:
         spaces = self.spaces()
         if not spaces:
             raise QueryError(f"the index at {self.store.directory} has no encoder spaces yet; run `msearch index`")
@@ -204,15 +217,8 @@ class Searcher:
         return vector, truncated
 
     def view(self, space: str) -> SpaceIndex:
-        """The space's search index; QueryError when it holds no vectors (nothing to search)."""
         if space not in self._views:
-            view = self.store.open_space(space)
-            if view.ntotal == 0:
-                raise QueryError(
-                    f"space {space!r} of the index at {self.store.directory} is empty: no tile has been embedded "
-                    f"into it yet. Run `msearch index PATH` (`msearch info --problems` lists tiles that failed)"
-                )
-            self._views[space] = view
+            self._views[space] = self.store.open_space(space)
         return self._views[space]
 
     # -- queries ----------------------------------------------------------------------------------------
@@ -248,8 +254,8 @@ class Searcher:
             )
         if lang != "en" and space is None and not fuse and route is None:
             route, _ = self.default_route(lang)
+        allowed = self._allowed_ids(filters)
         if route in ("bridge", "fuse"):
-            allowed = self._allowed_ids(filters)
             ranked, names, truncated = self.routed_ranking(text.strip(), lang, route, top_k, allowed)
             return QueryAnswer(
                 self._results(ranked[:top_k], "+".join(names)),
@@ -263,14 +269,11 @@ class Searcher:
         if fuse:
             if space is not None:
                 raise QueryError("--fuse merges every space that understands the query: leave out --space")
-            names = [n for n, card in self.spaces().items() if lang in card.languages]
+            names = [self.not_empty(n) for n, card in self.spaces().items() if lang in card.languages]
             if not names:
                 self.route(lang)  # raises the clear error
         else:
             names = [self.route(lang, space)]
-        for name in names:
-            self.view(name)  # an empty space says so before any filtering or encoding
-        allowed = self._allowed_ids(filters)
         truncated = False
         rankings = {}
         for name in names:
@@ -342,7 +345,7 @@ class Searcher:
         name = space or next((n for n, c in spaces.items() if c.family == "ms-clip"), None) or next(iter(spaces))
         if name not in spaces:
             raise QueryError(f"no space {space!r} in this index (it has: {', '.join(spaces) or 'none'})")
-        self.view(name)
+        self.not_empty(name)
         tile_id = self._tile_id_of(example)
         if tile_id is not None:
             vector = self.store.vectors_of(name, [tile_id])[0]
