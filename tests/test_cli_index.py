@@ -103,8 +103,9 @@ def test_another_encoder_into_an_existing_space_is_refused(shared_data, eurosat4
 
 
 def test_checkpoint_names_one_model(eurosat4, tmp_path):
-    index = tmp_path / "index"
-    result = cli("index", eurosat4, "--index", index, *MODEL_ARGS, "--checkpoint", tmp_path / "w.pt")
+    index, weights = tmp_path / "index", tmp_path / "w.pt"
+    weights.write_bytes(b"weights")  # it exists: what is wrong is two models for one file
+    result = cli("index", eurosat4, "--index", index, *MODEL_ARGS, "--checkpoint", weights)
     assert result.exit_code == 2
     assert "give exactly one --model" in " ".join(result.stderr.split())
     assert not index.exists()
