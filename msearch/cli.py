@@ -143,7 +143,8 @@ class _RateColumn(ProgressColumn):
 
 @contextmanager
 def _progress(label: str, unit: str):
-    """A progress bar on stderr with the rate and the time left; yields `report(done, total)`. It goes away
+    """A progress bar on stderr with the rate and the time left; yields `report(done, total)`. It appears at
+    the first report, when the total is known (an error before that is its message alone), and goes away
     when the work is done (the results follow on stdout)."""
     columns = (
         TextColumn(f"[bold]{label}"),
@@ -154,9 +155,19 @@ def _progress(label: str, unit: str):
         TextColumn("ETA"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err_console, transient=True) as bar:
-        task = bar.add_task(label, total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
+    bar = Progress(*columns, console=err_console, transient=True)
+    task = bar.add_task(label, total=None)
+
+    def report(done: int, total: int) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield report
+    finally:
+        if bar.live.is_started:
+            bar.stop()
 
 
 @app.command()

@@ -26,13 +26,15 @@ def classify_files(
 ) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
     """Zero-shot classification of raster files, indexed or not: (tile keys, probabilities, failures).
     ValueError when there are fewer than two classes or no rasters under `paths` (checked before the model
-    loads). `progress(done, total)` is called after each batch of tiles."""
+    loads). `progress(done, total)` is called once the tiles are found, then after each batch."""
     if len(classes) < 2:
         raise ValueError("give at least two classes to choose between")
     settings = ReadSettings(band_order=band_order)
     found = discover([Path(p) for p in paths], settings)
     if not found.sources:
         raise ValueError(f"found no rasters to classify under {', '.join(str(p) for p in paths)}")
+    if progress is not None:
+        progress(0, len(found.sources))
     from msearch.models import load_encoder  # torch: only once there is something to classify
 
     encoder = load_encoder(model, checkpoint)

@@ -96,7 +96,7 @@ def evaluate_retrieval(
     label_column: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> RetrievalEvaluation:
-    """`progress(done, total)` is called after each query."""
+    """`progress(done, total)` is called before the first query and after each."""
     queryset, label_based = load_queries(queries_path, label_column)
     warnings = list(queryset.warnings)
     if not queryset.queries:
@@ -105,6 +105,8 @@ def evaluate_retrieval(
     ranked_queries, index_recall, spaces = [], {}, {}
     exact_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     unknown: dict[str, list[str]] = {}  # per query source: the relevant entries not in the index
+    if progress is not None:
+        progress(0, len(queryset.queries))
     for done, query in enumerate(queryset.queries, start=1):
         lang = query_language(query)
         name = searcher.route(lang, space)

@@ -16,7 +16,7 @@ def test_progress_is_reported_per_batch_and_probabilities_cover_every_tile(share
         "tiny-ms-clip",
         progress=lambda done, total: calls.append((done, total)),
     )
-    assert calls == [(2, 5), (4, 5), (5, 5)]
+    assert calls == [(0, 5), (2, 5), (4, 5), (5, 5)]
     assert len(keys) == 5 and failures == []
     assert probabilities.shape == (5, 2) and np.allclose(probabilities.sum(axis=1), 1.0)
 

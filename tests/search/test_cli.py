@@ -245,4 +245,4 @@ def test_eval_reports_progress_after_each_query(eurosat_index, shared_data):
         shared_data / "eurosat-ms" / "labels.csv",
         progress=lambda done, total: calls.append((done, total)),
     )
-    assert calls == [(n, 10) for n in range(1, 11)]
+    assert calls == [(n, 10) for n in range(0, 11)]
