@@ -210,6 +210,16 @@ def index(
         max=1.0,
         help="Recall@100 against exact search that --rebuild-ann tunes for (default: the space's, 0.95).",
     ),
+    ray: Optional[str] = typer.Option(
+        None,
+        "--ray",
+        envvar="MSEARCH_RAY_ADDRESS",
+        help="Read and encode on a Ray cluster: local (start one on this machine), auto (the cluster this "
+        "machine belongs to) or HOST:PORT. Needs msearch[ray].",
+    ),
+    ray_actors: Optional[int] = typer.Option(
+        None, "--ray-actors", min=1, help="Encoder actors of a --ray run (default: one per GPU, else half the CPUs)."
+    ),
 ):
     """Embed an archive: incremental (only new or changed tiles), resumable and crash-safe."""
     if not paths and not rebuild_ann:
@@ -228,6 +238,10 @@ def index(
     from msearch.models import CardError, ModelNotAvailableError
     from msearch.store import SpaceMismatchError
 
+    if ray_actors is not None and not ray:
+        _fail("--ray-actors applies to --ray")
+    if ray:
+        _check_ray_available()
     try:
         settings = ReadSettings(
             band_order=order,
@@ -238,7 +252,8 @@ def index(
         )
     except ValueError as exc:
         _fail(str(exc))
-    errors = (FileNotFoundError, CardError, ModelNotAvailableError, SpaceMismatchError, ValueError)
+    # ConnectionError: a --ray address with no cluster behind it
+    errors = (FileNotFoundError, CardError, ModelNotAvailableError, SpaceMismatchError, ValueError, ConnectionError)
     failed = False
     if paths:
         try:
@@ -251,6 +266,8 @@ def index(
                 batch_size=batch_size,
                 workers=workers,
                 prune=prune,
+                ray_address=ray,
+                ray_actors=ray_actors,
             )
         except errors as exc:
             _fail(str(exc))
@@ -268,6 +285,13 @@ def index(
             console.print(note)
     if failed:
         raise typer.Exit(1)
+
+
+def _check_ray_available() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.data") is None:
+        _fail("--ray needs Ray Data on this machine: pip install 'msearch[ray]' (and the same on every node)")
 
 
 def _index_with_progress(paths, **options):
@@ -310,6 +334,9 @@ def _print_summary(summary) -> None:
         f"(spaces: {', '.join(summary.spaces)})"
     )
     console.print(line)
+    if summary.stage_seconds:
+        stages = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in summary.stage_seconds.items())
+        console.print(f"stages: {stages} (read and encode summed over the cluster's tasks and actors)")
     if summary.missing:
         console.print(f"{summary.missing} catalogued tiles are gone from disk: run with --prune to drop them")
     if summary.ignored:

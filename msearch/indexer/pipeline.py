@@ -23,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from sqlalchemy import Table, delete, or_, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -58,6 +59,13 @@ class RunSummary:
     ignored: int = 0  # files that are not rasters of a known layout
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # what changed in the search indexes, or should
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # a Ray run's read, encode and merge time
+
+    def record(self, batch: EmbeddedBatch) -> None:
+        self.indexed += batch.embedded
+        self.unchanged += len(batch.done) - batch.embedded
+        for source, kind, reason in batch.problems:
+            (self.skipped if kind == "skipped" else self.failed).append((source.key, reason))
 
     @property
     def ok(self) -> bool:
@@ -78,6 +86,9 @@ class RunSummary:
             "ignored": self.ignored,
             "seconds": round(self.seconds, 2),
             "notes": self.notes,
+            **(
+                {"stage_seconds": {k: round(v, 2) for k, v in self.stage_seconds.items()}} if self.stage_seconds else {}
+            ),
         }
 
 
@@ -393,10 +404,14 @@ def index_archive(
     prune: bool = False,
     progress: ProgressCallback | None = None,
     encoders: dict[str, Encoder] | None = None,
+    ray_address: str | None = None,
+    ray_actors: int | None = None,
 ) -> RunSummary:
     """Index the tiles under `paths` into the index directory. Incremental and resumable: run it again
     after a crash, or after new acquisitions land, and it embeds exactly what is missing.
-    `encoders` lets a caller that already holds loaded encoders (keyed by space) reuse them."""
+    `encoders` lets a caller that already holds loaded encoders (keyed by space) reuse them.
+    `ray_address` (local, auto or HOST:PORT) reads and encodes on a Ray cluster instead of in this process
+    (msearch.indexer.distributed); everything else, from the plan to the search indexes, stays here."""
     started = time.perf_counter()
     workers = default_workers() if workers is None else workers
     roots = [Path(p) for p in paths]
@@ -445,7 +460,15 @@ def index_archive(
                     for chunk in id_chunks(planned.gone_problems):
                         conn.execute(delete(catalog.problems).where(catalog.problems.c.id.in_(chunk)))
                 summary.removed = len(gone)
-            _run_batches(store, summary, pending, encoders, views, settings, batch_size, workers, progress)
+            if ray_address and pending:
+                from msearch.indexer.distributed import index_on_ray  # imports Ray: only when it is asked for
+
+                index_on_ray(
+                    store, summary, pending, encoders, views, settings, batch_size, progress,
+                    address=ray_address, actors=ray_actors, checkpoint=checkpoint,
+                )  # fmt: skip
+            else:
+                _run_batches(store, summary, pending, encoders, views, settings, batch_size, workers, progress)
             for space, view in views.items():
                 if (
                     ann.choose_kind(view.ntotal, view.ann.exact_threshold, view.ann.compressed_threshold)
@@ -532,30 +555,9 @@ def _run_batches(store, summary, pending, encoders, views, settings, batch_size,
     writer = CatalogueWriter(store, summary.run_id, views)
     last_save, done_count = time.monotonic(), 0
     for batch in loader:
-        done, problems = [], []
-        for result in batch:
-            item: PendingTile = result["item"]
-            if "skipped" in result:
-                problems.append((item.source, "skipped", result["skipped"]))
-                summary.skipped.append((item.source.key, result["skipped"]))
-            elif "failed" in result:
-                problems.append((item.source, "error", result["failed"]))
-                summary.failed.append((item.source.key, result["failed"]))
-        ok = [r for r in batch if "row" in r]
-        # A tile whose files were only touched (same content, all spaces present) keeps its vectors.
-        touched = [r for r in ok if r["item"].complete_digest == r["row"]["digest"]]
-        embed = [r for r in ok if r not in touched]
-        vectors = {id(r): {} for r in embed}
-        for space, encoder in encoders.items():
-            needing = [r for r in embed if space in r["inputs"]]
-            if needing:
-                out = encoder.encode_images(torch.stack([r["inputs"][space] for r in needing]))
-                for r, vector in zip(needing, out):
-                    vectors[id(r)][space] = vector
-        done = [(r["row"], vectors[id(r)]) for r in embed] + [(r["row"], {}) for r in touched]
-        writer.write_batch(done, problems)
-        summary.indexed += len(embed)
-        summary.unchanged += len(touched)
+        embedded = embed_batch(batch, encoders)
+        writer.write_batch(embedded.done, embedded.problems)
+        summary.record(embedded)
         done_count += len(batch)
         if progress:
             progress(done_count, len(pending))
@@ -563,6 +565,39 @@ def _run_batches(store, summary, pending, encoders, views, settings, batch_size,
             for view in views.values():
                 store.save_space(view)
             last_save = time.monotonic()
+
+
+@dataclass
+class EmbeddedBatch:
+    """What one batch of read tiles (PreparedTiles items) gives the catalogue."""
+
+    done: list[tuple[dict, dict[str, np.ndarray]]]  # (tile row, vector by space): embedded, then kept
+    problems: list[tuple[TileSource, str, str]]  # (source, "skipped" or "error", reason)
+    embedded: int  # tiles of `done` with new vectors; the others only had their files touched
+
+
+def embed_batch(batch: list[dict], encoders: dict[str, Encoder]) -> EmbeddedBatch:
+    """Problems recorded, touched tiles kept, the rest encoded: one forward pass per space."""
+    problems = []
+    for result in batch:
+        item: PendingTile = result["item"]
+        if "skipped" in result:
+            problems.append((item.source, "skipped", result["skipped"]))
+        elif "failed" in result:
+            problems.append((item.source, "error", result["failed"]))
+    ok = [r for r in batch if "row" in r]
+    # A tile whose files were only touched (same content, all spaces present) keeps its vectors.
+    touched = [r for r in ok if r["item"].complete_digest == r["row"]["digest"]]
+    embed = [r for r in ok if r not in touched]
+    vectors = {id(r): {} for r in embed}
+    for space, encoder in encoders.items():
+        needing = [r for r in embed if space in r["inputs"]]
+        if needing:
+            out = encoder.encode_images(torch.stack([r["inputs"][space] for r in needing]))
+            for r, vector in zip(needing, out):
+                vectors[id(r)][space] = vector
+    done = [(r["row"], vectors[id(r)]) for r in embed] + [(r["row"], {}) for r in touched]
+    return EmbeddedBatch(done, problems, len(embed))
 
 
 def _now() -> str:

@@ -1,0 +1,393 @@
+"""Indexing on a Ray cluster: `msearch index PATHS --ray local|auto|HOST:PORT`.
+
+This process, the driver, plans exactly as a local run does (`pipeline.plan`, the weights check, --prune) and
+keeps everything that needs ids: the catalogue assigns tile ids as it merges, the FAISS views follow it, and
+the search indexes are trained once at the end (`pipeline.index_archive`). The cluster does the heavy work,
+as one Ray Data stream:
+
+    work units (whole file groups: a scene's chips share its files)
+      -> read and prepare: one Ray task per unit, on CPUs (`pipeline.PreparedTiles`)
+      -> encode: an actor pool, one model per space per actor, a GPU each when the cluster has GPUs
+         (`pipeline.embed_batch`), each unit written as a Parquet shard into <index>/staging/
+
+A shard holds its unit's catalogue rows, vectors and problems, keyed by (root, key) and the files' stat
+signature, never by tile id; it is written under a temporary name and renamed when complete. As each
+shard's name comes back, the driver merges it in one transaction (`pipeline.CatalogueWriter`, as a local
+batch) and deletes it.
+
+Resuming: a driver killed at any moment leaves committed shards in the catalogue, perhaps complete shards
+not merged yet, perhaps half-written temporary files. Running the same command again plans again (committed
+tiles are unchanged now), merges the complete shards that still fit the plan (same files, weights and read
+settings) without recomputing them, deletes temporary files, and sends only what is left to the cluster.
+A shard that cannot be read is deleted and its tiles are redone. Ray retries a failed read task and
+restarts a dead encoder actor.
+
+Every node must see the archive paths, the index directory and the model weights at the same paths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pickle
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from msearch.indexer.pipeline import (
+    FAISS_CHECKPOINT_SECONDS,
+    CatalogueWriter,
+    EmbeddedBatch,
+    PendingTile,
+    PreparedTiles,
+    ProgressCallback,
+    RunSummary,
+    embed_batch,
+)
+from msearch.indexer.tiles import ReadSettings
+from msearch.models import Encoder, load_encoder
+from msearch.store.index_store import IndexStore, SpaceIndex, SpaceMismatchError, vector_bytes
+
+STAGING_DIR = "staging"
+SHARD_SUFFIX = ".parquet"
+PARTIAL_SUFFIX = ".partial"  # a shard being written: never merged, deleted by the next run
+SHARD_METADATA_KEY = b"msearch"
+SHARD_FORMAT = 1
+VECTOR_COLUMN = "vector:"  # + space
+# Object store of a cluster started by `--ray local`: Ray's default (30% of RAM) would pin that much memory.
+LOCAL_OBJECT_STORE_BYTES = 1 << 30
+
+
+# -- the cluster ----------------------------------------------------------------------------------------
+
+
+def connect(address: str) -> bool:
+    """Join (auto, HOST:PORT, ray://...) or start (local) a cluster; True when this call started one that the
+    caller must shut down. A process already connected (a library caller's own ray.init) keeps its cluster."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+    if address == "local":
+        # A cluster of this run alone, on this machine; its token-based auth only guards a shared cluster.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(address="local", object_store_memory=LOCAL_OBJECT_STORE_BYTES, **options)
+    else:
+        ray.init(address=address, **options)
+    return True
+
+
+def encoder_pool(actors: int | None) -> tuple[int, dict]:
+    """How many encoder actors, and what each reserves: one GPU where the cluster has GPUs (the default is
+    one actor per GPU), else one CPU (the default is half the cluster's CPUs, the other half reading)."""
+    import ray
+
+    resources = ray.cluster_resources()
+    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+    if gpus:
+        size = actors or gpus
+        if size > gpus:
+            raise ValueError(f"--ray-actors {size}: the cluster has {gpus} GPUs, one per encoder actor")
+        return size, {"num_gpus": 1}
+    size = actors or max(1, cpus // 2)
+    if size >= cpus:
+        raise ValueError(
+            f"--ray-actors {size} leaves no CPU for reading: the cluster has {cpus} CPUs and no GPU, "
+            f"and each encoder actor takes a CPU; give at most {max(1, cpus - 1)}"
+        )
+    return size, {"num_cpus": 1}
+
+
+def _quiet_ray_data() -> None:
+    """Ray Data's own progress bars and execution logs would tear through msearch's progress bar."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.enable_operator_progress_bars = False
+    context.enable_auto_log_stats = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+# -- the work ---------------------------------------------------------------------------------------------
+
+
+def work_units(pending: Sequence[PendingTile], size: int) -> list[list[PendingTile]]:
+    """The pending tiles in units of at most `size` tiles, one read task each: whole file groups (the files a
+    tile is read from; the chips of one scene share them, so one task reads a scene) packed together while
+    they fit, a group larger than a unit cut into consecutive units of its own."""
+    groups: dict[tuple[Path, ...], list[PendingTile]] = {}
+    for item in pending:
+        groups.setdefault(item.source.files, []).append(item)
+    units: list[list[PendingTile]] = []
+    current: list[PendingTile] = []
+    for group in groups.values():
+        if current and len(current) + len(group) > size:
+            units.append(current)
+            current = []
+        if len(group) >= size:
+            units += [group[start : start + size] for start in range(0, len(group), size)]
+        else:
+            current += group
+    if current:
+        units.append(current)
+    return units
+
+
+def read_unit(row: dict, recipes: dict, settings: ReadSettings) -> dict:
+    """Ray task: read and prepare a unit's tiles (a tile's failure is its result, never the task's)."""
+    started = time.perf_counter()
+    prepared = PreparedTiles(pickle.loads(row["tiles"]), recipes, settings)
+    results = [prepared[i] for i in range(len(prepared))]
+    return {
+        "shard": row["shard"],
+        "results": pickle.dumps(results, protocol=5),
+        "read_seconds": time.perf_counter() - started,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardFacts:
+    """What makes a shard's vectors valid for a run: each space's encoder identity and the read settings."""
+
+    identities: dict[str, list[str]]  # space -> [card, weights sha256]
+    settings: str  # ReadSettings as JSON
+
+    @classmethod
+    def of(cls, encoders: dict[str, Encoder], settings: ReadSettings) -> ShardFacts:
+        return cls(
+            {space: [e.identity.card, e.identity.weights_sha256] for space, e in encoders.items()},
+            json.dumps(dataclasses.asdict(settings), sort_keys=True),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps({"format": SHARD_FORMAT, "identities": self.identities, "settings": self.settings})
+
+
+class ShardEncoder:
+    """Ray actor: loads each space's model once, encodes units in forward passes of `batch_size` tiles and
+    writes each unit as a shard."""
+
+    def __init__(self, spaces: list[str], checkpoint: str | None, facts: str, staging: str, batch_size: int):
+        self.facts = json.loads(facts)
+        self.staging, self.batch_size = Path(staging), batch_size
+        self.encoders = {space: load_encoder(space, checkpoint) for space in spaces}
+        for space, encoder in self.encoders.items():
+            expected = self.facts["identities"][space]
+            if [encoder.identity.card, encoder.identity.weights_sha256] != expected:
+                raise SpaceMismatchError(
+                    f"space {space!r}: the weights on node {os.uname().nodename} are {encoder.identity}, the "
+                    f"driver's are {expected[0]}@sha256:{expected[1][:12]}: every node needs the same weights"
+                )
+
+    def __call__(self, batch: dict) -> dict:
+        out: dict[str, list] = {"shard": [], "read_seconds": [], "encode_seconds": []}
+        for name, results, read_seconds in zip(batch["shard"], batch["results"], batch["read_seconds"]):
+            started = time.perf_counter()
+            results = pickle.loads(results)
+            signatures = {(str(r["item"].source.root), r["item"].source.key): r["item"].stat_signature for r in results}
+            embedded = [
+                embed_batch(results[start : start + self.batch_size], self.encoders)
+                for start in range(0, len(results), self.batch_size)
+            ]
+            path = write_shard(self.staging / name, embedded, signatures, self.facts)
+            out["shard"].append(str(path))
+            out["read_seconds"].append(float(read_seconds))
+            out["encode_seconds"].append(time.perf_counter() - started)
+        return {column: np.asarray(values) for column, values in out.items()}
+
+
+def write_shard(path: Path, batches: list[EmbeddedBatch], signatures: dict[tuple[str, str], str], facts: dict) -> Path:
+    """One row per tile: (root, key, stat signature), what became of it (embedded, kept: only touched, or a
+    problem's kind and reason), the catalogue row as JSON, a vector column per space. Written under a
+    temporary name, synced, then renamed: a shard under its final name is complete."""
+    columns: dict[str, list] = {name: [] for name in ("root", "key", "stat_signature", "outcome", "reason", "row")}
+    vectors: dict[str, list] = {space: [] for space in facts["identities"]}
+
+    def add(root: str, key: str, signature: str, outcome: str, reason=None, row=None, by_space=None) -> None:
+        for name, value in zip(columns, (root, key, signature, outcome, reason, row)):
+            columns[name].append(value)
+        for space, values in vectors.items():
+            vector = (by_space or {}).get(space)
+            values.append(None if vector is None else vector_bytes(vector))
+
+    for batch in batches:
+        for position, (row, by_space) in enumerate(batch.done):
+            outcome = "embedded" if position < batch.embedded else "kept"
+            add(row["root"], row["key"], row["stat_signature"], outcome, row=json.dumps(row), by_space=by_space)
+        for source, kind, reason in batch.problems:
+            add(str(source.root), source.key, signatures[(str(source.root), source.key)], kind, reason=reason)
+    arrays = {name: pa.array(values, pa.string()) for name, values in columns.items()}
+    arrays.update({VECTOR_COLUMN + space: pa.array(values, pa.binary()) for space, values in vectors.items()})
+    table = pa.table(arrays).replace_schema_metadata({SHARD_METADATA_KEY: json.dumps(facts)})
+    final = path.with_name(path.name + SHARD_SUFFIX)
+    partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    pq.write_table(table, partial)
+    with open(partial, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(partial, final)
+    return final
+
+
+# -- the merge, on the driver -------------------------------------------------------------------------------
+
+
+class ShardMerger:
+    """Merges shards into the catalogue, one transaction each, taking from each only what the plan still
+    waits for: a tile whose files changed since, or that is committed already, or whose vectors were made
+    with other weights or read settings, is left for the cluster to (re)do."""
+
+    def __init__(
+        self, store: IndexStore, summary: RunSummary, pending, encoders, views: dict[str, SpaceIndex], settings
+    ):
+        self.summary = summary
+        self.waiting = {(str(p.source.root), p.source.key): p for p in pending}
+        self.facts = ShardFacts.of(encoders, settings)
+        self.writer = CatalogueWriter(store, summary.run_id, views)
+
+    def merge(self, path: Path) -> tuple[int, str | None]:
+        """Merge a shard and delete it: (tiles of the plan it settled, why it was unusable or None)."""
+        try:
+            table = pq.read_table(path)
+            facts = json.loads(table.schema.metadata[SHARD_METADATA_KEY])
+        except Exception as exc:  # truncated, not Parquet, not ours: its tiles are redone
+            path.unlink(missing_ok=True)
+            return 0, f"{type(exc).__name__}: {exc}"
+        if facts.get("format") != SHARD_FORMAT or facts.get("settings") != self.facts.settings:
+            path.unlink(missing_ok=True)
+            return 0, "written with other read settings"
+        usable = {
+            space for space, identity in facts["identities"].items() if self.facts.identities.get(space) == identity
+        }
+        done, problems, embedded, settled = [], [], 0, []
+        for record in table.to_pylist():
+            item = self.waiting.get((record["root"], record["key"]))
+            if item is None or item.stat_signature != record["stat_signature"]:
+                continue  # committed already, or its files changed since: the plan says what to do with it
+            outcome = record["outcome"]
+            if outcome in ("skipped", "error"):
+                problems.append((item.source, outcome, record["reason"]))
+            elif outcome == "kept":
+                row = json.loads(record["row"])
+                if item.complete_digest is None or item.complete_digest != row["digest"]:
+                    continue
+                done.append((row, {}))
+            else:
+                blobs = {space: record.get(VECTOR_COLUMN + space) for space in item.spaces}
+                if any(space not in usable or blob is None for space, blob in blobs.items()):
+                    continue  # not every space this tile needs, or other weights: it is redone
+                row = json.loads(record["row"])
+                done.insert(embedded, (row, {s: np.frombuffer(b, dtype="<f4") for s, b in blobs.items()}))
+                embedded += 1
+            settled.append((record["root"], record["key"]))
+        batch = EmbeddedBatch(done, problems, embedded)
+        if done or problems:
+            self.writer.write_batch(batch.done, batch.problems)
+            self.summary.record(batch)
+        for key in settled:
+            self.waiting.pop(key, None)
+        path.unlink(missing_ok=True)
+        return len(settled), None
+
+
+def index_on_ray(
+    store: IndexStore,
+    summary: RunSummary,
+    pending: list[PendingTile],
+    encoders: dict[str, Encoder],
+    views: dict[str, SpaceIndex],
+    settings: ReadSettings,
+    batch_size: int,
+    progress: ProgressCallback | None,
+    *,
+    address: str,
+    actors: int | None = None,
+    checkpoint: str | Path | None = None,
+) -> None:
+    """Read, prepare and encode `pending` on a Ray cluster, merging the shards here as they come back (the
+    Ray counterpart of pipeline._run_batches)."""
+    staging = store.directory / STAGING_DIR
+    staging.mkdir(exist_ok=True)
+    merger = ShardMerger(store, summary, pending, encoders, views, settings)
+    stages = summary.stage_seconds
+    stages.update(read=0.0, encode=0.0, merge=0.0)
+    last_save = time.monotonic()
+
+    def merge(path: Path) -> int:
+        nonlocal last_save
+        started = time.perf_counter()
+        settled, why_not = merger.merge(path)
+        if why_not:
+            summary.notes.append(f"ignored the unreadable shard {path.name} ({why_not}); its tiles were redone")
+        stages["merge"] += time.perf_counter() - started
+        if progress:
+            progress(len(pending) - len(merger.waiting), len(pending))
+        if time.monotonic() - last_save > FAISS_CHECKPOINT_SECONDS:
+            for view in views.values():
+                store.save_space(view)
+            last_save = time.monotonic()
+        return settled
+
+    # What an interrupted run left: half-written shards are dropped, complete ones merged, not recomputed.
+    for partial in staging.glob("*" + PARTIAL_SUFFIX):
+        partial.unlink(missing_ok=True)
+    leftovers = sorted(staging.glob("*" + SHARD_SUFFIX))
+    resumed = sum(merge(path) for path in leftovers)
+    if resumed:
+        summary.notes.append(
+            f"merged {resumed} tiles from {len(leftovers)} shards an interrupted run left in {staging}"
+        )
+    if not merger.waiting:
+        return
+
+    import ray
+
+    started_here = connect(address)
+    try:
+        _quiet_ray_data()
+        size, reserve = encoder_pool(actors)
+        facts = merger.facts.to_json()
+        recipes = {space: encoder.card.input for space, encoder in encoders.items()}
+        # A shard lost in between (deleted, unreadable) leaves its tiles waiting: one more pass redoes them.
+        for attempt in range(2):
+            units = work_units(list(merger.waiting.values()), batch_size)
+            items = [
+                {"shard": f"shard-{summary.run_id}-{attempt}-{number:06d}", "tiles": pickle.dumps(unit, protocol=5)}
+                for number, unit in enumerate(units)
+            ]
+            stream = (
+                ray.data.from_items(items, override_num_blocks=len(items))
+                .map(read_unit, fn_kwargs={"recipes": recipes, "settings": settings}, num_cpus=1)
+                .map_batches(
+                    ShardEncoder,
+                    fn_constructor_kwargs={
+                        "spaces": list(encoders),
+                        "checkpoint": str(checkpoint) if checkpoint else None,
+                        "facts": facts,
+                        "staging": str(staging),
+                        "batch_size": batch_size,
+                    },
+                    batch_size=1,  # units: the actor cuts each into forward passes of batch_size tiles
+                    compute=ray.data.ActorPoolStrategy(size=size),
+                    **reserve,
+                )
+            )
+            for row in stream.iter_rows():
+                stages["read"] += float(row["read_seconds"])
+                stages["encode"] += float(row["encode_seconds"])
+                merge(Path(row["shard"]))
+            if not merger.waiting:
+                break
+        if merger.waiting:
+            some = ", ".join(key for _, key in list(merger.waiting)[:3])
+            raise RuntimeError(f"{len(merger.waiting)} tiles (e.g. {some}) came back in no readable shard")
+    finally:
+        if started_here:
+            ray.shutdown()

@@ -1,0 +1,256 @@
+"""`msearch index --ray`: the same index as a local run, built on a real local Ray cluster (2 CPUs, started
+once per session by tests/indexer/conftest.py), with the tiny models of both families."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from msearch.cli import app
+from msearch.indexer import distributed
+from msearch.indexer.pipeline import embed_batch, index_archive, plan
+from msearch.indexer.readers import discover
+from msearch.store.index_store import IndexStore
+from tests.indexer.helpers import (
+    EUROSAT,
+    MODELS,
+    assert_view_matches_catalogue,
+    copy_eurosat,
+    index_command,
+    problems_by_key,
+    subprocess_env,
+    tiles_by_key,
+    vector_seqs,
+    vectors_by_key,
+)
+from tests.indexer.test_pipeline import catalogue_vectors, kill, make_bad_archive
+
+# Columns that differ between two runs by construction: ids are assigned in merge order, and runs differ.
+RUN_COLUMNS = ("id", "run_id", "indexed_at")
+
+
+@pytest.fixture
+def encoders(tiny_msclip, tiny_rsmclip):
+    return {"tiny-ms-clip": tiny_msclip, "rs-m-clip": tiny_rsmclip}
+
+
+def run(src, index, encoders, ray_address=None, **kw):
+    kw.setdefault("settings", EUROSAT)
+    kw.setdefault("workers", 0)
+    kw.setdefault("batch_size", 2)
+    return index_archive([src], index=index, encoders=dict(encoders), ray_address=ray_address, **kw)
+
+
+def assert_same_index(got: Path, want: Path) -> None:
+    """Same tiles (each once, same catalogue rows), vectors within cosine 0.99999, same problems, and FAISS
+    views that hold exactly the catalogue's vectors."""
+    got_tiles, want_tiles = tiles_by_key(got), tiles_by_key(want)
+    assert sorted(got_tiles) == sorted(want_tiles)
+    for key, row in want_tiles.items():
+        drop = lambda r: {k: v for k, v in r.items() if k not in RUN_COLUMNS}  # noqa: E731
+        assert drop(got_tiles[key]) == drop(row), key
+    for space in MODELS:
+        got_vectors, want_vectors = vectors_by_key(got, space), vectors_by_key(want, space)
+        assert sorted(got_vectors) == sorted(want_vectors) == sorted(want_tiles)
+        for key, vector in want_vectors.items():
+            cosine = float(got_vectors[key] @ vector / np.linalg.norm(got_vectors[key]) / np.linalg.norm(vector))
+            assert cosine >= 0.99999, (space, key, cosine)
+        assert_view_matches_catalogue(got, space)
+        assert IndexStore(got).open_space(space).ntotal == len(want_tiles)
+    assert problems_by_key(got) == problems_by_key(want)
+
+
+def staged(index: Path) -> list[str]:
+    folder = index / distributed.STAGING_DIR
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def test_a_ray_run_equals_a_local_run_bad_files_included(shared_data, tmp_path, encoders, ray_cluster):
+    src = tmp_path / "src"
+    make_bad_archive(shared_data, src)  # 2 good tiles, 5 broken or empty files
+    copy_eurosat(shared_data, src, classes=("River",), per_class=2)
+    local = run(src, tmp_path / "local", encoders)
+    on_ray = run(src, tmp_path / "ray", encoders, ray_address="local")
+
+    assert (on_ray.discovered, on_ray.indexed, on_ray.unchanged) == (local.discovered, local.indexed, 0) == (9, 4, 0)
+    assert sorted(on_ray.failed) == sorted(local.failed) and len(local.failed) == 4
+    assert sorted(on_ray.skipped) == sorted(local.skipped) == [("bad/all_zeros.tif", "every pixel is nodata")]
+    assert set(on_ray.stage_seconds) == {"read", "encode", "merge"}
+    assert all(seconds > 0 for seconds in on_ray.stage_seconds.values())
+    assert_same_index(tmp_path / "ray", tmp_path / "local")
+    assert staged(tmp_path / "ray") == []  # every shard merged, then deleted
+
+
+def test_an_incremental_rerun_through_ray_embeds_only_new_tiles(shared_data, tmp_path, encoders, ray_cluster):
+    src, index = tmp_path / "src", tmp_path / "index"
+    copy_eurosat(shared_data, src, classes=("Forest", "River"), per_class=2)
+    assert run(src, index, encoders, ray_address="local").indexed == 4
+    before = vector_seqs(index)
+
+    copy_eurosat(shared_data, src, classes=("SeaLake",), per_class=2)
+    common = ["index", str(src), "--index", str(index), "--model", MODELS[0], "--model", MODELS[1]]
+    common += ["--band-order", "eurosat", "--batch-size", "2"]
+    result = CliRunner().invoke(app, common, env={"MSEARCH_RAY_ADDRESS": ray_cluster})
+    assert result.exit_code == 0, result.output
+    assert "indexed 2, unchanged 4" in result.output
+    assert re.search(r"stages: read [\d.]+ s, encode [\d.]+ s, merge [\d.]+ s", result.output)
+    after = vector_seqs(index)
+    assert {k: v for k, v in after.items() if k in before} == before  # the first four kept their vectors
+    assert len(after) == 12 and len(tiles_by_key(index)) == 6
+
+    unchanged = CliRunner().invoke(app, common + ["--ray", ray_cluster])
+    assert unchanged.exit_code == 0 and "indexed 0, unchanged 6" in unchanged.output
+    assert vector_seqs(index) == after
+
+
+def test_ray_options_are_checked(tmp_path, ray_cluster):
+    src = tmp_path / "src"
+    src.mkdir()
+    no_ray = CliRunner().invoke(app, ["index", str(src), "--index", str(tmp_path / "i"), "--ray-actors", "2"])
+    assert no_ray.exit_code == 2 and "--ray-actors applies to --ray" in no_ray.output
+    with pytest.raises(ValueError, match=r"--ray-actors 2 leaves no CPU for reading: the cluster has 2 CPUs"):
+        distributed.encoder_pool(2)
+    assert distributed.encoder_pool(None) == (1, {"num_cpus": 1})
+
+
+def test_work_units_keep_file_groups_together():
+    """A scene's chips share its files: they stay in one unit (cut only when larger than a unit)."""
+    from msearch.indexer.pipeline import PendingTile
+    from msearch.indexer.tiles import TileSource
+
+    def tiles(name: str, n: int) -> list[PendingTile]:
+        files = (Path(f"/a/{name}.tif"),)
+        return [PendingTile(TileSource(Path("/a"), f"{name}.tif#{i}", files, "geotiff"), "s", ("x",)) for i in range(n)]
+
+    scene, small, big = tiles("scene", 3), tiles("small", 1), tiles("big", 9)
+    units = distributed.work_units(small + scene + big, 4)
+    assert units == [small + scene, big[:4], big[4:8], big[8:]]
+
+
+def write_leftover_shard(src: Path, index: Path, encoders, settings, keys: list[str]) -> tuple[dict, Path]:
+    """A complete shard as a killed run's worker leaves it, of the tiles `keys`, with every vector negated (so
+    that a vector read back from the catalogue says whether it was merged or recomputed). Returns them."""
+    store = IndexStore(index, create=True)
+    pending = [p for p in plan(store, discover([src], settings), MODELS).pending if p.source.key in keys]
+    assert len(pending) == len(keys)
+    recipes = {space: encoder.card.input for space, encoder in encoders.items()}
+    results = [distributed.PreparedTiles(pending, recipes, settings)[i] for i in range(len(pending))]
+    batch = embed_batch(results, encoders)
+    for _, vectors in batch.done:
+        for space in vectors:
+            vectors[space] = -vectors[space]
+    facts = json.loads(distributed.ShardFacts.of(encoders, settings).to_json())
+    signatures = {(str(p.source.root), p.source.key): p.stat_signature for p in pending}
+    staging = index / distributed.STAGING_DIR
+    staging.mkdir(exist_ok=True)
+    shard = distributed.write_shard(staging / "shard-1-0-000000", [batch], signatures, facts)
+    return {f"{space}/{row['key']}": vectors[space] for row, vectors in batch.done for space in vectors}, shard
+
+
+def test_complete_shards_are_merged_not_recomputed_and_half_written_ones_redone(
+    shared_data, tmp_path, encoders, ray_cluster
+):
+    src = tmp_path / "src"
+    copy_eurosat(shared_data, src, classes=("Forest", "River", "SeaLake"), per_class=2)
+    reference = tmp_path / "reference"
+    run(src, reference, encoders)
+    index = tmp_path / "index"
+    merged_keys = ["Forest/Forest_1.tif", "River/River_10.tif"]
+    negated, shard = write_leftover_shard(src, index, encoders, EUROSAT, merged_keys)
+    staging = shard.parent
+    # What a worker killed while writing leaves: a temporary file, and (on a file system that lost the
+    # rename's ordering) a shard whose name says complete but whose bytes stop half way.
+    (staging / ("shard-1-0-000001" + distributed.PARTIAL_SUFFIX)).write_bytes(shard.read_bytes()[:200])
+    second = write_leftover_shard(src, tmp_path / "scratch", encoders, EUROSAT, ["SeaLake/SeaLake_1.tif"])[1]
+    truncated = staging / "shard-1-0-000002.parquet"
+    truncated.write_bytes(second.read_bytes()[: second.stat().st_size // 2])
+
+    summary = run(src, index, encoders, ray_address="local")
+    assert (summary.indexed, summary.unchanged, summary.failed) == (6, 0, [])
+    assert any(f"merged 2 tiles from 2 shards an interrupted run left in {staging}" == n for n in summary.notes)
+    assert any(n.startswith("ignored the unreadable shard shard-1-0-000002.parquet") for n in summary.notes)
+    assert staged(index) == []
+    for space in MODELS:
+        got, want = vectors_by_key(index, space), vectors_by_key(reference, space)
+        assert sorted(got) == sorted(want) and len(got) == 6
+        for key in want:
+            expected = negated[f"{space}/{key}"] if key in merged_keys else want[key]
+            np.testing.assert_allclose(got[key], expected, atol=1e-5)  # the shard's own vectors: not recomputed
+        assert_view_matches_catalogue(index, space)
+        assert IndexStore(index).open_space(space).ntotal == 6
+
+
+def test_a_shard_whose_files_changed_since_is_not_merged(shared_data, tmp_path, encoders, ray_cluster):
+    src, index = tmp_path / "src", tmp_path / "index"
+    copied = copy_eurosat(shared_data, src, classes=("Forest",), per_class=2)
+    negated, shard = write_leftover_shard(src, index, encoders, EUROSAT, ["Forest/Forest_1.tif"])
+    assert pq.read_table(shard).num_rows == 1
+    copied[0].write_bytes((src / "Forest" / "Forest_10.tif").read_bytes())  # new content after the shard
+    assert run(src, index, encoders, ray_address="local").indexed == 2
+    got = vectors_by_key(index, MODELS[0])
+    assert not np.allclose(got["Forest/Forest_1.tif"], negated[f"{MODELS[0]}/Forest/Forest_1.tif"], atol=1e-3)
+    np.testing.assert_allclose(got["Forest/Forest_1.tif"], got["Forest/Forest_10.tif"], atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def archive12(shared_data, tmp_path_factory, tiny_msclip, tiny_rsmclip):
+    """12 EuroSAT tiles and an index of them built by one uninterrupted local run."""
+    base = tmp_path_factory.mktemp("archive12-ray")
+    src = base / "src"
+    copy_eurosat(shared_data, src, classes=("AnnualCrop", "Forest", "River", "SeaLake"), per_class=3)
+    reference = base / "reference"
+    assert run(src, reference, {"tiny-ms-clip": tiny_msclip, "rs-m-clip": tiny_rsmclip}).indexed == 12
+    return src, reference
+
+
+def test_a_killed_driver_resumed_gives_every_tile_once(archive12, tmp_path, encoders, ray_cluster):
+    """The driver (a `msearch index --ray HOST:PORT` process on the session's cluster) is killed with SIGKILL
+    after its first merged shard; the same command run again finishes the job."""
+    src, reference = archive12
+    index, log = tmp_path / "index", tmp_path / "run.log"
+    command = index_command(src, index, batch_size=1) + ["--ray", ray_cluster]
+    proc = subprocess.Popen(
+        command, env=subprocess_env(), stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while catalogue_vectors(index) == 0:
+            assert proc.poll() is None, f"the run ended before its first shard:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "no shard merged within 4 minutes"
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be killed: nothing was tested"
+    finally:
+        kill(proc)
+    committed = catalogue_vectors(index)
+    assert 0 < committed < 24 and committed % 2 == 0  # whole shards: both spaces of each tile
+
+    summary = run(src, index, encoders, ray_address=ray_cluster)
+    assert summary.indexed + summary.unchanged == 12 - committed // 2 and summary.unchanged == 0
+    assert_same_index(index, reference)
+    assert staged(index) == []
+
+
+def test_without_ray_option_nothing_imports_ray(shared_data, tmp_path):
+    src = tmp_path / "src"
+    copy_eurosat(shared_data, src, classes=("Forest",), per_class=1)
+    script = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from msearch.cli import app\n"
+        f"result = CliRunner().invoke(app, {index_command(src, tmp_path / 'index', 2)[3:]!r})\n"
+        "assert result.exit_code == 0, result.output\n"
+        "assert 'indexed 1,' in result.output, result.output\n"
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=subprocess_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
