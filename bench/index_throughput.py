@@ -9,6 +9,7 @@ behind the encoder). The two alternate for --rounds rounds, each round's ratio t
 so that a shared machine's drifting speed does not favour either; the median ratio is the figure. Peak memory is the main process's VmHWM and the largest reader process's max RSS.
 
     python bench/index_throughput.py --random-full-size --limit 64
+    python bench/index_throughput.py --tiny --limit 64 --ray local     # on Ray against the local pipeline
     python bench/index_throughput.py --tiny --data ../shared/data/terramesh-examples/S2L2A --band-order l2a
 
 --random-full-size measures the real Llama3-MS-CLIP ViT-B/16 cost without downloadable weights: a randomly
@@ -65,6 +66,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=3,
         help="alternate the two measurements this many times (a shared machine's speed drifts)",
     )
+    parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        default=None,
+        help="instead: index_archive on a Ray cluster (local, auto or HOST:PORT) against the local pipeline, "
+        "both on the same tiles; the cluster is joined or started once, outside the timings",
+    )
+    parser.add_argument("--ray-actors", type=int, default=None, help="encoder actors of the Ray runs")
     args = parser.parse_args(argv)
     if args.random_full_size and args.model not in (None, FULL_SIZE_MODEL):
         parser.error(f"--random-full-size builds a {FULL_SIZE_MODEL} checkpoint; it cannot stand in for {args.model}")
@@ -150,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(0, len(sources), args.batch_size)
         ]
         encoder.encode_images(batches[0][:2])  # first-call setup (allocator, kernels) is in neither timing
+        if args.ray:
+            return compare_with_ray(args, scratch, tiles_dir, len(sources), model, encoder, checkpoint, settings)
         load_before = os.getloadavg()
         pipeline_times, encoder_times = [], []
         for round_ in range(args.rounds):
@@ -196,6 +207,60 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'median ratio (target >= 0.9)':<48}{ratio:>16.3f}  {'ok' if ratio >= TARGET_RATIO else 'BELOW TARGET'}")
     print(f"{'peak RSS, main process':<28}{main_mib:>23.0f} MiB")
     print(f"{'peak RSS, largest child':<28}{child_mib:>23.0f} MiB")
+    return 0
+
+
+def compare_with_ray(args, scratch: Path, tiles_dir: Path, tiles: int, model, encoder, checkpoint, settings) -> int:
+    """Alternating rounds of the local pipeline and the Ray pipeline into fresh indexes; a Ray round counts
+    from the plan to the last merged shard, so it includes starting the encoder actors and their model loads."""
+    from msearch.indexer import distributed
+    from msearch.indexer.pipeline import index_archive
+
+    # Workers of a cluster started here import this checkout's msearch, as this process does.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(REPO_ROOT), os.environ.get("PYTHONPATH"))))
+    started = time.perf_counter()
+    started_cluster = distributed.connect(args.ray)
+    connect_s = time.perf_counter() - started
+    import ray
+
+    resources = ray.cluster_resources()
+    times: dict[str, list[float]] = {"local": [], "ray": []}
+    stages = []
+    try:
+        for round_ in range(args.rounds):
+            for kind in ("local", "ray"):
+                started = time.perf_counter()
+                summary = index_archive(
+                    [tiles_dir],
+                    index=scratch / f"index-{kind}-{round_}",
+                    encoders={model: encoder},
+                    checkpoint=checkpoint,
+                    settings=settings,
+                    batch_size=args.batch_size,
+                    workers=args.workers,
+                    ray_address=args.ray if kind == "ray" else None,
+                    ray_actors=args.ray_actors,
+                )
+                times[kind].append(time.perf_counter() - started)
+                if summary.indexed != tiles:
+                    print(f"{kind}: indexed {summary.indexed} of {tiles} tiles", file=sys.stderr)
+                    return 1
+                if kind == "ray":
+                    stages.append(summary.stage_seconds)
+    finally:
+        if started_cluster:
+            ray.shutdown()
+    ratios = [local_s / ray_s for local_s, ray_s in zip(times["local"], times["ray"])]
+    print(
+        f"model {model}, {tiles} tiles from {args.data}, batch {args.batch_size}, cores {os.cpu_count()}; "
+        f"Ray cluster {args.ray}: {resources.get('CPU', 0):.0f} CPUs, {resources.get('GPU', 0):.0f} GPUs, "
+        f"{'started' if started_cluster else 'joined'} in {connect_s:.1f} s (not in the timings)"
+    )
+    print(f"{'round':<8}{'local tiles/s':>16}{'ray tiles/s':>16}{'ray / local':>14}   ray stages (s)")
+    for round_, (local_s, ray_s, ratio, stage) in enumerate(zip(times["local"], times["ray"], ratios, stages), 1):
+        stage_text = ", ".join(f"{k} {v:.1f}" for k, v in stage.items())
+        print(f"{round_:<8}{tiles / local_s:>16.2f}{tiles / ray_s:>16.2f}{ratio:>14.3f}   {stage_text}")
+    print(f"{'median ray / local':<40}{statistics.median(ratios):>14.3f}")
     return 0
 
 
