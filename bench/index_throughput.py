@@ -226,6 +226,7 @@ def compare_with_ray(args, scratch: Path, tiles_dir: Path, tiles: int, model, en
     resources = ray.cluster_resources()
     times: dict[str, list[float]] = {"local": [], "ray": []}
     stages = []
+    load_before = os.getloadavg()
     try:
         for round_ in range(args.rounds):
             for kind in ("local", "ray"):
@@ -250,11 +251,16 @@ def compare_with_ray(args, scratch: Path, tiles_dir: Path, tiles: int, model, en
     finally:
         if started_cluster:
             ray.shutdown()
+    load_after = os.getloadavg()
     ratios = [local_s / ray_s for local_s, ray_s in zip(times["local"], times["ray"])]
     print(
         f"model {model}, {tiles} tiles from {args.data}, batch {args.batch_size}, cores {os.cpu_count()}; "
         f"Ray cluster {args.ray}: {resources.get('CPU', 0):.0f} CPUs, {resources.get('GPU', 0):.0f} GPUs, "
         f"{'started' if started_cluster else 'joined'} in {connect_s:.1f} s (not in the timings)"
+    )
+    print(
+        f"load average (1/5/15 min) before {'/'.join(f'{v:.2f}' for v in load_before)}, "
+        f"after {'/'.join(f'{v:.2f}' for v in load_after)}"
     )
     print(f"{'round':<8}{'local tiles/s':>16}{'ray tiles/s':>16}{'ray / local':>14}   ray stages (s)")
     for round_, (local_s, ray_s, ratio, stage) in enumerate(zip(times["local"], times["ray"], ratios, stages), 1):

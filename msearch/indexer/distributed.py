@@ -113,7 +113,7 @@ def _quiet_ray_data() -> None:
     context.enable_progress_bars = False
     context.enable_operator_progress_bars = False
     context.enable_auto_log_stats = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # e.g. "progress bars disabled": we did that
 
 
 # -- the work ---------------------------------------------------------------------------------------------
@@ -139,6 +139,15 @@ def work_units(pending: Sequence[PendingTile], size: int) -> list[list[PendingTi
     if current:
         units.append(current)
     return units
+
+
+def read_task_memory(recipes: dict, unit_tiles: int) -> int:
+    """Bytes a read task holds at its peak: its unit's prepared inputs (float32, each space's), twice (the
+    tensors and their pickled copy). Declared to Ray, so that a node runs no more reads than its memory holds;
+    and a read operator that asks for other resources than the encoder's is not fused into the encoder actors
+    by Ray Data, which would read on the GPU nodes' few CPUs while their GPUs wait."""
+    per_tile = sum(4 * len(recipe.bands) * recipe.crop * recipe.crop for recipe in recipes.values())
+    return 2 * unit_tiles * per_tile
 
 
 def read_unit(row: dict, recipes: dict, settings: ReadSettings) -> dict:
@@ -202,6 +211,17 @@ class ShardEncoder:
             out["read_seconds"].append(float(read_seconds))
             out["encode_seconds"].append(time.perf_counter() - started)
         return {column: np.asarray(values) for column, values in out.items()}
+
+
+def bound_encoder(**arguments) -> type:
+    """ShardEncoder with its arguments in the class itself: a restarted actor needs them, and Ray cannot
+    promise to still hold constructor arguments that it keeps in the object store (ray issue 53727)."""
+
+    class BoundShardEncoder(ShardEncoder):
+        def __init__(self):
+            super().__init__(**arguments)
+
+    return BoundShardEncoder
 
 
 def write_shard(path: Path, batches: list[EmbeddedBatch], signatures: dict[tuple[str, str], str], facts: dict) -> Path:
@@ -355,6 +375,7 @@ def index_on_ray(
         size, reserve = encoder_pool(actors)
         facts = merger.facts.to_json()
         recipes = {space: encoder.card.input for space, encoder in encoders.items()}
+        read_kwargs = {"recipes": recipes, "settings": settings}
         # A shard lost in between (deleted, unreadable) leaves its tiles waiting: one more pass redoes them.
         for attempt in range(2):
             units = work_units(list(merger.waiting.values()), batch_size)
@@ -364,16 +385,15 @@ def index_on_ray(
             ]
             stream = (
                 ray.data.from_items(items, override_num_blocks=len(items))
-                .map(read_unit, fn_kwargs={"recipes": recipes, "settings": settings}, num_cpus=1)
+                .map(read_unit, fn_kwargs=read_kwargs, num_cpus=1, memory=read_task_memory(recipes, batch_size))
                 .map_batches(
-                    ShardEncoder,
-                    fn_constructor_kwargs={
-                        "spaces": list(encoders),
-                        "checkpoint": str(checkpoint) if checkpoint else None,
-                        "facts": facts,
-                        "staging": str(staging),
-                        "batch_size": batch_size,
-                    },
+                    bound_encoder(
+                        spaces=list(encoders),
+                        checkpoint=str(checkpoint) if checkpoint else None,
+                        facts=facts,
+                        staging=str(staging),
+                        batch_size=batch_size,
+                    ),
                     batch_size=1,  # units: the actor cuts each into forward passes of batch_size tiles
                     compute=ray.data.ActorPoolStrategy(size=size),
                     **reserve,
