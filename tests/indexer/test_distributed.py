@@ -90,6 +90,35 @@ def test_a_ray_run_equals_a_local_run_bad_files_included(shared_data, tmp_path, 
     assert staged(tmp_path / "ray") == []  # every shard merged, then deleted
 
 
+def test_an_encoder_actor_killed_mid_run_is_restarted(shared_data, tmp_path, encoders, ray_cluster):
+    """SIGKILL to the encoder actor's process after the first merged shard: Ray restarts it, it redoes its
+    unit, and the index is the local run's."""
+    import psutil
+
+    src = tmp_path / "src"
+    copy_eurosat(shared_data, src, classes=("Forest", "River"), per_class=2)
+    run(src, tmp_path / "local", encoders)
+    killed = []
+
+    def kill_the_encoder(done: int, total: int) -> None:
+        if killed:
+            return
+        # This process started the cluster: its workers are our descendants, the actor named by its class.
+        actors = [
+            process
+            for process in psutil.Process().children(recursive=True)
+            if "ShardEncoder" in " ".join(process.cmdline())
+        ]
+        assert len(actors) == 1, [a.cmdline() for a in actors]
+        actors[0].kill()
+        killed.append(actors[0].pid)
+        assert done < total, "the run was over before the actor could be killed: nothing was tested"
+
+    summary = run(src, tmp_path / "ray", encoders, ray_address="local", batch_size=1, progress=kill_the_encoder)
+    assert killed and summary.indexed == 4
+    assert_same_index(tmp_path / "ray", tmp_path / "local")
+
+
 def test_an_incremental_rerun_through_ray_embeds_only_new_tiles(shared_data, tmp_path, encoders, ray_cluster):
     src, index = tmp_path / "src", tmp_path / "index"
     copy_eurosat(shared_data, src, classes=("Forest", "River"), per_class=2)
