@@ -187,6 +187,8 @@ class ShardEncoder:
     def __init__(self, spaces: list[str], checkpoint: str | None, facts: str, staging: str, batch_size: int):
         self.facts = json.loads(facts)
         self.staging, self.batch_size = Path(staging), batch_size
+        # A GPU actor sees its GPU alone (Ray sets CUDA_VISIBLE_DEVICES); placing the model on it is the
+        # encoder's device option (--device), which this branch does not have yet: until then it runs on the CPU.
         self.encoders = {space: load_encoder(space, checkpoint) for space in spaces}
         for space, encoder in self.encoders.items():
             expected = self.facts["identities"][space]
@@ -211,17 +213,6 @@ class ShardEncoder:
             out["read_seconds"].append(float(read_seconds))
             out["encode_seconds"].append(time.perf_counter() - started)
         return {column: np.asarray(values) for column, values in out.items()}
-
-
-def bound_encoder(**arguments) -> type:
-    """ShardEncoder with its arguments in the class itself: a restarted actor needs them, and Ray cannot
-    promise to still hold constructor arguments that it keeps in the object store (ray issue 53727)."""
-
-    class BoundShardEncoder(ShardEncoder):
-        def __init__(self):
-            super().__init__(**arguments)
-
-    return BoundShardEncoder
 
 
 def write_shard(path: Path, batches: list[EmbeddedBatch], signatures: dict[tuple[str, str], str], facts: dict) -> Path:
@@ -387,13 +378,14 @@ def index_on_ray(
                 ray.data.from_items(items, override_num_blocks=len(items))
                 .map(read_unit, fn_kwargs=read_kwargs, num_cpus=1, memory=read_task_memory(recipes, batch_size))
                 .map_batches(
-                    bound_encoder(
-                        spaces=list(encoders),
-                        checkpoint=str(checkpoint) if checkpoint else None,
-                        facts=facts,
-                        staging=str(staging),
-                        batch_size=batch_size,
-                    ),
+                    ShardEncoder,
+                    fn_constructor_kwargs={
+                        "spaces": list(encoders),
+                        "checkpoint": str(checkpoint) if checkpoint else None,
+                        "facts": facts,
+                        "staging": str(staging),
+                        "batch_size": batch_size,
+                    },
                     batch_size=1,  # units: the actor cuts each into forward passes of batch_size tiles
                     compute=ray.data.ActorPoolStrategy(size=size),
                     **reserve,
