@@ -4,6 +4,7 @@ once per session by tests/indexer/conftest.py), with the tiny models of both fam
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -126,6 +127,8 @@ def test_an_incremental_rerun_through_ray_embeds_only_new_tiles(shared_data, tmp
     before = vector_seqs(index)
 
     copy_eurosat(shared_data, src, classes=("SeaLake",), per_class=2)
+    touched = src / "Forest" / "Forest_1.tif"  # a new mtime, the same content: read again, vectors kept
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
     common = ["index", str(src), "--index", str(index), "--model", MODELS[0], "--model", MODELS[1]]
     common += ["--band-order", "eurosat", "--batch-size", "2"]
     result = CliRunner().invoke(app, common, env={"MSEARCH_RAY_ADDRESS": ray_cluster})
@@ -134,6 +137,7 @@ def test_an_incremental_rerun_through_ray_embeds_only_new_tiles(shared_data, tmp
     assert re.search(r"stages: read [\d.]+ s, encode [\d.]+ s, merge [\d.]+ s", result.output)
     after = vector_seqs(index)
     assert {k: v for k, v in after.items() if k in before} == before  # the first four kept their vectors
+    assert tiles_by_key(index)["Forest/Forest_1.tif"]["mtime"] == touched.stat().st_mtime  # its row was updated
     assert len(after) == 12 and len(tiles_by_key(index)) == 6
 
     unchanged = CliRunner().invoke(app, common + ["--ray", ray_cluster])
