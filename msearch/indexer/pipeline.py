@@ -464,9 +464,18 @@ def index_archive(
                 from msearch.indexer.distributed import index_on_ray  # imports Ray: only when it is asked for
 
                 index_on_ray(
-                    store, summary, pending, encoders, views, settings, batch_size, progress,
-                    address=ray_address, actors=ray_actors, checkpoint=checkpoint,
-                )  # fmt: skip
+                    store,
+                    summary,
+                    pending,
+                    encoders,
+                    views,
+                    settings,
+                    batch_size,
+                    progress,
+                    address=ray_address,
+                    actors=ray_actors,
+                    checkpoint=checkpoint,
+                )
             else:
                 _run_batches(store, summary, pending, encoders, views, settings, batch_size, workers, progress)
             for space, view in views.items():
