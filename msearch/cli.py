@@ -906,3 +906,46 @@ def export(
     except (FileNotFoundError, SpaceMismatchError) as exc:
         _fail(str(exc))
     console.print(f"wrote {rows} rows to {out}")
+
+
+@app.command()
+def serve(
+    index: Optional[Path] = INDEX_OPTION,
+    host: str = typer.Option("127.0.0.1", help="Address to listen on; any but loopback needs --token."),
+    port: int = typer.Option(8765, min=0, max=65535, help="Port to listen on."),
+    token: Optional[str] = typer.Option(
+        None, envvar="MSEARCH_TOKEN", help="Require `Authorization: Bearer TOKEN` on every /api request."
+    ),
+    checkpoint: Optional[List[str]] = typer.Option(
+        None, help="SPACE=PATH: local weights for a space's encoder (repeatable)."
+    ),
+):
+    """Serve the search API and the map page (http://127.0.0.1:8765/), keeping the searcher warm."""
+    try:
+        import uvicorn
+
+        from msearch.search.server import LOOPBACK_NAMES, check_bind, create_app, is_loopback
+    except ImportError as exc:
+        _fail(f"`msearch serve` needs the serve extra: pip install 'msearch[serve]' ({exc})")
+    from msearch.indexer.readers import ArchivePixels
+    from msearch.search.searcher import Searcher
+
+    checkpoints = {}
+    for item in checkpoint or []:
+        name, sep, path = item.partition("=")
+        if not sep:
+            _fail(f"--checkpoint takes SPACE=PATH, got {item!r}")
+        checkpoints[name] = path
+    try:
+        check_bind(host, token)
+        searcher = Searcher(index, checkpoints, pixels=ArchivePixels())
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    # Without a token only loopback Host headers are answered: a page elsewhere cannot reach the API by DNS rebinding.
+    hosts = None if token else list(LOOPBACK_NAMES)
+    err_console.print(
+        f"serving {searcher.store.directory} at http://{host}:{port}/"
+        + ("" if is_loopback(host) else " (every /api request needs the token)")
+    )
+    application = create_app(searcher, token=token, allowed_hosts=hosts)
+    uvicorn.run(application, host=host, port=port, log_level="warning")

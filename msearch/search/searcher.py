@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 
 from msearch.models import ModelCard, get_card
 from msearch.schema import catalog
@@ -27,6 +29,9 @@ from msearch.store.bridges import ROUTES, Bridge, BridgeMismatchError, bridges, 
 
 log = logging.getLogger(__name__)
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
+# Rocchio's weights for the query, the liked and the unliked examples: SMART's classic choice (Salton & Buckley
+# 1990), which trusts positive examples more than negative ones.
+ROCCHIO_WEIGHTS = (1.0, 0.75, 0.15)
 
 
 class QueryError(ValueError):
@@ -103,7 +108,10 @@ class Searcher:
     A text query loads only the text tower of its space's encoder (msearch.models.load_text_encoder), and
     query embeddings are cached (msearch.search.query_cache): a query asked before loads no model at all.
     Pass `query_cache=None` to always encode. `pixels` reads tiles and raster files (an
-    msearch.indexer.readers.ArchivePixels): examples given as files and quicklooks need it."""
+    msearch.indexer.readers.ArchivePixels): examples given as files and quicklooks need it.
+
+    One searcher may serve concurrent threads (msearch serve): models and views are loaded once under a lock,
+    and `refresh()` brings loaded views up to what index runs committed since."""
 
     def __init__(
         self,
@@ -120,6 +128,8 @@ class Searcher:
         self._text_encoders: dict[str, object] = {}  # space -> TextEncoder (or the Encoder, if loaded)
         self._views: dict[str, SpaceIndex] = {}
         self._bridges: list[Bridge] | None = None
+        # Guards the lazy loads above, and each FAISS view while refresh() adds to it or a query searches it.
+        self._lock = threading.RLock()
 
     # -- spaces and routing -----------------------------------------------------------------------------
 
@@ -165,17 +175,22 @@ class Searcher:
 
     def encoder(self, space: str):
         """The space's whole encoder (images and texts), checked against the space's manifest."""
-        if space not in self._encoders:
-            from msearch.models import load_encoder
+        with self._lock:
+            if space not in self._encoders:
+                from msearch.models import load_encoder
 
-            self._encoders[space] = self._checked(space, load_encoder)
-            self._text_encoders[space] = self._encoders[space]
-        return self._encoders[space]
+                self._encoders[space] = self._checked(space, load_encoder)
+                self._text_encoders[space] = self._encoders[space]
+            return self._encoders[space]
 
     def text_encoder(self, space: str):
         """The text side of the space's encoder: all a text query needs. That is the numpy export of its text
         tower when there is one (msearch.models.numpy_text: no torch import); otherwise the torch tower,
         which is then exported for the next query."""
+        with self._lock:
+            return self._text_encoder(space)
+
+    def _text_encoder(self, space: str):
         if space not in self._text_encoders:
             from msearch.models.numpy_text import load_numpy_text_encoder
 
@@ -217,9 +232,36 @@ class Searcher:
         return vector, truncated
 
     def view(self, space: str) -> SpaceIndex:
-        if space not in self._views:
-            self._views[space] = self.store.open_space(space)
-        return self._views[space]
+        with self._lock:
+            if space not in self._views:
+                self._views[space] = self.store.open_space(space)
+            return self._views[space]
+
+    def refresh(self) -> list[str]:
+        """Bring the loaded FAISS views up to the catalogue's committed state, for a searcher that outlives
+        index runs (msearch serve): vectors committed since are added in place; a space whose vectors were
+        deleted or whose index was retrained is opened afresh. Returns the spaces that changed."""
+        changed = []
+        for space, view in list(self._views.items()):
+            manifest = self.store.manifest(space)
+            with self.store.engine.connect() as conn, conn.begin():
+                conn.exec_driver_sql("BEGIN")  # one snapshot for both reads and the catch-up
+                generation = conn.execute(
+                    select(catalog.spaces.c.generation).where(catalog.spaces.c.name == space)
+                ).scalar()
+                latest = conn.execute(
+                    select(func.max(catalog.vectors.c.seq)).where(catalog.vectors.c.space == space)
+                ).scalar()
+                if manifest.faiss_file != view.manifest.faiss_file or int(generation or 0) != view.generation:
+                    fresh = self.store.open_space(space)
+                    with self._lock:
+                        self._views[space] = fresh
+                    changed.append(space)
+                elif latest is not None and latest > view.synced_seq:
+                    with self._lock:
+                        self.store.catch_up(view, conn)
+                    changed.append(space)
+        return changed
 
     # -- queries ----------------------------------------------------------------------------------------
 
@@ -339,13 +381,7 @@ class Searcher:
         """Tiles that look like an example: a tile id, a catalogued path, or a raster file."""
         if top_k <= 0:
             raise QueryError(f"--top-k must be at least 1, got {top_k}")
-        spaces = self.spaces()
-        if not spaces:
-            self.route("en")  # raises the clear error
-        name = space or next((n for n, c in spaces.items() if c.family == "ms-clip"), None) or next(iter(spaces))
-        if name not in spaces:
-            raise QueryError(f"no space {space!r} in this index (it has: {', '.join(spaces) or 'none'})")
-        self.not_empty(name)
+        name = self._example_space(space)
         tile_id = self._tile_id_of(example)
         if tile_id is not None:
             vector = self.store.vectors_of(name, [tile_id])[0]
@@ -362,6 +398,87 @@ class Searcher:
             [name],
             matching_tiles=len(allowed) if allowed is not None else None,
         )
+
+    def _example_space(self, space: str | None) -> str:
+        """The space a search by example runs in: the one asked for, else the multispectral one."""
+        spaces = self.spaces()
+        if not spaces:
+            self.route("en")  # raises the clear error
+        name = space or next((n for n, c in spaces.items() if c.family == "ms-clip"), None) or next(iter(spaces))
+        if name not in spaces:
+            raise QueryError(f"no space {space!r} in this index (it has: {', '.join(spaces) or 'none'})")
+        return self.not_empty(name)
+
+    def feedback(
+        self,
+        text: str | None,
+        like: Sequence[int] = (),
+        unlike: Sequence[int] = (),
+        top_k: int = 10,
+        lang: str = "auto",
+        space: str | None = None,
+        filters: Filters = Filters(),
+    ) -> QueryAnswer:
+        """Relevance feedback, Rocchio on unit vectors: the query vector is
+
+            q = normalise(a * t + b * mean(liked) - c * mean(unliked)),   (a, b, c) = ROCCHIO_WEIGHTS
+
+        where t is the text's unit vector (the term is left out without text) and liked / unliked are the
+        catalogued tiles' stored unit vectors in the searched space (a mean is left out when its list is
+        empty). With text the space is routed as for query(), without it as for like(). The examples
+        themselves are left out of the results."""
+        text = text.strip() if text else ""
+        if not text and not like:
+            raise QueryError("give a query text or at least one liked tile to search by example")
+        if top_k <= 0:
+            raise QueryError(f"top_k must be at least 1, got {top_k}")
+        both = sorted({int(t) for t in like} & {int(t) for t in unlike})
+        if both:
+            raise QueryError(f"tiles {both} are both liked and unliked: keep each in one list")
+        detected = None
+        if text:
+            detected = parse_language(lang)
+            if detected == "auto":
+                detected = detect_language(text)
+            name = self.route(detected, space)
+        else:
+            name = self._example_space(space)
+        alpha, beta, gamma = ROCCHIO_WEIGHTS
+        truncated = False
+        vector = np.zeros(self.store.manifest(name).dim, dtype=np.float64)
+        if text:
+            embedded, truncated = self.embed_text(name, text)
+            vector += alpha * embedded
+        for examples, weight in ((like, beta), (unlike, -gamma)):
+            if examples:
+                vector += weight * self._example_vectors(name, examples).mean(axis=0)
+        norm = np.linalg.norm(vector)
+        if not np.isfinite(norm) or norm < 1e-9:
+            raise QueryError("the liked and unliked examples cancel out: remove an unliked tile or add text")
+        examples = {int(t) for t in (*like, *unlike)}
+        allowed = self._allowed_ids(filters)
+        if allowed is not None:
+            allowed = allowed[~np.isin(allowed, list(examples))]
+        ranked = [(t, s) for t, s in self.search_vector(name, vector / norm, top_k + len(examples), allowed)]
+        ranked = [(t, s) for t, s in ranked if t not in examples][:top_k]
+        return QueryAnswer(
+            self._results(ranked, name),
+            text or "like:" + ",".join(str(int(t)) for t in like),
+            detected,
+            [name],
+            truncated,
+            len(allowed) if allowed is not None else None,
+        )
+
+    def _example_vectors(self, space: str, tile_ids: Sequence[int]) -> np.ndarray:
+        try:
+            return self.store.vectors_of(space, [int(t) for t in tile_ids])
+        except KeyError:
+            present = self.store.tiles_by_id(tile_ids)
+            missing = [int(t) for t in tile_ids if int(t) not in present]
+            if missing:
+                raise QueryError(f"no tiles with ids {missing[:10]} in this index") from None
+            raise QueryError(f"some example tiles have no vectors in space {space!r}: search another space") from None
 
     def _tile_id_of(self, example: str) -> int | None:
         t = catalog.tiles.c
@@ -429,7 +546,9 @@ class Searcher:
         if allowed is not None and len(allowed) == 0:
             return []
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
-        scores, ids = self.store.search(self.view(space), query, k, allowed)
+        view = self.view(space)
+        with self._lock:
+            scores, ids = self.store.search(view, query, k, allowed)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
     def _results(self, ranked: list[tuple[int, float]], space: str) -> list[SearchResult]:

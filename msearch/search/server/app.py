@@ -1,0 +1,330 @@
+"""The HTTP API and the web page of `msearch serve`, over one warm Searcher.
+
+Endpoints (JSON errors are {"error": "what to change"} with a 4xx status):
+    GET  /api/search                 a text search; a GeoJSON FeatureCollection, ranked as `msearch query`
+    POST /api/search                 relevance feedback: text and/or liked and unliked tile ids (Searcher.feedback)
+    GET  /api/tiles/{id}             a catalogued tile's fields
+    GET  /api/tiles/{id}/quicklook.png   its true-colour quicklook (msearch.search.quicklook's stretch)
+    GET  /api/info                   spaces, counts, index kinds (msearch info's report)
+    GET  /api/openapi.json           the OpenAPI schema
+    GET  /health                     liveness, no token needed
+    GET  /  and  /static/{name}      the page and the files it loads, all shipped with the package
+
+Nothing reads a path given by a client: tiles are looked up by catalogue id, and the static files are a fixed
+table built at startup. With a token every /api request needs `Authorization: Bearer <token>`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import threading
+from collections import OrderedDict
+from datetime import date
+from pathlib import Path
+from typing import Literal, Optional
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from msearch import __version__
+from msearch.search import formats
+from msearch.search.quicklook import png_bytes, true_colour
+from msearch.search.searcher import Filters, QueryAnswer, QueryError, Searcher
+from msearch.store import SpaceMismatchError
+from msearch.store.report import index_report
+
+MAX_TOP_K = 200  # results per request (top_k + offset)
+MAX_QUERY_CHARS = 1000  # the text towers read 77 tokens; longer texts are only a cost
+MAX_EXAMPLES = 100  # liked + unliked tiles in one feedback request
+QUICKLOOK_CACHE = 256  # PNGs kept in memory, by tile id and file signature
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+STATIC = Path(__file__).parent / "static"
+LANGUAGES = ("auto", "en", "pt", "es", "fr", "de", "nl", "it", "zh", "ko", "ru")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse to listen beyond this machine without a token: anyone who can reach the port could search."""
+    if not is_loopback(host) and not token:
+        raise ValueError(
+            f"--host {host} makes the server reachable from other machines: give --token TOKEN "
+            f"(or set MSEARCH_TOKEN), which every /api request must then send as `Authorization: Bearer TOKEN`"
+        )
+
+
+class FeedbackRequest(BaseModel):
+    """POST /api/search: text and/or examples, with the filters of GET /api/search."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    q: Optional[str] = Field(None, max_length=MAX_QUERY_CHARS, description="Query text (optional with `like`).")
+    like: list[int] = Field(default_factory=list, max_length=MAX_EXAMPLES, description="Tile ids to move toward.")
+    unlike: list[int] = Field(default_factory=list, max_length=MAX_EXAMPLES, description="Tile ids to move away from.")
+    lang: Literal[LANGUAGES] = "auto"
+    space: Optional[str] = Field(None, max_length=100)
+    top_k: int = Field(10, ge=1, le=MAX_TOP_K)
+    offset: int = Field(0, ge=0, lt=MAX_TOP_K)
+    bbox: Optional[str] = Field(None, max_length=200, description="minlon,minlat,maxlon,maxlat (WGS84)")
+    date_from: Optional[date] = None
+    date_to: Optional[date] = None
+    max_cloud: Optional[float] = Field(None, ge=0, le=100)
+    tile_id: Optional[str] = Field(None, max_length=10)
+
+
+def create_app(searcher: Searcher, token: str | None = None, allowed_hosts: list[str] | None = None) -> FastAPI:
+    """The application over a searcher (made by the caller, with the pixel reader quicklooks need).
+
+    `allowed_hosts`: Host headers accepted (None: any). Without a token, `msearch serve` accepts only
+    loopback names, so that a web page on another site cannot reach it through DNS rebinding."""
+    app = FastAPI(
+        title="msearch",
+        version=__version__,
+        description="Text search over Sentinel-2 archives (see README.md, `msearch serve`).",
+        docs_url=None,  # Swagger UI and ReDoc load their scripts from a CDN: the schema alone is served
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+    quicklooks = QuicklookCache(searcher, QUICKLOOK_CACHE)
+    static_files = _static_table()
+    expected = f"Bearer {token}".encode() if token else None
+
+    @app.middleware("http")
+    async def require_token(request: Request, call_next):
+        if expected is not None and request.url.path.startswith("/api"):
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return JSONResponse(
+                    {"error": "this server needs a token: send `Authorization: Bearer TOKEN`"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        return await call_next(request)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError):
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError):
+        return JSONResponse({"error": _validation_message(exc)}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException):
+        message = "not found" if exc.status_code == 404 else str(exc.detail)
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok"}
+
+    @app.get("/api/info")
+    def info():
+        """Spaces, tile and vector counts and search index kinds: what `msearch info --json` reports."""
+        report = index_report(searcher.store.directory)
+        report["limits"] = {"max_top_k": MAX_TOP_K, "max_query_chars": MAX_QUERY_CHARS, "max_examples": MAX_EXAMPLES}
+        report["languages"] = {name: card.languages for name, card in searcher.spaces().items()}
+        return report
+
+    @app.get("/api/search")
+    def search(
+        q: str = Query(..., min_length=1, max_length=MAX_QUERY_CHARS, description="Query text, any of ten languages."),
+        lang: Literal[LANGUAGES] = "auto",
+        space: Optional[str] = Query(None, max_length=100),
+        fuse: bool = False,
+        top_k: int = Query(10, ge=1, le=MAX_TOP_K),
+        offset: int = Query(0, ge=0, lt=MAX_TOP_K),
+        bbox: Optional[str] = Query(None, max_length=200, description="minlon,minlat,maxlon,maxlat (WGS84)"),
+        date_from: Optional[date] = None,
+        date_to: Optional[date] = None,
+        max_cloud: Optional[float] = Query(None, ge=0, le=100),
+        tile_id: Optional[str] = Query(None, max_length=10),
+    ):
+        """A text search, ranked exactly as `msearch query` ranks it; results `offset` to `offset + top_k`."""
+        _check_window(top_k, offset)
+        filters = _filters(bbox, date_from, date_to, max_cloud, tile_id)
+        answer = _answer(
+            lambda: searcher.query(q, top_k=offset + top_k, lang=lang, space=space, fuse=fuse, filters=filters)
+        )
+        return _geojson(answer, offset)
+
+    @app.post("/api/search")
+    def feedback(body: FeedbackRequest):
+        """Relevance feedback: q = normalise(1.0 t + 0.75 mean(like) - 0.15 mean(unlike)) (Rocchio on unit
+        vectors; t the text's vector, left out without text). The examples are left out of the results."""
+        _check_window(body.top_k, body.offset)
+        filters = _filters(body.bbox, body.date_from, body.date_to, body.max_cloud, body.tile_id)
+        answer = _answer(
+            lambda: searcher.feedback(
+                body.q,
+                like=body.like,
+                unlike=body.unlike,
+                top_k=body.offset + body.top_k,
+                lang=body.lang,
+                space=body.space,
+                filters=filters,
+            )
+        )
+        collection = _geojson(answer, body.offset)
+        collection.update(like=body.like, unlike=body.unlike)
+        return collection
+
+    @app.get("/api/tiles/{tile_id}")
+    def tile(tile_id: str):
+        """A catalogued tile's fields: file, archive root, footprint, date, cloud cover, MGRS tile, scene."""
+        row = _tile_row(searcher, tile_id)
+        row["footprint"] = json.loads(row["footprint"]) if row.get("footprint") else None
+        return row
+
+    @app.get("/api/tiles/{tile_id}/quicklook.png", response_class=Response)
+    def quicklook(tile_id: str):
+        """True colour (B04, B03, B02), 2-98 percentile stretch: the same picture as `msearch query --html`."""
+        row = _tile_row(searcher, tile_id)
+        try:
+            image = quicklooks.get(row)
+        except Exception as exc:  # the file moved or broke since it was indexed: say so, do not crash
+            raise ApiError(404, f"tile {row['id']} has no quicklook: {exc}") from exc
+        return Response(image, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+
+    @app.get("/", response_class=Response, include_in_schema=False)
+    def page():
+        return _static_response(static_files, "index.html")
+
+    @app.get("/static/{name:path}", response_class=Response, include_in_schema=False)
+    def static(name: str):
+        return _static_response(static_files, name)
+
+    def _answer(run) -> QueryAnswer:
+        try:
+            searcher.refresh()  # tiles an index run committed since the last request
+            return run()
+        except QueryError as exc:
+            raise ApiError(400, str(exc)) from exc
+        except SpaceMismatchError as exc:
+            raise ApiError(409, str(exc)) from exc
+
+    return app
+
+
+class QuicklookCache:
+    """PNG quicklooks of recent tiles, by tile id and the file signature the catalogue holds for it (a
+    re-indexed, changed file gets a new picture)."""
+
+    def __init__(self, searcher: Searcher, size: int):
+        self.searcher = searcher
+        self.size = size
+        self._images: OrderedDict[tuple, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, row: dict) -> bytes:
+        key = (row["id"], row.get("stat_signature"))
+        with self._lock:
+            if key in self._images:
+                self._images.move_to_end(key)
+                return self._images[key]
+        image = png_bytes(true_colour(self.searcher.tile_pixels(row["id"])))
+        with self._lock:
+            self._images[key] = image
+            while len(self._images) > self.size:
+                self._images.popitem(last=False)
+        return image
+
+
+def _tile_row(searcher: Searcher, tile_id: str) -> dict:
+    # The id is only ever a catalogue key: anything but a plain number (a path, `..`) is simply not a tile.
+    if not (tile_id.isascii() and tile_id.isdigit() and len(tile_id) <= 18):
+        raise ApiError(404, f"no tile {tile_id[:40]!r}: tiles are named by their numeric id")
+    row = searcher.store.tiles_by_id([int(tile_id)]).get(int(tile_id))
+    if row is None:
+        raise ApiError(404, f"no tile with id {tile_id} in this index")
+    return row
+
+
+def _check_window(top_k: int, offset: int) -> None:
+    if top_k + offset > MAX_TOP_K:
+        raise ApiError(400, f"top_k + offset may be at most {MAX_TOP_K}, got {top_k} + {offset}")
+
+
+def _filters(bbox, date_from, date_to, max_cloud, tile_id) -> Filters:
+    box = None
+    if bbox:
+        try:
+            box = tuple(float(v) for v in bbox.split(","))
+        except ValueError:
+            box = ()
+        if len(box) != 4:
+            raise ApiError(400, f"bbox must be four numbers minlon,minlat,maxlon,maxlat, got {bbox[:60]!r}")
+    try:
+        return Filters(bbox=box, date_from=date_from, date_to=date_to, max_cloud=max_cloud, tile_id=tile_id)
+    except QueryError as exc:
+        raise ApiError(400, str(exc).replace("--", "")) from exc
+
+
+def _geojson(answer: QueryAnswer, offset: int) -> dict:
+    """formats.to_geojson's FeatureCollection of the window, with the search's description beside it."""
+    info = dict(answer.info(), offset=offset, returned=len(answer.results[offset:]))
+    collection = json.loads(formats.to_geojson(answer.results[offset:], info))
+    for feature in collection["features"]:
+        feature["id"] = feature["properties"]["tile_id"]
+    return collection
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("query", "body", "path"))
+        parts.append(f"{where or 'request body'}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def _static_table() -> dict[str, tuple[Path, str]]:
+    """Every file the page may load, by the name it is asked for: the page's own and Leaflet's."""
+    import xstatic.pkg.leaflet as leaflet
+
+    types = {
+        ".html": "text/html; charset=utf-8",
+        ".js": "text/javascript; charset=utf-8",
+        ".css": "text/css",
+        ".geojson": "application/geo+json",
+        ".png": "image/png",
+        ".svg": "image/svg+xml",
+    }
+    table = {}
+    for path in sorted(STATIC.iterdir()):
+        if path.suffix in types:
+            table[path.name] = (path, types[path.suffix])
+    leaflet_dir = Path(leaflet.BASE_DIR)
+    for name in ("leaflet.js", "leaflet.css"):
+        table[f"leaflet/{name}"] = (leaflet_dir / name, types[Path(name).suffix])
+    for path in sorted((leaflet_dir / "images").glob("*.png")):
+        table[f"leaflet/images/{path.name}"] = (path, "image/png")
+    return table
+
+
+def _static_response(table: dict[str, tuple[Path, str]], name: str) -> Response:
+    if name not in table:
+        raise ApiError(404, "not found")
+    path, media_type = table[name]
+    return Response(path.read_bytes(), media_type=media_type, headers={"Cache-Control": "no-cache"})
