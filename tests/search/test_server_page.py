@@ -1,0 +1,167 @@
+"""The page of `msearch serve` in a real headless browser (Debian's chromium and chromium-driver, driven by
+Selenium), against a real `msearch serve` process on a free loopback port that the test starts and stops."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TOP_K = 6
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(eurosat_index, tmp_path_factory):
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "msearch", "serve", "--index", str(eurosat_index), "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2) as response:
+                    assert json.load(response) == {"status": "ok"}
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"msearch serve did not start: {log.read_text()[-3000:]}")
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        message = "Debian's chromium and chromium-driver are needed: apt-get install -y chromium chromium-driver"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,900",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait(driver, condition, what: str, seconds: float = 30):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, seconds, poll_frequency=0.1).until(lambda d: condition(d))
+    except Exception as exc:
+        status = driver.find_element("id", "status").text
+        raise AssertionError(f"the page never showed {what} (status line: {status!r})") from exc
+
+
+def _result_ids(driver) -> list[int]:
+    # In one script: the cards are replaced while a search lands, and element handles would go stale.
+    return driver.execute_script("return [...document.querySelectorAll('.result')].map(c => Number(c.dataset.tileId))")
+
+
+def _loaded_quicklooks(driver) -> int:
+    return driver.execute_script(
+        "return [...document.querySelectorAll('img.quicklook')].filter(i => i.complete && i.naturalWidth > 0).length"
+    )
+
+
+def test_search_see_results_and_refine_by_example(server, browser, tmp_path):
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(server + "/")
+    box = browser.find_element("id", "q")
+    top_k = browser.find_element("id", "top_k")
+    top_k.clear()
+    top_k.send_keys(str(TOP_K))
+    box.send_keys("a river between fields", Keys.ENTER)
+
+    _wait(browser, lambda d: len(_result_ids(d)) == TOP_K, f"{TOP_K} results")
+    _wait(browser, lambda d: _loaded_quicklooks(d) == TOP_K, f"{TOP_K} quicklook images")
+    footprints = browser.find_elements("css selector", "#map path.footprint")
+    assert len(footprints) == TOP_K
+    assert "read as en" in browser.find_element("id", "detected").text
+    first = _result_ids(browser)
+    assert "q=a+river+between+fields" in browser.current_url and f"top_k={TOP_K}" in browser.current_url
+
+    # A footprint on the map selects its card and shows the tile's details.
+    browser.find_element("css selector", ".result:nth-child(2)").click()
+    _wait(browser, lambda d: d.find_element("id", "detail").is_displayed(), "the tile's details")
+    selected = browser.find_elements("css selector", ".result.selected")
+    assert [int(card.get_attribute("data-tile-id")) for card in selected] == [first[1]]
+
+    # 👍 on the first result: the search runs again with it as an example, and the results change.
+    browser.find_element("css selector", ".result:first-child .votes button.like").click()
+    _wait(browser, lambda d: f"like={first[0]}" in d.current_url, "the liked tile in the address")
+    _wait(browser, lambda d: len(_result_ids(d)) == TOP_K and _result_ids(d) != first, "new results")
+    refined = _result_ids(browser)
+    assert first[0] not in refined
+    assert browser.find_element("id", "liked").text.startswith(f"tile {first[0]}")
+    _wait(browser, lambda d: _loaded_quicklooks(d) == TOP_K, "the new results' quicklooks")
+    assert len(browser.find_elements("css selector", "#map path.footprint")) == TOP_K
+
+    # Nothing came from anywhere but this server.
+    resources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert resources and all(name.startswith(server) or name.startswith("blob:") for name in resources), resources
+
+    shot = tmp_path / "page.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    if os.environ.get("MSEARCH_SCREENSHOT"):  # a copy to look at, where the developer asked for one
+        shutil.copy(shot, os.environ["MSEARCH_SCREENSHOT"])
+
+    # The address holds the whole state: opening it again gives the same refined results.
+    browser.get(browser.current_url)
+    _wait(browser, lambda d: _result_ids(d) == refined, "the same results from the address alone")
+
+
+def test_an_address_opens_with_its_search(server, browser):
+    browser.get(server + "/?q=forest&top_k=4")
+    _wait(browser, lambda d: len(_result_ids(d)) == 4, "4 results")
+    assert browser.find_element("id", "q").get_attribute("value") == "forest"
+    browser.get(server + "/?q=forest&top_k=500")
+    _wait(browser, lambda d: "top_k" in d.find_element("id", "status").text, "the server's message about top_k")
