@@ -257,7 +257,7 @@ def test_new_tiles_are_found_without_a_restart(tmp_path, eurosat_index, shared_d
 
     index = tmp_path / "index"
     shutil.copytree(eurosat_index, index)
-    client = TestClient(create_app(Searcher(index, pixels=ArchivePixels())), base_url=BASE)
+    client = TestClient(create_app(Searcher(index, pixels=ArchivePixels()), refresh_seconds=0), base_url=BASE)
     before = client.get("/api/search", params={"q": "a lake", "top_k": 100}).json()
     assert len(before["features"]) == 30
     archive = tmp_path / "more"

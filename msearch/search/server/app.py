@@ -20,6 +20,7 @@ import hmac
 import ipaddress
 import json
 import threading
+import time
 from collections import OrderedDict
 from datetime import date
 from pathlib import Path
@@ -43,6 +44,8 @@ MAX_TOP_K = 200  # results per request (top_k + offset)
 MAX_QUERY_CHARS = 1000  # the text towers read 77 tokens; longer texts are only a cost
 MAX_EXAMPLES = 100  # liked + unliked tiles in one feedback request
 QUICKLOOK_CACHE = 256  # PNGs kept in memory, by tile id and file signature
+QUERY_MEMORY = 10_000  # query embeddings kept in memory in front of the shared on-disk query cache
+REFRESH_SECONDS = 1.0  # how often requests look for tiles that index runs committed since
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 STATIC = Path(__file__).parent / "static"
 LANGUAGES = ("auto", "en", "pt", "es", "fr", "de", "nl", "it", "zh", "ko", "ru")
@@ -92,11 +95,27 @@ class FeedbackRequest(BaseModel):
     tile_id: Optional[str] = Field(None, max_length=10)
 
 
-def create_app(searcher: Searcher, token: str | None = None, allowed_hosts: list[str] | None = None) -> FastAPI:
+def create_app(
+    searcher: Searcher,
+    token: str | None = None,
+    allowed_hosts: list[str] | None = None,
+    refresh_seconds: float = REFRESH_SECONDS,
+) -> FastAPI:
     """The application over a searcher (made by the caller, with the pixel reader quicklooks need).
 
     `allowed_hosts`: Host headers accepted (None: any). Without a token, `msearch serve` accepts only
-    loopback names, so that a web page on another site cannot reach it through DNS rebinding."""
+    loopback names, so that a web page on another site cannot reach it through DNS rebinding.
+    `refresh_seconds`: at most this often a search first brings the searcher up to date with index runs.
+
+    For serving, the searcher's query cache gets an in-memory layer (a hit on disk is a SQLite write, to
+    record its use), and FAISS searches one query per thread: concurrent requests are the parallelism, and
+    OpenMP threads inside one small search only spin against each other on a busy machine."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    if searcher.query_cache is not None and not isinstance(searcher.query_cache, MemoryQueryCache):
+        searcher.query_cache = MemoryQueryCache(searcher.query_cache, QUERY_MEMORY)
+    refresher = Refresher(searcher, refresh_seconds)
     app = FastAPI(
         title="msearch",
         version=__version__,
@@ -218,7 +237,7 @@ def create_app(searcher: Searcher, token: str | None = None, allowed_hosts: list
 
     def _answer(run) -> QueryAnswer:
         try:
-            searcher.refresh()  # tiles an index run committed since the last request
+            refresher.maybe_refresh()  # tiles an index run committed since
             return run()
         except QueryError as exc:
             raise ApiError(400, str(exc)) from exc
@@ -226,6 +245,57 @@ def create_app(searcher: Searcher, token: str | None = None, allowed_hosts: list
             raise ApiError(409, str(exc)) from exc
 
     return app
+
+
+class Refresher:
+    """Calls searcher.refresh() at most every `seconds`, from one request at a time (others go on searching
+    what is loaded)."""
+
+    def __init__(self, searcher: Searcher, seconds: float):
+        self.searcher = searcher
+        self.seconds = seconds
+        self._last = float("-inf")
+        self._lock = threading.Lock()
+
+    def maybe_refresh(self) -> None:
+        if time.monotonic() - self._last < self.seconds or not self._lock.acquire(blocking=False):
+            return
+        try:
+            self.searcher.refresh()
+            self._last = time.monotonic()
+        finally:
+            self._lock.release()
+
+
+class MemoryQueryCache:
+    """The most recently used query embeddings in memory, in front of the shared QueryCache."""
+
+    def __init__(self, shared, size: int):
+        self.shared = shared
+        self.size = size
+        self._entries: OrderedDict[tuple, tuple] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, card: str, weights_sha256: str, text: str):
+        key = (card, weights_sha256, text)
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+        found = self.shared.get(card, weights_sha256, text)
+        if found is not None:
+            self._remember(key, found)
+        return found
+
+    def put(self, card: str, weights_sha256: str, text: str, vector, truncated: bool) -> None:
+        self.shared.put(card, weights_sha256, text, vector, truncated)
+        self._remember((card, weights_sha256, text), (vector, truncated))
+
+    def _remember(self, key: tuple, value: tuple) -> None:
+        with self._lock:
+            self._entries[key] = value
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
 
 
 class QuicklookCache:
