@@ -924,7 +924,7 @@ def serve(
     try:
         import uvicorn
 
-        from msearch.search.server import LOOPBACK_NAMES, check_bind, create_app, is_loopback
+        from msearch.search.server import LOOPBACK_NAMES, check_bind, create_app, is_loopback, one_thread_per_request
     except ImportError as exc:
         _fail(f"`msearch serve` needs the serve extra: pip install 'msearch[serve]' ({exc})")
     from msearch.indexer.readers import ArchivePixels
@@ -947,5 +947,6 @@ def serve(
         f"serving {searcher.store.directory} at http://{host}:{port}/"
         + ("" if is_loopback(host) else " (every /api request needs the token)")
     )
+    one_thread_per_request()
     application = create_app(searcher, token=token, allowed_hosts=hosts)
     uvicorn.run(application, host=host, port=port, log_level="warning")

@@ -49,6 +49,11 @@ def to_csv(results: list[SearchResult]) -> str:
 
 
 def to_geojson(results: list[SearchResult], query_info: dict) -> str:
+    return json.dumps(geojson_collection(results, query_info), ensure_ascii=False, allow_nan=False, indent=2)
+
+
+def geojson_collection(results: list[SearchResult], query_info: dict) -> dict:
+    """The FeatureCollection of to_geojson, as a dict (for a caller that serialises it itself)."""
     features = []
     for result in results:
         properties = asdict(result)
@@ -60,8 +65,7 @@ def to_geojson(results: list[SearchResult], query_info: dict) -> str:
         else:
             geometry = None
         features.append({"type": "Feature", "geometry": geometry, "properties": properties})
-    collection = {"type": "FeatureCollection", **_checked_query_info(query_info), "features": features}
-    return json.dumps(collection, ensure_ascii=False, allow_nan=False, indent=2)
+    return {"type": "FeatureCollection", **_checked_query_info(query_info), "features": features}
 
 
 def results_table(results: list[SearchResult]) -> Table:

@@ -204,6 +204,8 @@ class Searcher:
                 why_not = export_numpy_text_or_say_why(encoder)
                 if why_not:
                     log.warning("%s: queries will keep loading torch: %s", space, why_not)
+                else:  # this process's next queries run in numpy too (a long-lived server's, above all)
+                    encoder = load_numpy_text_encoder(manifest.card, manifest.weights_sha256) or encoder
             self._text_encoders[space] = encoder
         return self._text_encoders[space]
 

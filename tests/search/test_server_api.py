@@ -278,3 +278,16 @@ def test_new_tiles_are_found_without_a_restart(tmp_path, eurosat_index, shared_d
     assert len(new) == 2
     assert client.get(f"/api/tiles/{min(new)}/quicklook.png").status_code == 200
     assert np.isfinite([f["properties"]["score"] for f in after["features"]]).all()
+
+
+def test_serve_refuses_another_address_without_a_token(eurosat_index, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from msearch.cli import app
+
+    monkeypatch.delenv("MSEARCH_TOKEN", raising=False)
+    runner = CliRunner()
+    refused = runner.invoke(app, ["serve", "--index", str(eurosat_index), "--host", "0.0.0.0"])
+    assert refused.exit_code == 2 and "--token" in refused.output
+    missing = runner.invoke(app, ["serve", "--index", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "no msearch index" in missing.output
