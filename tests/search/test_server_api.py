@@ -278,6 +278,19 @@ def test_new_tiles_are_found_without_a_restart(tmp_path, eurosat_index, shared_d
     assert len(new) == 2
     assert client.get(f"/api/tiles/{min(new)}/quicklook.png").status_code == 200
     assert np.isfinite([f["properties"]["score"] for f in after["features"]]).all()
+    # A pruning run deletes a tile: the loaded index is reopened without it.
+    (archive / "SeaLake" / "SeaLake_5.tif").unlink()
+    pruned = index_archive(
+        [archive],
+        index=index,
+        models=["tiny-ms-clip", "rs-m-clip"],
+        settings=ReadSettings(band_order=BAND_LAYOUTS["eurosat"]),
+        workers=0,
+        prune=True,
+    )
+    assert pruned.removed == 1
+    last = client.get("/api/search", params={"q": "a lake", "top_k": 100}).json()
+    assert len(last["features"]) == 31 and set(ids(last)) < set(ids(after))
 
 
 def test_serve_refuses_another_address_without_a_token(eurosat_index, tmp_path, monkeypatch):
