@@ -39,6 +39,7 @@ def ids(collection: dict) -> list[int]:
         ({"q": "um rio entre campos", "top_k": 5}, dict(text="um rio entre campos", top_k=5)),
         ({"q": "forest", "fuse": "true", "lang": "en"}, dict(text="forest", lang="en", fuse=True)),
         ({"q": "forest", "space": "rs-m-clip"}, dict(text="forest", space="rs-m-clip")),
+        ({"q": "floresta densa", "lang": "pt", "route": "rgb"}, dict(text="floresta densa", lang="pt", route="rgb")),
     ],
 )
 def test_search_ranks_as_the_searcher_does(client, searcher, params, call):
@@ -171,6 +172,8 @@ def test_traversal_attempts_are_404(client, path):
         ({"q": "river", "date_from": "2024-05-01", "date_to": "2024-01-01"}, "after"),
         ({"q": "river", "max_cloud": 101}, "max_cloud"),
         ({"q": "river", "fuse": "true", "space": "rs-m-clip"}, "fuse"),
+        ({"q": "river", "route": "teleport"}, "route"),
+        ({"q": "river", "lang": "en", "route": "rgb"}, "leave it out for English"),
     ],
 )
 def test_bad_parameters_get_a_400_saying_what_to_change(client, params, says):

@@ -38,6 +38,7 @@ from msearch.search import formats
 from msearch.search.quicklook import png_bytes, true_colour
 from msearch.search.searcher import Filters, QueryAnswer, QueryError, Searcher
 from msearch.store import SpaceMismatchError
+from msearch.store.bridges import ROUTES
 from msearch.store.report import index_report
 
 MAX_TOP_K = 200  # results per request (top_k + offset)
@@ -176,12 +177,15 @@ def create_app(
         date_to: Optional[date] = None,
         max_cloud: Optional[float] = Query(None, ge=0, le=100),
         tile_id: Optional[str] = Query(None, max_length=10),
+        route: Optional[Literal[ROUTES]] = Query(None, description="Beyond English: rgb, bridge or fuse."),
     ):
         """A text search, ranked exactly as `msearch query` ranks it; results `offset` to `offset + top_k`."""
         _check_window(top_k, offset)
         filters = _filters(bbox, date_from, date_to, max_cloud, tile_id)
         answer = _answer(
-            lambda: searcher.query(q, top_k=offset + top_k, lang=lang, space=space, fuse=fuse, filters=filters)
+            lambda: searcher.query(
+                q, top_k=offset + top_k, lang=lang, space=space, fuse=fuse, filters=filters, route=route
+            )
         )
         return _geojson(answer, offset)
 

@@ -132,7 +132,8 @@ function showResults(answer) {
   markers.clearLayers();
   clearSelection();
   state.features = answer ? answer.features : [];
-  $("detected").textContent = answer && answer.lang ? `read as ${answer.lang} → ${answer.space}` : answer ? `→ ${answer.space}` : "";
+  const via = answer && answer.route ? ` (route ${answer.route})` : "";
+  $("detected").textContent = answer && answer.lang ? `read as ${answer.lang} → ${answer.space}${via}` : answer ? `→ ${answer.space}` : "";
   if (!answer) return;
   const n = answer.features.length;
   let text = `${n} result${n === 1 ? "" : "s"}`;
