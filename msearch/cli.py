@@ -83,6 +83,18 @@ def _require_paths(paths, what: str) -> None:
             _fail(f"{path} does not exist: give the folders or files {what}")
 
 
+def _space_checkpoints(items: Optional[List[str]]) -> dict[str, str]:
+    """--checkpoint SPACE=PATH options (repeatable) as {space: path}; each path must exist."""
+    checkpoints = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name:
+            _fail(f"--checkpoint takes SPACE=PATH, got {item!r}")
+        _require_paths([path], "of local weights (--checkpoint SPACE=PATH)")
+        checkpoints[name] = path
+    return checkpoints
+
+
 def _check_output(path: Path, option: str) -> None:
     """An output file must be writable before any work is done, so that a run never ends in a traceback
     after its results, or leaves half a file."""
@@ -496,13 +508,7 @@ def query(
         _fail("--band-order tells how to read the file given to --like; a text query reads no files")
     if route is not None and like is not None:
         _fail("--route is how a text query beyond English reaches the index; --like searches by example")
-    checkpoints = {}
-    for item in checkpoint or []:
-        name, sep, path = item.partition("=")
-        if not sep or not name:
-            _fail(f"--checkpoint takes SPACE=PATH, got {item!r}")
-        _require_paths([path], "of local weights (--checkpoint SPACE=PATH)")
-        checkpoints[name] = path
+    checkpoints = _space_checkpoints(checkpoint)
     if text is not None:
         from msearch.search.language import parse_language
 
@@ -927,19 +933,17 @@ def serve(
         from msearch.search.server import LOOPBACK_NAMES, check_bind, create_app, is_loopback, one_thread_per_request
     except ImportError as exc:
         _fail(f"`msearch serve` needs the serve extra: pip install 'msearch[serve]' ({exc})")
+    try:
+        check_bind(host, token)
+    except ValueError as exc:
+        _fail(str(exc))
+    checkpoints = _space_checkpoints(checkpoint)
     from msearch.indexer.readers import ArchivePixels
     from msearch.search.searcher import Searcher
 
-    checkpoints = {}
-    for item in checkpoint or []:
-        name, sep, path = item.partition("=")
-        if not sep:
-            _fail(f"--checkpoint takes SPACE=PATH, got {item!r}")
-        checkpoints[name] = path
     try:
-        check_bind(host, token)
         searcher = Searcher(index, checkpoints, pixels=ArchivePixels())
-    except (ValueError, FileNotFoundError) as exc:
+    except FileNotFoundError as exc:
         _fail(str(exc))
     # Without a token only loopback Host headers are answered: a page elsewhere cannot reach the API by DNS rebinding.
     hosts = None if token else list(LOOPBACK_NAMES)
