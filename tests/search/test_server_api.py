@@ -171,6 +171,9 @@ def test_traversal_attempts_are_404(client, path):
         ({"q": "river", "date_from": "yesterday"}, "date_from"),
         ({"q": "river", "date_from": "2024-05-01", "date_to": "2024-01-01"}, "after"),
         ({"q": "river", "max_cloud": 101}, "max_cloud"),
+        ({"q": "river", "max_cloud": "nan"}, "max_cloud"),
+        ({"q": "river", "bbox": "nan,0,1,1"}, "bbox"),
+        ({"q": "river", "tile_id": "x" * 11}, "tile_id"),
         ({"q": "river", "fuse": "true", "space": "rs-m-clip"}, "fuse"),
         ({"q": "river", "route": "teleport"}, "route"),
         ({"q": "river", "lang": "en", "route": "rgb"}, "leave it out for English"),
@@ -197,6 +200,8 @@ def test_bad_parameters_get_a_400_saying_what_to_change(client, params, says):
         b'{"like": ' + json.dumps(list(range(101))).encode() + b"}",
         b'{"q": "river", "top_k": 1e9}',
         b'{"like": [1], "unlike": [1]}',
+        b'{"like": [100000000000000000000000]}',
+        b'{"like": [0]}',
         b"\xff\xfe",
     ],
 )

@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict
 from datetime import date
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -35,6 +35,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from msearch import __version__
 from msearch.search import formats
+from msearch.search.language import AUTO, SUPPORTED_LANGUAGES
 from msearch.search.quicklook import png_bytes, true_colour
 from msearch.search.searcher import Filters, QueryAnswer, QueryError, Searcher
 from msearch.store import SpaceMismatchError
@@ -43,13 +44,15 @@ from msearch.store.report import index_report
 
 MAX_TOP_K = 200  # results per request (top_k + offset)
 MAX_QUERY_CHARS = 1000  # the text towers read 77 tokens; longer texts are only a cost
-MAX_EXAMPLES = 100  # liked + unliked tiles in one feedback request
+MAX_EXAMPLES = 100  # liked tiles, and unliked tiles, in one feedback request
 QUICKLOOK_CACHE = 256  # PNGs kept in memory, by tile id and file signature
 QUERY_MEMORY = 10_000  # query embeddings kept in memory in front of the shared on-disk query cache
 REFRESH_SECONDS = 1.0  # how often requests look for tiles that index runs committed since
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 STATIC = Path(__file__).parent / "static"
-LANGUAGES = ("auto", "en", "pt", "es", "fr", "de", "nl", "it", "zh", "ko", "ru")
+LANGUAGES = (AUTO, *SUPPORTED_LANGUAGES)
+# A tile id as SQLite stores it: a positive 64-bit integer (a larger one would be an overflow, not a 404).
+TileId = Annotated[int, Field(ge=1, lt=2**63)]
 
 
 class ApiError(Exception):
@@ -83,8 +86,10 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     q: Optional[str] = Field(None, max_length=MAX_QUERY_CHARS, description="Query text (optional with `like`).")
-    like: list[int] = Field(default_factory=list, max_length=MAX_EXAMPLES, description="Tile ids to move toward.")
-    unlike: list[int] = Field(default_factory=list, max_length=MAX_EXAMPLES, description="Tile ids to move away from.")
+    like: list[TileId] = Field(default_factory=list, max_length=MAX_EXAMPLES, description="Tile ids to move toward.")
+    unlike: list[TileId] = Field(
+        default_factory=list, max_length=MAX_EXAMPLES, description="Tile ids to move away from."
+    )
     lang: Literal[LANGUAGES] = "auto"
     space: Optional[str] = Field(None, max_length=100)
     top_k: int = Field(10, ge=1, le=MAX_TOP_K)
