@@ -29,7 +29,7 @@ from sqlalchemy import Table, delete, or_, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
-from msearch.indexer.readers import Discovery, discover, read_tile
+from msearch.indexer.readers import Discovery, discover, read_scene
 from msearch.indexer.tiles import ReadSettings, SkipTile, Tile, TileSource
 from msearch.models import DEFAULT_MODEL, Encoder, InputRecipe, ModelNotAvailableError, get_card, load_encoder
 from msearch.models.hub import weights_digest
@@ -257,19 +257,47 @@ def content_digest(files: Sequence[Path]) -> str:
     return sha.hexdigest()
 
 
-class PreparedTiles(torch.utils.data.Dataset):
-    """Reads pending tiles and applies the input recipes of the spaces each needs."""
+class PreparedTiles(torch.utils.data.IterableDataset):
+    """Reads pending tiles and applies the input recipes of the spaces each needs, in batches of
+    `batch_size`. The unit of work a reader process takes is a scene: all chips of a scene go to one reader,
+    which decodes each block of it once (`read_scene`); whole tiles go in groups of `batch_size`."""
 
-    def __init__(self, pending: list[PendingTile], recipes: dict[str, InputRecipe], settings: ReadSettings):
-        self.pending, self.recipes, self.settings = pending, recipes, settings
+    def __init__(
+        self, pending: list[PendingTile], recipes: dict[str, InputRecipe], settings: ReadSettings, batch_size: int
+    ):
+        self.recipes, self.settings, self.batch_size = recipes, settings, batch_size
+        self.units = scene_units(pending, batch_size)
 
-    def __len__(self) -> int:
-        return len(self.pending)
+    def __iter__(self):
+        worker = torch.utils.data.get_worker_info()
+        units = self.units if worker is None else self.units[worker.id :: worker.num_workers]
+        batch = []
+        for unit in units:
+            for result in self._results(unit):
+                batch.append(result)
+                if len(batch) == self.batch_size:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
 
-    def __getitem__(self, i: int) -> dict:
-        item = self.pending[i]
+    def _results(self, unit: list[PendingTile]):
+        items = {item.source.key: item for item in unit}
+        scenes = [unit] if unit[0].source.window is not None else [[item] for item in unit]
+        for scene in scenes:
+            remaining = dict.fromkeys(item.source.key for item in scene)
+            try:
+                for source, outcome in read_scene([item.source for item in scene], self.settings):
+                    del remaining[source.key]
+                    yield self._result(items[source.key], outcome)
+            except Exception as exc:  # a scene that breaks off mid-way: its chips not yet read fail with it
+                for key in remaining:
+                    yield self._result(items[key], exc)
+
+    def _result(self, item: PendingTile, tile: Tile | Exception) -> dict:
         try:
-            tile = read_tile(item.source, self.settings)
+            if isinstance(tile, Exception):
+                raise tile
             digest = content_digest(item.source.files)
             inputs = {space: prepare(self.recipes[space], [tile.pixels])[0] for space in item.spaces}
         except SkipTile as exc:
@@ -277,6 +305,20 @@ class PreparedTiles(torch.utils.data.Dataset):
         except Exception as exc:  # any failure of one tile is recorded, never the end of the run
             return {"item": item, "failed": _reason(exc)}
         return {"item": item, "row": tile_row(tile, item.stat_signature, digest), "inputs": inputs}
+
+
+def scene_units(pending: list[PendingTile], tiles_per_unit: int) -> list[list[PendingTile]]:
+    """All chips of each scene together, and whole tiles in groups of `tiles_per_unit`, in the order of
+    their first appearance."""
+    scenes: dict[tuple, list[PendingTile]] = {}
+    tiles: list[PendingTile] = []
+    for item in pending:
+        if item.source.window is None:
+            tiles.append(item)
+        else:
+            scenes.setdefault(item.source.scene, []).append(item)
+    chunks = [tiles[start : start + tiles_per_unit] for start in range(0, len(tiles), tiles_per_unit)]
+    return [*scenes.values(), *chunks]
 
 
 def _reason(exc: BaseException) -> str:
@@ -333,6 +375,10 @@ def default_workers() -> int:
     bench/index_throughput.py on 2 cores: 0.92 of the bare encoder's rate reading in the main process,
     0.87 with one reader process); otherwise the cores the encoder's two-thread minimum leaves, up to 4."""
     return max(0, min(4, (os.cpu_count() or 1) - 2))
+
+
+def _as_is(batch: list[dict]) -> list[dict]:
+    return batch
 
 
 def _worker_init(_worker_id: int) -> None:
@@ -554,10 +600,10 @@ def _run_batches(store, summary, pending, encoders, views, settings, batch_size,
         return
     recipes = {space: encoder.card.input for space, encoder in encoders.items()}
     loader = torch.utils.data.DataLoader(
-        PreparedTiles(pending, recipes, settings),
-        batch_size=batch_size,
+        PreparedTiles(pending, recipes, settings, batch_size),
+        batch_size=None,  # the dataset yields whole batches
         num_workers=workers,
-        collate_fn=list,
+        collate_fn=_as_is,
         worker_init_fn=_worker_init if workers else None,
         prefetch_factor=2 if workers else None,
     )

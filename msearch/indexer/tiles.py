@@ -11,7 +11,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Iterable, Iterator, Protocol
 
 from msearch.schema.pixels import Pixels
 
@@ -40,6 +40,11 @@ class TileSource:
     reader: str
     window: tuple[int, int, int, int] | None = None  # col_off, row_off, width, height on the 10 m grid
     options: tuple[tuple[str, object], ...] = ()  # reader-specific facts found at discovery
+
+    @property
+    def scene(self) -> tuple:
+        """Sources with the same scene are chips of one raster (or one tile, whose scene is unique)."""
+        return (self.reader, str(self.root), self.path, self.files)
 
     @property
     def path(self) -> str:
@@ -94,6 +99,10 @@ class Reader(Protocol):
 
     def read(self, source: TileSource, settings: ReadSettings) -> Tile:
         """Pixels and metadata; raises an exception with a clear message when the tile is unusable."""
+
+    def read_scene(self, sources: list[TileSource], settings: ReadSettings) -> Iterator[tuple[TileSource, object]]:
+        """The chips of one scene (same files, different windows), each exactly as `read` gives it but with
+        every block of the scene decoded once: (source, Tile) or (source, the exception `read` would raise)."""
 
 
 def relative_key(root: Path, path: Path) -> str:

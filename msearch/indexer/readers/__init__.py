@@ -49,6 +49,18 @@ def read_tile(source: TileSource, settings: ReadSettings):
     return READERS_BY_NAME[source.reader].read(source, settings)
 
 
+def read_scene(sources: list[TileSource], settings: ReadSettings):
+    """(source, Tile or the exception that stops it) for chips of one scene (`TileSource.scene`), every
+    block decoded once; a lone tile or chip is read as `read_tile` reads it."""
+    if len(sources) == 1:
+        try:
+            yield sources[0], read_tile(sources[0], settings)
+        except Exception as exc:  # noqa: BLE001 - the caller records it against the tile
+            yield sources[0], exc
+        return
+    yield from READERS_BY_NAME[sources[0].reader].read_scene(sources, settings)
+
+
 class ArchivePixels:
     """The pixels of a catalogued tile or of a raster file, read as indexing reads them. A searcher needs
     them to embed an example file (`query --like FILE`) or to draw a quicklook; the CLI hands one to

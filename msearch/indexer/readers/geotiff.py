@@ -4,9 +4,10 @@ into chips like every other scene."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 from msearch.indexer.naming import facts_from_name
-from msearch.indexer.readers.stack import BandFile, SceneFacts, read_stack, scene_sources
+from msearch.indexer.readers.stack import BandFile, SceneFacts, read_scene_with, read_stack, scene_sources
 from msearch.indexer.tiles import ReadSettings, Tile, TileSource, is_raster_name, relative_key
 from msearch.schema.bands import BAND_LAYOUTS, DEFAULT_LAYOUT_BY_COUNT, canonical_band
 
@@ -24,6 +25,13 @@ class MultibandGeoTIFFReader:
         return sources, set(rasters)
 
     def read(self, source: TileSource, settings: ReadSettings) -> Tile:
+        return read_stack(source, settings, *self.parts(source, settings))
+
+    def read_scene(self, sources: list[TileSource], settings: ReadSettings) -> Iterator[tuple[TileSource, object]]:
+        return read_scene_with(sources, settings, self.parts)
+
+    def parts(self, source: TileSource, settings: ReadSettings) -> tuple:
+        """(bands, facts, no cloud mask) of a file, the same for each of its chips."""
         import rasterio
         from rasterio.errors import RasterioIOError
 
@@ -34,7 +42,7 @@ class MultibandGeoTIFFReader:
         except RasterioIOError as exc:
             raise ValueError(f"not a readable raster ({exc.__cause__ or exc})") from None
         bands = tuple(BandFile(name, str(path), index) for index, name in enumerate(names, start=1))
-        return read_stack(source, settings, bands, SceneFacts(names=facts_from_name(source.path)))
+        return bands, SceneFacts(names=facts_from_name(source.path)), None
 
 
 def band_names(descriptions: tuple[str | None, ...], count: int, declared: tuple[str, ...] | None) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ import re
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import Iterator
 
 from msearch.indexer.naming import facts_from_name
 from msearch.indexer.readers.stack import (
@@ -22,6 +23,7 @@ from msearch.indexer.readers.stack import (
     BandFile,
     CloudMask,
     SceneFacts,
+    read_scene_with,
     read_stack,
     reference_band,
     scene_sources,
@@ -73,9 +75,16 @@ class PerBandFolderReader:
         return sources, claimed
 
     def read(self, source: TileSource, settings: ReadSettings) -> Tile:
+        return read_stack(source, settings, *self.parts(source, settings))
+
+    def read_scene(self, sources: list[TileSource], settings: ReadSettings) -> Iterator[tuple[TileSource, object]]:
+        return read_scene_with(sources, settings, self.parts)
+
+    def parts(self, source: TileSource, settings: ReadSettings) -> tuple:
+        """(bands, facts, cloud mask) of a folder, the same for each of its chips."""
         files = source.files
         facts = scene_facts(source.path, [path for path in files if path.suffix.lower() == ".json"])
-        return read_stack(source, settings, source.option("bands"), facts, _cloud_mask(files))
+        return source.option("bands"), facts, _cloud_mask(files)
 
 
 def _is_sidecar(path: Path, prefix: str, whole_folder: bool) -> bool:

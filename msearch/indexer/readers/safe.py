@@ -16,6 +16,7 @@ import zipfile
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path, PurePosixPath
+from typing import Iterator
 
 from msearch.indexer.naming import facts_from_name
 from msearch.indexer.readers.stack import (
@@ -23,6 +24,7 @@ from msearch.indexer.readers.stack import (
     BandFile,
     CloudMask,
     SceneFacts,
+    read_scene_with,
     read_stack,
     reference_band,
     scene_sources,
@@ -104,10 +106,17 @@ class SafeReader:
         return sources
 
     def read(self, source: TileSource, settings: ReadSettings) -> Tile:
+        return read_stack(source, settings, *self.parts(source, settings))
+
+    def read_scene(self, sources: list[TileSource], settings: ReadSettings) -> Iterator[tuple[TileSource, object]]:
+        return read_scene_with(sources, settings, self.parts)
+
+    def parts(self, source: TileSource, settings: ReadSettings) -> tuple:
+        """(bands, facts, cloud mask) of a granule, the same for each of its chips."""
         facts = product_facts(source.option("metadata"), source.option("granule"), source.option("bands"))
         scl = source.option("scl")
         cloud_mask = CloudMask(scl, **SCL_MASK_CLASSES) if scl else None
-        return read_stack(source, settings, source.option("bands"), facts, cloud_mask)
+        return source.option("bands"), facts, cloud_mask
 
 
 def _granule_images(product_path: str, members: list[str]) -> tuple[tuple[BandFile, ...], str | None]:

@@ -15,6 +15,7 @@ import json
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlparse
 
 from msearch.indexer.naming import facts_from_name
@@ -23,6 +24,7 @@ from msearch.indexer.readers.stack import (
     BandFile,
     CloudMask,
     SceneFacts,
+    read_scene_with,
     read_stack,
     reference_band,
     scene_sources,
@@ -84,13 +86,20 @@ class StacReader:
         return scene_sources(root, key, tile_files, self.name, reference_band(bands).path, settings, options)
 
     def read(self, source: TileSource, settings: ReadSettings) -> Tile:
+        return read_stack(source, settings, *self.parts(source, settings))
+
+    def read_scene(self, sources: list[TileSource], settings: ReadSettings) -> Iterator[tuple[TileSource, object]]:
+        return read_scene_with(sources, settings, self.parts)
+
+    def parts(self, source: TileSource, settings: ReadSettings) -> tuple:
+        """(bands, facts, cloud mask) of an item, the same for each of its chips."""
         if len(source.option("offsets")) > 1 and settings.offset is None:
             raise ValueError(
                 f"the item's bands state different offsets {source.option('offsets')}; one offset per tile is supported (force one with --offset)"
             )
         scl = source.option("scl")
         cloud_mask = CloudMask(scl, **SCL_MASK_CLASSES) if scl else None
-        return read_stack(source, settings, source.option("bands"), source.option("facts"), cloud_mask)
+        return source.option("bands"), source.option("facts"), cloud_mask
 
 
 def _stac_type(path: Path) -> str | None:

@@ -21,8 +21,10 @@ Decisions (documented once, here):
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -155,22 +157,111 @@ def read_stack(
     facts: SceneFacts,
     cloud_mask: CloudMask | None = None,
 ) -> Tile:
-    """Read `source.window` (or everything) of every band onto the reference band's grid and make the Tile."""
+    """Read `source.window` (or everything) of every band onto the reference band's grid and make the Tile.
+    One window read on its own: a scene's chips are read together, each block decoded once, by `read_chips`."""
     from rasterio.errors import RasterioIOError
     from rasterio.windows import Window
-    from rasterio.windows import transform as window_transform
 
     reference = reference_band(bands)
     try:
         grid = grid_of(reference.path)
         col, row, width, height = source.window or (0, 0, grid.width, grid.height)
         window = Window(col, row, width, height)
-        transform = window_transform(window, grid.transform)
         data = _read_bands(bands, grid, window)
-        mask_fractions = _mask_fractions(cloud_mask, grid, window) if cloud_mask else {}
+        mask_fractions = _mask_fractions(cloud_mask, _read_classes(cloud_mask, grid, window)) if cloud_mask else {}
     except RasterioIOError as exc:
         raise ValueError(f"not a readable raster ({exc.__cause__ or exc})") from None
+    return _make_tile(source, settings, bands, facts, grid, data, mask_fractions)
 
+
+def read_chips(
+    sources: list[TileSource],
+    settings: ReadSettings,
+    bands: tuple[BandFile, ...],
+    facts: SceneFacts,
+    cloud_mask: CloudMask | None = None,
+) -> Iterator[tuple[TileSource, Tile | Exception]]:
+    """The chips of one scene (sources that differ only in their window), each as `read_stack` reads it,
+    pixel for pixel, but with every block of every band file decoded once: the scene is read row of chips
+    by row of chips, each file a whole block row at a time (`BlockRows`), and the chips are sliced from
+    memory. Yields (source, Tile) or (source, the exception that makes it skipped or failed), by rows."""
+    from rasterio.errors import RasterioIOError
+
+    with ExitStack() as opened:
+        try:
+            grid = grid_of(reference_band(bands).path)
+            files = _open_band_files(bands, grid, opened)
+            mask_rows = _open_file(cloud_mask.path, [1], grid, opened) if cloud_mask else None
+        except (RasterioIOError, ValueError) as exc:
+            error = _readable_error(exc)
+            for source in sources:
+                yield source, error
+            return
+        chip_rows: dict[tuple[int, int], list[TileSource]] = {}
+        for source in sources:
+            col, row, width, height = source.window or (0, 0, grid.width, grid.height)
+            chip_rows.setdefault((row, height), []).append(source)
+        for (row, height), chips in sorted(chip_rows.items()):
+            try:
+                planes: list[np.ndarray | None] = [None] * len(bands)
+                for rows, positions in files:
+                    for plane, i in zip(rows.on_grid(row, height), positions):
+                        planes[i] = plane
+                strip = _stacked(planes)
+                classes = mask_rows.on_grid(row, height)[0] if mask_rows else None
+            except (RasterioIOError, ValueError) as exc:
+                error = _readable_error(exc)
+                for source in chips:
+                    yield source, error
+                continue
+            for source in chips:
+                col, _, width, _ = source.window or (0, 0, grid.width, grid.height)
+                try:
+                    fractions = _mask_fractions(cloud_mask, classes[:, col : col + width]) if cloud_mask else {}
+                    data = strip[:, :, col : col + width].copy()  # a chip must not keep its whole strip alive
+                    yield source, _make_tile(source, settings, bands, facts, grid, data, fractions)
+                except (SkipTile, ValueError) as exc:
+                    yield source, exc
+            del strip, planes, classes
+
+
+def read_scene_with(
+    sources: list[TileSource], settings: ReadSettings, parts: Callable[[TileSource, ReadSettings], tuple]
+) -> Iterator[tuple[TileSource, Tile | Exception]]:
+    """`read_chips` for a reader whose `parts(source, settings)` gives (bands, facts, cloud mask) of a
+    source: the same for every chip of a scene, so found once. When they cannot be found, every chip fails."""
+    try:
+        bands, facts, cloud_mask = parts(sources[0], settings)
+    except Exception as exc:  # noqa: BLE001 - recorded against each chip, as a failed read of one tile is
+        for source in sources:
+            yield source, exc
+        return
+    yield from read_chips(sources, settings, bands, facts, cloud_mask)
+
+
+def _readable_error(exc: Exception) -> Exception:
+    from rasterio.errors import RasterioIOError
+
+    if isinstance(exc, RasterioIOError):
+        return ValueError(f"not a readable raster ({exc.__cause__ or exc})")
+    return exc
+
+
+def _make_tile(
+    source: TileSource,
+    settings: ReadSettings,
+    bands: tuple[BandFile, ...],
+    facts: SceneFacts,
+    grid: Grid,
+    data: np.ndarray,
+    mask_fractions: dict[str, float],
+) -> Tile:
+    """The Tile of a window's pixels: nodata and value checks, offset, geometry and facts."""
+    from rasterio.windows import Window
+    from rasterio.windows import transform as window_transform
+
+    col, row, width, height = source.window or (0, 0, grid.width, grid.height)
+    transform = window_transform(Window(col, row, width, height), grid.transform)
     nodata_fraction = nodata_fraction_of(data, grid.nodata)
     if nodata_fraction >= 1.0:
         raise SkipTile("every pixel is nodata")
@@ -214,25 +305,34 @@ def read_stack(
     )
 
 
+def _by_path(bands) -> dict[str, list[int]]:
+    """Positions in `bands` of the bands of each file, so that each file is opened (and read) once."""
+    by_path: dict[str, list[int]] = {}
+    for i, band in enumerate(bands):
+        by_path.setdefault(band.path, []).append(i)
+    return by_path
+
+
+def _stacked(planes: list[np.ndarray]) -> np.ndarray:
+    dtypes = {plane.dtype for plane in planes}
+    if len(dtypes) > 1:
+        raise ValueError(f"bands are stored with different data types ({', '.join(sorted(map(str, dtypes)))})")
+    return np.stack(planes)
+
+
 def _read_bands(bands, grid: Grid, window) -> np.ndarray:
     """Each file is opened once; bands on the reference grid are read exactly, others resampled."""
     import rasterio
 
-    by_path: dict[str, list[int]] = {}
-    for i, band in enumerate(bands):
-        by_path.setdefault(band.path, []).append(i)
     planes: list[np.ndarray | None] = [None] * len(bands)
-    for path, positions in by_path.items():
+    for path, positions in _by_path(bands).items():
         with rasterio.open(path) as raster:
             _check_same_area(raster, grid, path)
             indexes = [bands[i].index for i in positions]
             values = _read_window(raster, indexes, grid, window)
             for plane, i in zip(values, positions):
                 planes[i] = plane
-    dtypes = {plane.dtype for plane in planes}
-    if len(dtypes) > 1:
-        raise ValueError(f"bands are stored with different data types ({', '.join(sorted(map(str, dtypes)))})")
-    return np.stack(planes)
+    return _stacked(planes)
 
 
 def _read_window(raster, indexes: list[int], grid: Grid, window) -> np.ndarray:
@@ -271,13 +371,16 @@ def _check_same_area(raster, grid: Grid, path: str) -> None:
         raise ValueError(f"{Path(path).name} does not cover the same area as the tile's other bands")
 
 
-def _mask_fractions(mask: CloudMask, grid: Grid, window) -> dict[str, float]:
-    """Percent of the window's valid pixels that the mask calls cloud (and cloud shadow)."""
+def _read_classes(mask: CloudMask, grid: Grid, window) -> np.ndarray:
     import rasterio
 
     with rasterio.open(mask.path) as raster:
         _check_same_area(raster, grid, mask.path)
-        classes = _read_window(raster, [1], grid, window)[0]
+        return _read_window(raster, [1], grid, window)[0]
+
+
+def _mask_fractions(mask: CloudMask, classes: np.ndarray) -> dict[str, float]:
+    """Percent of the window's valid pixels that the mask calls cloud (and cloud shadow)."""
     valid = ~np.isin(classes, mask.nodata_classes) if mask.nodata_classes else np.ones(classes.shape, bool)
     if not valid.any():
         return {}
@@ -285,6 +388,83 @@ def _mask_fractions(mask: CloudMask, grid: Grid, window) -> dict[str, float]:
     if mask.shadow_classes:
         fractions["cloud_shadow"] = 100.0 * float(np.isin(classes[valid], mask.shadow_classes).mean())
     return fractions
+
+
+# A file whose block rows are larger than this (an untiled JPEG 2000, a GeoTIFF written as one strip) is
+# read chip row by chip row instead: its blocks are then decoded more than once, but memory stays bounded.
+MAX_BLOCK_ROW_BYTES = 256 << 20
+
+
+def _open_band_files(bands, grid: Grid, opened: ExitStack) -> list[tuple[BlockRows, list[int]]]:
+    return [
+        (_open_file(path, [bands[i].index for i in positions], grid, opened), positions)
+        for path, positions in _by_path(bands).items()
+    ]
+
+
+def _open_file(path: str, indexes: list[int], grid: Grid, opened: ExitStack) -> BlockRows:
+    import rasterio
+
+    raster = opened.enter_context(rasterio.open(path))
+    _check_same_area(raster, grid, path)
+    return BlockRows(raster, indexes, grid)
+
+
+class BlockRows:
+    """Rows of the reference grid read from one file, a whole block row of the file at a time and kept
+    until the chips have moved past them: reading the scene's chip rows top to bottom decodes each block
+    once, and memory holds at most a chip row plus two block rows of the file (its blocks are the unit a
+    JPEG 2000 or tiled GeoTIFF decodes; a 10 m band of a 10980 px scene with 1024 px tiles: 46 MB).
+
+    A coarser band is resampled onto the grid by nearest neighbour exactly as GDAL does for a window read
+    (`_read_window`): grid pixel i takes the band's pixel floor((i + 0.5) x band size / grid size)."""
+
+    def __init__(self, raster, indexes: list[int], grid: Grid):
+        self.raster, self.indexes, self.grid = raster, indexes, grid
+        self.same_grid = (raster.width, raster.height) == (grid.width, grid.height)
+        # A band finer than the grid would be decimated by GDAL, perhaps from an overview: read it as a window.
+        self.finer = raster.width > grid.width or raster.height > grid.height
+        row_bytes = raster.width * len(indexes) * np.dtype(raster.dtypes[indexes[0] - 1]).itemsize
+        block_height = raster.block_shapes[indexes[0] - 1][0]
+        self.block_height = block_height if block_height * row_bytes <= MAX_BLOCK_ROW_BYTES else 1
+        self.first = 0
+        self.rows = np.empty((len(indexes), 0, raster.width), raster.dtypes[indexes[0] - 1])
+        if not self.same_grid:
+            self.columns = _nearest(grid.width, raster.width)
+
+    def on_grid(self, row: int, height: int) -> np.ndarray:
+        """(bands, height, grid width): rows row .. row + height of the grid."""
+        if self.finer:
+            from rasterio.windows import Window
+
+            return _read_window(self.raster, self.indexes, self.grid, Window(0, row, self.grid.width, height))
+        if self.same_grid:
+            return self._own_rows(row, row + height)
+        own = _nearest(self.grid.height, self.raster.height)[row : row + height]
+        rows = self._own_rows(int(own[0]), int(own[-1]) + 1)
+        return rows[:, own - own[0]][:, :, self.columns]
+
+    def _own_rows(self, first: int, stop: int) -> np.ndarray:
+        """The file's own rows first .. stop, reading only block rows not already held."""
+        from rasterio.windows import Window
+
+        start = first // self.block_height * self.block_height
+        end = min(-(-stop // self.block_height) * self.block_height, self.raster.height)
+        held_end = self.first + self.rows.shape[1]
+        if self.first <= start < held_end:
+            kept, read_from = self.rows[:, start - self.first :], held_end
+        else:
+            kept, read_from = self.rows[:, :0], start
+        if read_from < end:
+            window = Window(0, read_from, self.raster.width, end - read_from)
+            kept = np.concatenate([kept, self.raster.read(self.indexes, window=window)], axis=1)
+        self.first, self.rows = start, kept
+        return self.rows[:, first - start : stop - start]
+
+
+def _nearest(grid_size: int, own_size: int) -> np.ndarray:
+    """For each grid pixel, the band pixel nearest neighbour resampling takes (GDAL's rule for RasterIO)."""
+    return np.minimum(((np.arange(grid_size) + 0.5) * (own_size / grid_size)).astype(np.int64), own_size - 1)
 
 
 def nodata_fraction_of(data: np.ndarray, nodata: float | None) -> float:
