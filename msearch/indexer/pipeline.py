@@ -37,6 +37,7 @@ from msearch.models.loading import weights_file, weights_status
 from msearch.models.numpy_text_export import export_numpy_text_or_say_why
 from msearch.models.recipe import prepare
 from msearch.schema import catalog
+from msearch.schema.bands import canonical_order
 from msearch.store import ann
 from msearch.store.ann import AnnInfo
 from msearch.store.index_store import IndexStore, SpaceIndex, SpaceMismatchError, id_chunks, vector_bytes
@@ -355,7 +356,9 @@ def tile_row(tile: Tile, stat_signature: str, digest: str) -> dict:
         "centre_lon": centre[0],
         "centre_lat": centre[1],
         "footprint": json.dumps(tile.footprint) if tile.footprint else None,
-        "bands": ",".join(tile.pixels.bands),
+        "bands": ",".join(canonical_order(tile.pixels.bands)),
+        # a multiband file's planes in file order: what a re-read of a file without band names is told
+        "file_band_order": ",".join(tile.pixels.bands) if source.reader == "geotiff" else None,
         "offset": tile.pixels.offset,
         "level": tile.level,
         "acquired": tile.acquired,

@@ -76,7 +76,7 @@ class Tile:
     bounds: tuple[float, float, float, float] | None = None  # WGS84 min lon, min lat, max lon, max lat
     footprint: dict | None = None  # WGS84 GeoJSON Polygon
     level: str | None = None  # "L1C" or "L2A"
-    acquired: str | None = None  # ISO 8601 date or datetime
+    acquired: str | None = None  # ISO 8601 UTC (msearch.schema.catalog.normal_time), or a date
     product: str | None = None
     mgrs_tile: str | None = None
     processing_baseline: str | None = None

@@ -86,6 +86,12 @@ def canonical_band(name: str) -> str:
     raise ValueError(f"{name!r} is not a Sentinel-2 band name (expected one of {', '.join(BANDS_BY_NAME)})")
 
 
+def canonical_order(names) -> tuple[str, ...]:
+    """Band names in the canonical Sentinel-2 order (B01 ... B08, B8A, B09 ... B12), as the catalogue lists them."""
+    order = list(BANDS_BY_NAME)
+    return tuple(sorted((canonical_band(name) for name in names), key=order.index))
+
+
 def parse_band_order(spec: str) -> tuple[str, ...]:
     """A layout name ('l2a', 'l1c', 'eurosat') or a comma-separated list of band names."""
     key = spec.strip().lower()

@@ -6,6 +6,8 @@ truth: a FAISS file is a derived, rebuildable view of the `vectors` table (see m
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from sqlalchemy import (
     Column,
     Float,
@@ -46,10 +48,13 @@ tiles = Table(
     Column("centre_lon", Float),
     Column("centre_lat", Float),
     Column("footprint", Text),  # GeoJSON Polygon, WGS84
-    Column("bands", Text),  # comma-separated canonical band names, as present in the source
+    Column("bands", Text),  # comma-separated canonical band names present, in canonical order (B8A after B08)
+    # Multiband files: the band in each of the file's planes, in file order (a re-read of a file that does not
+    # name its bands needs it: EuroSAT puts B8A last); None for layouts whose files name their bands.
+    Column("file_band_order", Text),
     Column("offset", Float),  # radiometric offset the stored values carry (removed before encoding)
     Column("level", String(8)),
-    Column("acquired", String(32)),  # ISO 8601
+    Column("acquired", String(32)),  # ISO 8601 UTC, whole seconds, 'Z' ('2022-07-06T08:56:11Z'): normal_time
     Column("product", Text),
     Column("mgrs_tile", String(8)),
     Column("processing_baseline", String(8)),
@@ -112,3 +117,24 @@ problems = Table(
     Column("reason", Text, nullable=False),
     UniqueConstraint("root", "key", name="uq_problems_root_key"),
 )
+
+
+def normal_time(value: str | datetime | None) -> str | None:
+    """An acquisition time in the catalogue's one form: ISO 8601 UTC to the second with a 'Z'
+    ('2022-07-06T08:56:11.024Z', '2022-07-06 08:56:11' and datetime(2022, 7, 6, 8, 56, 11) all give
+    '2022-07-06T08:56:11Z'), so that the same product compares equal whatever layout it came in. Times
+    without a zone are UTC (Sentinel-2 names and metadata state UTC); a bare date stays a date. Text that is
+    not a time is kept as it is."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) == 10:
+            return text
+        try:
+            value = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
+        except ValueError:
+            return text
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.replace(microsecond=0).isoformat() + "Z"

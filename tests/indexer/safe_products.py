@@ -43,8 +43,8 @@ CLOUD_BLOCK_20M = (0, 0, 56, 112)  # col, row, width, height of the SCL block ma
 SHADOW_BLOCK_20M = (56, 0, 56, 112)  # marked cloud shadow (class 3)
 
 
-def write_jp2(path: Path, data: np.ndarray, crs, transform) -> None:
-    """Lossless JPEG 2000, as ESA's products are."""
+def write_jp2(path: Path, data: np.ndarray, crs, transform, block: int | None = None) -> None:
+    """Lossless JPEG 2000, as ESA's products are; in `block` px tiles (real products: 1024) when given."""
     path.parent.mkdir(parents=True, exist_ok=True)
     profile = dict(
         driver="JP2OpenJPEG",
@@ -56,6 +56,7 @@ def write_jp2(path: Path, data: np.ndarray, crs, transform) -> None:
         transform=transform,
         QUALITY=100,
         REVERSIBLE="YES",
+        **(dict(BLOCKXSIZE=block, BLOCKYSIZE=block) if block else {}),
     )
     with rasterio.open(path, "w", **profile) as out:
         out.write(data, 1)
@@ -97,6 +98,37 @@ def build_safe(shared_data: Path, folder: Path, level: str = "L2A") -> Path:
         (product / "MTD_MSIL1C.xml").write_text(metadata_xml(level))
     (product / "manifest.safe").write_text("<xfdu:XFDU/>")
     (img_data.parent / "MTD_TL.xml").write_text("<n1:Level-2A_Tile_ID/>")
+    return product
+
+
+MAJORTOM_N9999 = "majortom-core-s2l2a/199U/199U_1099R/S2B_MSIL2A_20200223T032739_N9999_R018_T48QUE_20230924T183543"
+
+
+def build_scene_safe(shared_data: Path, folder: Path, size_10m: int, block: int = 1024) -> Path:
+    """A whole L2A granule of `size_10m` px at 10 m in real format (JPEG 2000 in `block` px tiles, each band
+    at its native resolution, SCL at 20 m), from the 1068 px Major TOM cell of NE Thailand mirrored out to
+    the size: real texture in every block. Offset-free (N9999), so its metadata lists no offsets."""
+    cell = shared_data / MAJORTOM_N9999
+    product = folder / f"{PRODUCT['L2A']}.SAFE"
+    img_data = product / "GRANULE" / GRANULE["L2A"] / "IMG_DATA"
+    stem = "T33NZA_20220706T085611"
+    for band, resolution in (*NATIVE.items(), ("SCL", 20)):
+        size = size_10m * 10 // resolution
+        with rasterio.open(cell / ("cloud_mask.tif" if band == "SCL" else f"{band}.tif")) as source:
+            native = 1068 * 10 // resolution  # the cell's size at the band's resolution (the mask is at 10 m)
+            data = source.read(1, out_shape=(native, native))
+            transform, crs = source.transform @ source.transform.scale(source.width / native), source.crs
+        if band == "SCL":
+            data = np.where(data == 0, 4, np.where(data == 3, 3, 9)).astype(np.uint8)  # clear, shadow, cloud
+        data = np.pad(data, [(0, max(0, size - data.shape[0])), (0, max(0, size - data.shape[1]))], "symmetric")
+        write_jp2(
+            img_data / f"R{resolution}m" / f"{stem}_{band}_{resolution}m.jp2", data[:size, :size], crs, transform, block
+        )
+    (product / "MTD_MSIL2A.xml").write_text(
+        metadata_xml("L2A").replace(
+            "\n".join(line for line in metadata_xml("L2A").splitlines() if "BOA_ADD_OFFSET" in line), ""
+        )
+    )
     return product
 
 

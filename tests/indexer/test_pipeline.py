@@ -104,7 +104,9 @@ def test_eurosat_tiles_vectors_bands_and_geometry(eurosat4, tmp_path, encoders):
             path = eurosat4 / key
             raw = read_raw(path)
             # 13 bands, B8A last: the encoder must have received the bands under their true names, offset-free
-            assert row["bands"] == ",".join(BAND_LAYOUTS["eurosat"])
+            # the catalogue lists them in canonical order, and keeps the file's own order for re-reading it
+            assert row["bands"] == ",".join(BAND_LAYOUTS["l1c"])
+            assert row["file_band_order"] == ",".join(BAND_LAYOUTS["eurosat"])
             assert row["offset"] == 0.0
             expected = encoder.encode_pixels([Pixels(raw, BAND_LAYOUTS["eurosat"])])[0]
             assert vectors[key].shape == (encoder.dim,)

@@ -67,7 +67,7 @@ def test_multiband_scene_is_chipped_and_nodata_chips_are_skipped(scene_with_noda
     edge = read_tile(sources[(896, 896, 172, 172)], settings)
     np.testing.assert_array_equal(edge.pixels.data, data[:, 896:, 896:])
     assert edge.scene == path.name and edge.width == edge.height == 172
-    assert edge.mgrs_tile == "48QUE" and edge.acquired == "2020-02-23T03:27:39"
+    assert edge.mgrs_tile == "48QUE" and edge.acquired == "2020-02-23T03:27:39Z"
 
 
 def test_tiles_up_to_twice_the_chip_size_stay_whole(shared_data):

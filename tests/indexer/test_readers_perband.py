@@ -30,16 +30,16 @@ def test_bigearthnet_patches_stack_twelve_bands_on_the_10m_grid(shared_data):
         metadata_files = [f for f in source.files if f.name.endswith("_labels_metadata.json")]
         if metadata_files:  # v1 patches: the date comes from the sidecar (one folder name has a 5-digit time)
             metadata = json.loads(metadata_files[0].read_text())
-            assert tile.acquired == metadata["acquisition_date"].replace(" ", "T")
+            assert tile.acquired == metadata["acquisition_date"].replace(" ", "T") + "Z"
             assert tile.extra["labels"] == metadata["labels"]
         else:  # the v2 patch: from its folder name
-            assert tile.acquired == "2017-06-13T10:10:31" and tile.processing_baseline == "99.99"
+            assert tile.acquired == "2017-06-13T10:10:31Z" and tile.processing_baseline == "99.99"
 
 
 def test_bigearthnet_date_from_sidecar_when_the_name_has_none(shared_data):
     found = discover([shared_data / "bigearthnet-s2" / "S2B_MSIL2A_20170924T93020_69_24"], SETTINGS)
     tile = read_tile(found.sources[0], SETTINGS)
-    assert tile.acquired == "2017-09-24T09:30:20" and tile.mgrs_tile == "35VPK"
+    assert tile.acquired == "2017-09-24T09:30:20Z" and tile.mgrs_tile == "35VPK"
 
 
 def test_20m_and_60m_bands_are_resampled_by_nearest_keeping_exact_values(shared_data):
@@ -68,7 +68,7 @@ def test_ssl4eo_folders_get_date_cloud_cover_and_product_facts(shared_data):
         assert tile.product == metadata["PRODUCT_ID"]
         assert tile.pixels.offset == 0  # 2020 products, baselines 02.x
     august = read_tile(next(s for s in found.sources if "20200813" in s.key), SETTINGS)
-    assert august.acquired == "2020-08-13T05:46:39" and august.cloud_cover == pytest.approx(1.948562)
+    assert august.acquired == "2020-08-13T05:46:39Z" and august.cloud_cover == pytest.approx(1.948562)
 
 
 def test_majortom_cell_is_cut_into_chips_that_tile_it(shared_data):
@@ -96,7 +96,7 @@ def test_majortom_cell_is_cut_into_chips_that_tile_it(shared_data):
         assert first.intersection(second).area < cell_area * 1e-9
     for tile in tiles:
         assert tile.scene == found.sources[0].path and tile.pixels.data.shape[1:] == (tile.height, tile.width)
-        assert tile.acquired == "2020-02-23T03:27:39" and tile.mgrs_tile == "48QUE"
+        assert tile.acquired == "2020-02-23T03:27:39Z" and tile.mgrs_tile == "48QUE"
         assert tile.pixels.offset == 0  # N9999: harmonised
         assert tile.cloud_cover == 0.0  # from cloud_mask.tif, per chip
 

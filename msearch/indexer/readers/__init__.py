@@ -83,7 +83,8 @@ class ArchivePixels:
     def of_tile(self, row) -> object:
         """Re-read a catalogued tile (a catalogue row) with the band order and offset it was indexed with."""
         settings = ReadSettings(
-            band_order=tuple(row["bands"].split(",")) if row["reader"] == "geotiff" else None, offset=row["offset"]
+            band_order=tuple(row["file_band_order"].split(",")) if row["file_band_order"] else None,
+            offset=row["offset"],
         )
         window = tuple(int(v) for v in row["window"].split(",")) if row["window"] else None
         found = discover([Path(row["root"]) / row["path"]], settings)

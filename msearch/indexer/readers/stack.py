@@ -31,6 +31,7 @@ import numpy as np
 from msearch.indexer.naming import NameFacts
 from msearch.indexer.tiles import ReadSettings, SkipTile, Tile, TileSource, wgs84_geometry
 from msearch.schema.bands import BANDS_BY_NAME, RADIOMETRIC_OFFSET
+from msearch.schema.catalog import normal_time
 from msearch.schema.pixels import Pixels
 
 
@@ -294,7 +295,7 @@ def _make_tile(
         bounds=bounds,
         footprint=footprint,
         level=names.level,
-        acquired=facts.acquired or (names.acquired.isoformat() if names.acquired else None),
+        acquired=normal_time(facts.acquired or names.acquired),
         product=names.product,
         mgrs_tile=names.mgrs_tile,
         processing_baseline=names.processing_baseline,
