@@ -113,7 +113,7 @@ def build_scene_safe(shared_data: Path, folder: Path, size_10m: int, block: int 
     img_data = product / "GRANULE" / GRANULE["L2A"] / "IMG_DATA"
     stem = "T33NZA_20220706T085611"
     for band, resolution in (*NATIVE.items(), ("SCL", 20)):
-        size = size_10m * 10 // resolution
+        size = round(size_10m * 10 / resolution)
         with rasterio.open(cell / ("cloud_mask.tif" if band == "SCL" else f"{band}.tif")) as source:
             native = 1068 * 10 // resolution  # the cell's size at the band's resolution (the mask is at 10 m)
             data = source.read(1, out_shape=(native, native))
