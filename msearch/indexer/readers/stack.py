@@ -188,6 +188,7 @@ def read_chips(
     memory. Yields (source, Tile) or (source, the exception that makes it skipped or failed), by rows."""
     from rasterio.errors import RasterioIOError
 
+    _bound_gdal_cache()
     with ExitStack() as opened:
         try:
             grid = grid_of(reference_band(bands).path)
@@ -238,6 +239,23 @@ def read_scene_with(
             yield source, exc
         return
     yield from read_chips(sources, settings, bands, facts, cloud_mask)
+
+
+# GDAL keeps decoded blocks in one cache per process, by default up to 5% of the machine's memory (6 GB on a
+# 128 GB machine). Read by block rows, no block of a scene is asked for twice, so a large cache only holds
+# memory: a reader of scenes keeps it at this many MB (a whole block row of a 12-band 10980 px COG is 135 MB).
+SCENE_GDAL_CACHE_MB = 256
+
+
+def _bound_gdal_cache() -> None:
+    """Lower GDAL's block cache to SCENE_GDAL_CACHE_MB for the rest of the process (GDAL has one cache per
+    process, and rasterio.Env does not restore it), unless it is already smaller."""
+    from rasterio.env import get_gdal_config, set_gdal_config
+
+    current = int(get_gdal_config("GDAL_CACHEMAX"))
+    megabytes = current if current < 100_000 else current / 2**20  # GDAL: small values are megabytes
+    if megabytes > SCENE_GDAL_CACHE_MB:
+        set_gdal_config("GDAL_CACHEMAX", SCENE_GDAL_CACHE_MB)
 
 
 def _readable_error(exc: Exception) -> Exception:
