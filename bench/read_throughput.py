@@ -92,6 +92,26 @@ def per_band(safe: Path, folder: Path) -> Path:
     return product
 
 
+def tiled_per_band(shared_data: Path, folder: Path, size: int) -> Path:
+    """A whole per-band L2A scene of `size` px at 10 m in 1024 px tiles (as real products are tiled), written
+    fast (DEFLATE level 1): the Major TOM cell mirrored out to the size, every band at its native resolution."""
+    import rasterio
+
+    from tests.indexer.safe_products import MAJORTOM_N9999, NATIVE
+
+    product = folder / MAJORTOM_N9999.rsplit("/", 1)[1]
+    product.mkdir(parents=True)
+    for band, resolution in NATIVE.items():
+        with rasterio.open(shared_data / MAJORTOM_N9999 / f"{band}.tif") as source:
+            data, profile = source.read(1), dict(source.profile)
+        own = round(size * 10 / resolution)
+        data = np.pad(data, [(0, max(0, own - data.shape[0])), (0, max(0, own - data.shape[1]))], "symmetric")
+        profile.update(width=own, height=own, tiled=True, blockxsize=1024, blockysize=1024, compress="deflate")
+        with rasterio.open(product / f"{band}.tif", "w", ZLEVEL=1, **profile) as out:
+            out.write(data[:own, :own], 1)
+    return product
+
+
 @dataclass(frozen=True)
 class Layout:
     name: str
@@ -151,7 +171,7 @@ def decode_once(paths: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def index_scene(path: str, index: str, workers: int) -> tuple[int, float]:
+def index_scene(path: str, index: str, workers: int | None) -> tuple[int, float]:
     """`index_archive` of the scene with the tiny encoder, loaded beforehand (not timed)."""
     from msearch.indexer.pipeline import index_archive
     from msearch.models import load_encoder
@@ -197,12 +217,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--index-workers",
         type=int,
-        default=1,
-        help="reader processes of index_archive (default 1: the scene's one reader, decoding while the main "
-        "process encodes; 0 reads in the main process, msearch's default on 2 cores)",
+        default=None,
+        help="reader processes of index_archive (default: msearch's, by the number of cores: 0 on 2 cores)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="a 2240 px scene, 2 readers, 3 chips window by window (minutes)"
+    )
+    parser.add_argument(
+        "--memory-size",
+        type=int,
+        default=None,
+        help="only measure one reader's peak RSS on a per-band scene of this many px in 1024 px tiles (10980: a "
+        "whole L2A tile)",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -221,6 +247,15 @@ def main(argv: list[str] | None = None) -> int:
         from tests import tiny_models
         from tests.indexer.safe_products import build_scene_safe
 
+        if args.memory_size:
+            scene = tiled_per_band(args.data, scratch / "memory", args.memory_size)
+            chips, seconds, rss_mib = in_fresh_process(read_whole_scene, str(scene))
+            print(
+                f"one reader, {args.memory_size} px per-band scene in 1024 px tiles: {chips} chips in {seconds:.0f} s, "
+                f"peak RSS {rss_mib:.0f} MiB (whole scene decoded: "
+                f"{_decoded_mib(scene):.0f} MiB)"
+            )
+            return 0
         tiny_models.tiny_msclip_card(scratch / "cards")
         tiny_models.save_tiny_msclip(scratch / "hf-hub")
 
@@ -279,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         f"\ndecode each file of the JP2 scene once (rasterio, {len(files)} files, {pixels / 1e6:.1f} Mpx) against "
-        f"index_archive of the scene ({TINY_MODEL}, {indexed} chips, workers {args.index_workers}), {args.rounds} alternating rounds:"
+        f"index_archive of the scene ({TINY_MODEL}, {indexed} chips, workers {'default' if args.index_workers is None else args.index_workers}), {args.rounds} alternating rounds:"
     )
     for round_, (decode_s, index_s) in enumerate(rounds, start=1):
         print(f"round {round_}: decode once {decode_s:.1f} s, index {index_s:.1f} s, ratio {index_s / decode_s:.2f}")
@@ -291,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         f"after {'/'.join(f'{v:.2f}' for v in load_after)}"
     )
     return 0
+
+
+def _decoded_mib(folder: Path) -> float:
+    return sum(int(np.prod(_shape(str(p)))) * 2 for p in folder.glob("*.tif")) / 2**20
 
 
 def _shape(path: str) -> tuple[int, int]:

@@ -433,7 +433,7 @@ class BlockRows:
     """Rows of the reference grid read from one file, a whole block row of the file at a time and kept
     until the chips have moved past them: reading the scene's chip rows top to bottom decodes each block
     once, and memory holds at most a chip row plus two block rows of the file (its blocks are the unit a
-    JPEG 2000 or tiled GeoTIFF decodes; a 10 m band of a 10980 px scene with 1024 px tiles: 46 MB).
+    JPEG 2000 or tiled GeoTIFF decodes; a 10 m band of a 10980 px scene with 1024 px tiles: 45 MB).
 
     A coarser band is resampled onto the grid by nearest neighbour exactly as GDAL does for a window read
     (`_read_window`): grid pixel i takes the band's pixel floor((i + 0.5) x band size / grid size)."""
