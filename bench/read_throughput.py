@@ -171,11 +171,15 @@ def decode_once(paths: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def index_scene(path: str, index: str, workers: int | None) -> tuple[int, float]:
+def index_scene(path: str, index: str, workers: int | None, torch_threads: int | None) -> tuple[int, float]:
     """`index_archive` of the scene with the tiny encoder, loaded beforehand (not timed)."""
+    import torch
+
     from msearch.indexer.pipeline import index_archive
     from msearch.models import load_encoder
 
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
     encoder = load_encoder(TINY_MODEL)
     started = time.perf_counter()
     summary = index_archive([Path(path)], index=Path(index), encoders={TINY_MODEL: encoder}, workers=workers)
@@ -219,6 +223,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="reader processes of index_archive (default: msearch's, by the number of cores: 0 on 2 cores)",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch threads of the indexing process (default: torch's; 1 avoids threads waiting on each other "
+        "on a machine busy with other jobs)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="a 2240 px scene, 2 readers, 3 chips window by window (minutes)"
@@ -296,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(args.rounds):
             decode_s = in_fresh_process(decode_once, files)
             indexed, index_s = in_fresh_process(
-                index_scene, str(safe), str(scratch / f"index-{round_}"), args.index_workers
+                index_scene, str(safe), str(scratch / f"index-{round_}"), args.index_workers, args.torch_threads
             )
             rounds.append((decode_s, index_s))
         load_after = os.getloadavg()
@@ -314,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         f"\ndecode each file of the JP2 scene once (rasterio, {len(files)} files, {pixels / 1e6:.1f} Mpx) against "
-        f"index_archive of the scene ({TINY_MODEL}, {indexed} chips, workers {'default' if args.index_workers is None else args.index_workers}), {args.rounds} alternating rounds:"
+        f"index_archive of the scene ({TINY_MODEL}, {indexed} chips, workers {'default' if args.index_workers is None else args.index_workers}, torch threads {args.torch_threads or 'default'}), {args.rounds} alternating rounds:"
     )
     for round_, (decode_s, index_s) in enumerate(rounds, start=1):
         print(f"round {round_}: decode once {decode_s:.1f} s, index {index_s:.1f} s, ratio {index_s / decode_s:.2f}")
