@@ -498,7 +498,7 @@ class Searcher:
         return int(whole_file[0].id) if whole_file else None
 
     def _catalogued_rows_of_file(self, path: str) -> list:
-        """Catalogue rows (id, key, path, reader, bands) read from this file, however it is spelt: under
+        """Catalogue rows (id, key, path, reader, file_band_order) read from this file, however it is spelt: under
         which indexed root it lies is found by resolving the roots, which are few."""
         t = catalog.tiles.c
         target = Path(path).resolve()
@@ -510,13 +510,14 @@ class Searcher:
                 except ValueError:
                     continue
                 rows += conn.execute(
-                    select(t.id, t.key, t.path, t.reader, t.bands).where(t.root == root, t.path == relative)
+                    select(t.id, t.key, t.path, t.reader, t.file_band_order).where(t.root == root, t.path == relative)
                 ).all()
         return rows
 
     def _embed_file(self, path: str, space: str) -> np.ndarray:
         # A file catalogued only in chips is read with the band order it was indexed with.
-        catalogued = [row.bands for row in self._catalogued_rows_of_file(path) if row.reader == "geotiff"]
+        # (`bands` lists them in canonical order; a multiband file's own order is its `file_band_order`)
+        catalogued = [row.file_band_order for row in self._catalogued_rows_of_file(path) if row.reader == "geotiff"]
         band_order = tuple(catalogued[0].split(",")) if catalogued and catalogued[0] else None
         try:
             pixels = self._pixel_reader().of_file(path, band_order=band_order)
