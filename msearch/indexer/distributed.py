@@ -153,8 +153,10 @@ def read_task_memory(recipes: dict, unit_tiles: int) -> int:
 def read_unit(row: dict, recipes: dict, settings: ReadSettings) -> dict:
     """Ray task: read and prepare a unit's tiles (a tile's failure is its result, never the task's)."""
     started = time.perf_counter()
-    prepared = PreparedTiles(pickle.loads(row["tiles"]), recipes, settings)
-    results = [prepared[i] for i in range(len(prepared))]
+    tiles = pickle.loads(row["tiles"])
+    # the whole unit as one batch; the unit's chips of a scene are read together, each block decoded once
+    prepared = PreparedTiles(tiles, recipes, settings, batch_size=max(1, len(tiles)))
+    results = [result for batch in prepared for result in batch]
     return {
         "shard": row["shard"],
         "results": pickle.dumps(results, protocol=5),

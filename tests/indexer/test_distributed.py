@@ -176,7 +176,9 @@ def write_leftover_shard(src: Path, index: Path, encoders, settings, keys: list[
     pending = [p for p in plan(store, discover([src], settings), MODELS).pending if p.source.key in keys]
     assert len(pending) == len(keys)
     recipes = {space: encoder.card.input for space, encoder in encoders.items()}
-    results = [distributed.PreparedTiles(pending, recipes, settings)[i] for i in range(len(pending))]
+    results = [
+        result for batch in distributed.PreparedTiles(pending, recipes, settings, len(pending)) for result in batch
+    ]
     batch = embed_batch(results, encoders)
     for _, vectors in batch.done:
         for space in vectors:
