@@ -23,6 +23,10 @@ class SpaceManifest:
     synced_seq: int = 0
     generation: int = 0
     vectors: int = 0
+    # The catalogue the FAISS file was built from (msearch.store.catalogue): its id, and where it was (for
+    # messages; password hidden). None: written before catalogues had ids, by the directory's SQLite.
+    catalogue_id: str | None = None
+    catalogue_url: str | None = None
 
     @property
     def identity(self) -> str:
