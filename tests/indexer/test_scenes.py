@@ -195,7 +195,14 @@ def test_an_older_catalogue_is_rewritten_to_the_normal_form_and_never_misread(sh
         [tmp_path / "eurosat"], index=index, encoders={"tiny-ms-clip": tiny_msclip}, settings=EUROSAT, workers=0
     )
     store = IndexStore(index)
-    with store.engine.begin() as conn:  # as an older msearch wrote it
+    ids, vectors = store.all_vectors("tiny-ms-clip")
+    with store.engine.begin() as conn:  # as an older msearch wrote it: no schema version, float32 vectors
+        conn.execute(text("DROP TABLE catalogue_meta"))
+        for tile_id, vector in zip(ids.tolist(), vectors):
+            conn.execute(
+                text("UPDATE vectors SET vector = :vector WHERE tile_id = :tile_id"),
+                {"vector": vector.astype("<f4").tobytes(), "tile_id": tile_id},
+            )
         conn.execute(text("ALTER TABLE tiles DROP COLUMN file_band_order"))
         conn.execute(
             text("UPDATE tiles SET bands = :bands, acquired = '2017-06-13 10:10:31.5'"),
