@@ -26,6 +26,7 @@ from msearch.search.query_cache import QueryCache
 from msearch.search.results import SearchResult
 from msearch.store import IndexStore, SpaceIndex, SpaceMismatchError
 from msearch.store.bridges import ROUTES, Bridge, BridgeMismatchError, bridges, check_bridge, stored_route
+from msearch.store.catalogue import snapshot
 
 log = logging.getLogger(__name__)
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
@@ -248,8 +249,7 @@ class Searcher:
         changed = []
         for space, view in list(self._views.items()):
             manifest = self.store.manifest(space)
-            with self.store.engine.connect() as conn, conn.begin():
-                conn.exec_driver_sql("BEGIN")  # one snapshot for both reads and the catch-up
+            with snapshot(self.store.engine) as conn:  # one snapshot for both reads and the catch-up
                 generation = conn.execute(
                     select(catalog.spaces.c.generation).where(catalog.spaces.c.name == space)
                 ).scalar()

@@ -86,6 +86,11 @@ def vector_bytes(vector: np.ndarray) -> bytes:
     return vector_codec.encode(vector)[0]
 
 
+def vector_from_bytes(blob: bytes) -> np.ndarray:
+    """One vector that `vector_bytes` wrote, as float32."""
+    return vector_codec.decode(blob, 1, len(blob) - vector_codec.SCALE_BYTES)[0]
+
+
 def vectors_from_rows(rows, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """(tile ids, float32 matrix) from rows of (tile id, stored vector, ...)."""
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))

@@ -15,6 +15,7 @@ from msearch.indexer.tiles import ReadSettings
 from msearch.schema.bands import BAND_LAYOUTS
 from msearch.schema.catalog import normal_time
 from msearch.store.index_store import IndexStore
+from msearch.store.vector_codec import VECTOR_ATOL
 from tests.indexer.helpers import EUROSAT, copy_eurosat, tiles_by_key, vectors_by_key
 from tests.indexer.safe_products import GRANULE, PRODUCT, build_safe, build_scene_safe
 
@@ -141,7 +142,7 @@ def test_reader_processes_index_scenes_as_the_main_process_does(jp2_scene, share
         vectors[workers] = vectors_by_key(index, "tiny-ms-clip")
     assert sorted(vectors[0]) == sorted(vectors[2])
     for key, vector in vectors[0].items():
-        np.testing.assert_allclose(vectors[2][key], vector, atol=1e-6)
+        np.testing.assert_allclose(vectors[2][key], vector, atol=VECTOR_ATOL)
 
 
 # -- catalogue normal form -------------------------------------------------------------------------------
