@@ -253,7 +253,7 @@ def index(
         _fail("--checkpoint names the weights of one model: give exactly one --model with it")
     order = _band_order(band_order)
 
-    from msearch.indexer.pipeline import rebuild_indexes
+    from msearch.indexer.pipeline import NothingToIndex, RunInterrupted, rebuild_indexes
     from msearch.indexer.tiles import ReadSettings
     from msearch.models import CardError, ModelNotAvailableError
     from msearch.store import SpaceMismatchError
@@ -304,6 +304,11 @@ def index(
             _fail(str(exc), 1)  # not a usage error: the same command later resumes
         except errors as exc:
             _fail(str(exc))
+        except NothingToIndex as exc:
+            _fail(str(exc), code=1)
+        except RunInterrupted as exc:
+            err_console.print(str(exc))
+            raise typer.Exit(130) from None
         _print_summary(summary)
         failed = not summary.ok or (strict and bool(summary.failed or summary.skipped))
     if rebuild_ann:
@@ -333,31 +338,53 @@ def _index_with_progress(paths, **options):
     columns = (
         TextColumn("[bold]indexing"),
         BarColumn(),
-        MofNCompleteColumn(),
+        TextColumn("{task.fields[counts]}"),
         TextColumn("{task.fields[rate]} tiles/s"),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err_console, transient=False) as bar:
-        task = bar.add_task("index", total=None, rate="-")
-        first: list[tuple[float, int]] = []  # (time, tiles done) at the first finished batch
+    # Drawn once planning is done, with the total known: a run that fails before (a path that does not
+    # exist, nothing to index) ends with its message alone.
+    bar = Progress(*columns, console=err_console, transient=False)
+    task = bar.add_task("index", total=None, rate="-", counts="")
+    first: list[tuple[float, int]] = []  # (time, tiles committed) at the first committed batch
 
-        def report(done: int, total: int) -> None:
-            import time
+    def report(state) -> None:
+        import time
 
-            # The rate counts from the first finished batch: before it lie the model load and the first
-            # read, which a per-tile rate should not spread over the tiles of one batch.
-            now = time.perf_counter()
-            first[:] = first or [(now, done)]
-            since, done_then = first[0]
-            rate = f"{(done - done_then) / (now - since):.1f}" if done > done_then and now > since else "-"
-            bar.update(task, completed=done, total=total, rate=rate)
+        if not state.total:
+            return  # nothing to read: an unchanged re-check ends with its summary alone
+        if not bar.live.is_started:
+            bar.start()
+        # The bar moves half a tile per tile read and half per tile encoded and committed. The rate counts
+        # committed tiles from the first committed batch: before it lie the model load and the first read.
+        now = time.perf_counter()
+        if state.committed:
+            first[:] = first or [(now, state.committed)]
+        since, done_then = first[0] if first else (now, 0)
+        rate = f"{(state.committed - done_then) / (now - since):.1f}" if state.committed > done_then else "-"
+        counts = f"read {state.read}/{state.total}, committed {state.committed}/{state.total}"
+        bar.update(task, completed=(state.read + state.committed) / 2, total=state.total, rate=rate, counts=counts)
 
-        try:
-            return index_archive(paths, progress=report, **options)
-        finally:
+    try:
+        return index_archive(paths, progress=report, **options)
+    finally:
+        if bar.live.is_started:
             bar.stop()
+
+
+def _shown_path(location: str) -> str:
+    """A catalogued location as users can find it: relative to the current folder when beneath it."""
+    import os
+
+    relative = os.path.relpath(location)
+    return location if relative.startswith("..") else relative
+
+
+def _plural(n: int, noun: str, verb: str = "", plural_verb: str = "") -> str:
+    words = f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+    return f"{words} {verb if n == 1 else plural_verb}" if verb else words
 
 
 def _print_summary(summary) -> None:
@@ -371,18 +398,43 @@ def _print_summary(summary) -> None:
         stages = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in summary.stage_seconds.items())
         console.print(f"stages: {stages} (read and encode summed over the cluster's tasks and actors)")
     if summary.missing:
-        console.print(f"{summary.missing} catalogued tiles are gone from disk: run with --prune to drop them")
+        console.print(
+            f"{_plural(summary.missing, 'catalogued tile')} {'is' if summary.missing == 1 else 'are'} gone from disk: "
+            "run with --prune to drop them"
+        )
     if summary.ignored:
-        console.print(f"{summary.ignored} files are not rasters of a known layout and were ignored")
+        named = ", ".join(_shown_path(path) for path in summary.ignored_files)
+        more = ", ..." if summary.ignored > len(summary.ignored_files) else ""
+        console.print(
+            f"{_plural(summary.ignored, 'file', 'is not a raster', 'are not rasters')} of a known layout, "
+            f"ignored: {named}{more}"
+        )
+    if summary.duplicates:
+        console.print(
+            f"{_plural(summary.duplicates, 'tile')} reached a second time (through another path or a symbolic link): "
+            "indexed once"
+        )
+    if summary.repaired:
+        console.print(
+            f"{_plural(summary.repaired, 'duplicate catalogue row')} of the same file under another path: dropped"
+        )
+    for space, n in summary.unfed.items():
+        others = [s for s in summary.spaces if s != space]
+        console.print(
+            f"{_plural(n, 'tile')} {'lacks' if n == 1 else 'lack'} the bands {space} needs (RGB-only files): "
+            f"indexed into {', '.join(others)} only"
+        )
+    for folder, why in summary.unreadable_folders:
+        console.print(f"could not list {_shown_path(folder)}: {why}: not searched")
     for note in summary.notes:
         console.print(note)
     for title, items in (("failed", summary.failed), ("skipped", summary.skipped)):
         if items:
             table = Table(title=f"{len(items)} {title}", title_justify="left")
-            table.add_column("tile")
+            table.add_column("tile", overflow="fold")  # the whole path: S2RGB/x.tif and S2L1C/x.tif differ
             table.add_column("reason")
-            for key, reason in items[:50]:
-                table.add_row(key, reason)
+            for location, reason in items[:50]:
+                table.add_row(_shown_path(location), reason)
             if len(items) > 50:
                 table.add_row(f"... and {len(items) - 50} more", "see `msearch info --problems`")
             console.print(table)
@@ -453,7 +505,7 @@ def info(
             console.print(f"  {lang}: {choice['route']} ({choice['why']})")
     console.print(f"problems: {report['problem_counts']}")
     for item in report.get("problems", []):
-        console.print(f"  {item['kind']}: {item['key']}: {item['reason']}")
+        console.print(f"  {item['kind']}: {_shown_path(str(Path(item['root']) / item['key']))}: {item['reason']}")
 
 
 def _parse_bbox(text: Optional[str]):

@@ -118,7 +118,7 @@ def test_bad_files_exit_codes(shared_data, tmp_path):
     result = cli("index", src, "--index", index, *MODEL_ARGS)
     assert result.exit_code == 0, result.output
     assert "indexed 2, unchanged 0, skipped 1, failed 4" in result.output
-    assert "1 files are not rasters of a known layout" in result.output
+    assert "1 file is not a raster of a known layout, ignored: " in result.output
     assert len(problems_by_key(index)) == 5 and len(tiles_by_key(index)) == 2
 
     strict = cli("index", src, "--index", index, *MODEL_ARGS, "--strict")

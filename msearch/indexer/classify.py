@@ -42,15 +42,19 @@ def classify_files(
     keys, probabilities, failures = [], [], []
     sources = found.sources
     for start in range(0, len(sources), BATCH_SIZE):
-        pixels = []
+        prepared = []
         for source in sources[start : start + BATCH_SIZE]:
             try:
-                pixels.append(read_tile(source, settings).pixels)
+                # Prepared one by one: a tile this encoder cannot take (an RGB file, for a multispectral
+                # model) is a failure of that tile, not of the batch.
+                prepared.append(encoder.prepare([read_tile(source, settings).pixels])[0])
                 keys.append(str(Path(source.root) / source.key))
             except Exception as exc:  # one unreadable tile is reported, the others are classified
-                failures.append((source.key, str(exc)))
-        if pixels:
-            probabilities.append(classify_probabilities(encoder.encode_pixels(pixels), text_vectors))
+                failures.append((str(Path(source.root) / source.key), str(exc)))  # S2RGB/x.tif, not x.tif
+        if prepared:
+            import torch
+
+            probabilities.append(classify_probabilities(encoder.encode_images(torch.stack(prepared)), text_vectors))
         if progress is not None:
             progress(min(start + BATCH_SIZE, len(sources)), len(sources))
     return keys, np.concatenate(probabilities) if probabilities else np.empty((0, len(classes))), failures

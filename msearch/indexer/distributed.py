@@ -46,9 +46,11 @@ from msearch.indexer.pipeline import (
     EmbeddedBatch,
     PendingTile,
     PreparedTiles,
+    Progress,
     ProgressCallback,
     RunSummary,
     embed_batch,
+    feedable_spaces,
 )
 from msearch.indexer.tiles import ReadSettings
 from msearch.models import Encoder, load_encoder
@@ -263,6 +265,7 @@ class ShardMerger:
         self.summary = summary
         self.waiting = {(str(p.source.root), p.source.key): p for p in pending}
         self.facts = ShardFacts.of(encoders, settings)
+        self.recipes = {space: encoder.card.input for space, encoder in encoders.items()}
         self.writer = CatalogueWriter(store, summary.run_id, views)
 
     def merge(self, path: Path) -> tuple[int, str | None]:
@@ -279,7 +282,7 @@ class ShardMerger:
         usable = {
             space for space, identity in facts["identities"].items() if self.facts.identities.get(space) == identity
         }
-        done, problems, embedded, settled = [], [], 0, []
+        done, problems, embedded, settled, unfed = [], [], 0, [], {}
         for record in table.to_pylist():
             item = self.waiting.get((record["root"], record["key"]))
             if item is None or item.stat_signature != record["stat_signature"]:
@@ -293,14 +296,18 @@ class ShardMerger:
                     continue
                 done.append((row, {}))
             else:
-                blobs = {space: record.get(VECTOR_COLUMN + space) for space in item.spaces}
+                row = json.loads(record["row"])
+                # The spaces its bands can feed: an RGB file has no vector in a multispectral space.
+                fed = feedable_spaces(item.spaces, self.recipes, row["bands"])
+                blobs = {space: record.get(VECTOR_COLUMN + space) for space in fed}
                 if any(space not in usable or blob is None for space, blob in blobs.items()):
                     continue  # not every space this tile needs, or other weights: it is redone
-                row = json.loads(record["row"])
+                for space in set(item.spaces) - set(fed):
+                    unfed[space] = unfed.get(space, 0) + 1
                 done.insert(embedded, (row, {s: vector_from_bytes(b) for s, b in blobs.items()}))
                 embedded += 1
             settled.append((record["root"], record["key"]))
-        batch = EmbeddedBatch(done, problems, embedded)
+        batch = EmbeddedBatch(done, problems, embedded, unfed)
         if done or problems:
             self.writer.write_batch(batch.done, batch.problems)
             self.summary.record(batch)
@@ -341,7 +348,8 @@ def index_on_ray(
             summary.notes.append(f"ignored the unreadable shard {path.name} ({why_not}); its tiles were redone")
         stages["merge"] += time.perf_counter() - started
         if progress:
-            progress(len(pending) - len(merger.waiting), len(pending))
+            settled_so_far = len(pending) - len(merger.waiting)
+            progress(Progress(total=len(pending), read=settled_so_far, committed=settled_so_far))
         if time.monotonic() - last_save > FAISS_CHECKPOINT_SECONDS:
             for view in views.values():
                 store.save_space(view)

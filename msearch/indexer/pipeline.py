@@ -13,37 +13,42 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
-import torch
 from sqlalchemy import Table, delete, or_, select
 from sqlalchemy.engine import Connection
 
-from msearch.indexer.readers import Discovery, discover, read_scene
-from msearch.indexer.tiles import ReadSettings, SkipTile, Tile, TileSource
-from msearch.models import DEFAULT_MODEL, Encoder, InputRecipe, ModelNotAvailableError, get_card, load_encoder
+from msearch.indexer.readers import LAYOUTS_READ, Discovery, discover, read_scene
+from msearch.indexer.readers.stack import KNOWN_GRID_SIZES
+from msearch.indexer.tiles import IdentityResolver, ReadSettings, SkipTile, Tile, TileSource, tile_locations
+from msearch.models import DEFAULT_MODEL, InputRecipe, ModelNotAvailableError, get_card
 from msearch.models.hub import weights_digest
-from msearch.models.loading import weights_file, weights_status
-from msearch.models.numpy_text_export import export_numpy_text_or_say_why
-from msearch.models.recipe import prepare
 from msearch.schema import catalog
 from msearch.schema.bands import canonical_order
+from msearch.schema.pixels import CannotFeed
 from msearch.store import ann
 from msearch.store.ann import AnnInfo
-from msearch.store.catalogue import run_transaction
+from msearch.store.catalogue import CatalogueError, run_transaction
 from msearch.store.index_store import IndexStore, SpaceIndex, SpaceMismatchError, id_chunks
+
+if TYPE_CHECKING:  # torch and the encoders load only when something needs embedding
+    from msearch.models import Encoder
 
 DEFAULT_SPACES = (DEFAULT_MODEL, "rs-m-clip")  # English multispectral + ten-language RGB
 FAISS_CHECKPOINT_SECONDS = 300.0
+IGNORED_NAMED = 5  # files that are not rasters, named in a summary
 
 
 @dataclass
@@ -58,15 +63,26 @@ class RunSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): read fine, not indexed
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): unreadable or bad
     ignored: int = 0  # files that are not rasters of a known layout
+    ignored_files: list[str] = field(default_factory=list)  # the first few of them, to name them
+    duplicates: int = 0  # tiles reached a second time (another root, a symbolic link), indexed once
+    repaired: int = 0  # catalogued copies of a tile under another root or link, dropped
+    unfed: dict[str, int] = field(default_factory=dict)  # space -> tiles indexed without it (lacking its bands)
+    unreadable_folders: list[tuple[str, str]] = field(default_factory=list)  # (folder, why): not searched
+    committed: int = 0  # tiles whose rows (and vectors) this run committed
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # what changed in the search indexes, or should
     stage_seconds: dict[str, float] = field(default_factory=dict)  # a Ray run's read, encode and merge time
 
     def record(self, batch: EmbeddedBatch) -> None:
+        """A committed batch's counts; problems named by the file as found (root joined with key)."""
         self.indexed += batch.embedded
         self.unchanged += len(batch.done) - batch.embedded
+        self.committed += len(batch.done) + len(batch.problems)
         for source, kind, reason in batch.problems:
-            (self.skipped if kind == "skipped" else self.failed).append((source.key, reason))
+            where = os.path.join(source.root, source.key)
+            (self.skipped if kind == "skipped" else self.failed).append((where, reason))
+        for space, n in batch.unfed.items():
+            self.unfed[space] = self.unfed.get(space, 0) + n
 
     @property
     def ok(self) -> bool:
@@ -85,6 +101,10 @@ class RunSummary:
             "skipped": len(self.skipped),
             "failed": len(self.failed),
             "ignored": self.ignored,
+            "duplicates": self.duplicates,
+            "repaired": self.repaired,
+            "unfed": self.unfed,
+            "unreadable_folders": len(self.unreadable_folders),
             "seconds": round(self.seconds, 2),
             "notes": self.notes,
             **(
@@ -113,54 +133,116 @@ class Plan:
     # Catalogued beneath the paths given but not found in this run: ids of tiles, and of problems of files
     gone_tiles: list[int]
     gone_problems: list[int]
+    duplicates: int = 0  # discovered sources dropped: another source of this run is the same tile
+    # Catalogued rows that are another copy of a tile found in this run (the same resolved file and window
+    # under another root or symbolic link): dropped, one row per tile is kept.
+    duplicate_tiles: list[int] = field(default_factory=list)
+    duplicate_problems: list[int] = field(default_factory=list)
 
 
-def plan(store: IndexStore, found: Discovery, spaces: Sequence[str]) -> Plan:
-    """The discovered tiles against the catalogue, by size and mtime: no file is read."""
-    sources = found.sources
-    roots = sorted({str(s.root) for s in sources})
+def plan(store: IndexStore, found: Discovery, spaces: Sequence[str], recipes: dict[str, InputRecipe]) -> Plan:
+    """The discovered tiles against the catalogue, by size and mtime: no file is read.
+
+    A tile is its resolved file (or folder) and window: the same file found under two roots, or through a
+    symbolic link, is one tile. A discovered tile already catalogued under another root keeps that row (and
+    its vectors); extra catalogued copies of it are dropped. A space whose bands a catalogued tile lacks
+    (an RGB-only file, for a multispectral space) is not needed for it."""
+    resolver = IdentityResolver()
+    sources, duplicates = _unique_tiles(found.sources, resolver)
     with store.engine.connect() as conn:
-        known = {
-            (row.root, row.key): (row.id, row.stat_signature, row.digest)
-            for row in conn.execute(
-                select(
-                    catalog.tiles.c.id,
-                    catalog.tiles.c.root,
-                    catalog.tiles.c.key,
-                    catalog.tiles.c.stat_signature,
-                    catalog.tiles.c.digest,
-                ).where(catalog.tiles.c.root.in_(roots))
+        rows = conn.execute(
+            select(
+                catalog.tiles.c.id,
+                catalog.tiles.c.root,
+                catalog.tiles.c.key,
+                catalog.tiles.c.stat_signature,
+                catalog.tiles.c.digest,
+                catalog.tiles.c.bands,
             )
-        }
+        ).all()
+        problem_rows = conn.execute(
+            select(catalog.problems.c.id, catalog.problems.c.root, catalog.problems.c.key)
+        ).all()
         tiles_beneath = _catalogued_beneath(conn, catalog.tiles, found.paths)
         problems_beneath = _catalogued_beneath(conn, catalog.problems, found.paths)
         have: dict[int, set[str]] = {}
         for tile_id, space in conn.execute(select(catalog.vectors.c.tile_id, catalog.vectors.c.space)):
             have.setdefault(tile_id, set()).add(space)
-    pending, unchanged = [], 0
-    for source in sources:
-        entry = known.get((str(source.root), source.key))
+    wanted = set(sources)
+    known = {(row.root, row.key): row for row in rows}
+    rows_of: dict[str, list] = {}
+    for row in rows:
+        identity = resolver.tile_identity(row.root, row.key)
+        if identity in wanted:
+            rows_of.setdefault(identity, []).append(row)
+    problems_of: dict[str, list] = {}
+    for row in problem_rows:
+        identity = resolver.tile_identity(row.root, row.key)
+        if identity in wanted:
+            problems_of.setdefault(identity, []).append(row)
+
+    pending, unchanged, duplicate_tiles, duplicate_problems, kept_sources = [], 0, [], [], []
+    for identity, source in sources.items():
+        copies = rows_of.get(identity, [])
+        entry = known.get((str(source.root), source.key)) or min(copies, key=lambda r: r.id, default=None)
+        if entry is not None and (entry.root, entry.key) != (str(source.root), source.key):
+            source = replace(source, root=Path(entry.root), key=entry.key)  # the tile keeps its catalogued row
+        kept_sources.append(source)
+        duplicate_tiles += [row.id for row in copies if row.id != entry.id]
+        duplicate_problems += [
+            row.id for row in problems_of.get(identity, []) if (row.root, row.key) != (str(source.root), source.key)
+        ]
         try:
             signature = source.stat_signature()
         except OSError:
             signature = ""  # unreadable now: the read reports why
-        if entry and entry[1] == signature:
-            needed = tuple(s for s in spaces if s not in have.get(entry[0], set()))
+        feedable = feedable_spaces(spaces, recipes, entry.bands if entry is not None else None)
+        if entry is not None and entry.stat_signature == signature:
+            needed = tuple(s for s in feedable if s not in have.get(entry.id, set()))
             if not needed:
                 unchanged += 1
                 continue
             pending.append(PendingTile(source, signature, needed))
         else:
-            complete = entry is not None and set(spaces) <= have.get(entry[0], set())
-            pending.append(PendingTile(source, signature, tuple(spaces), entry[2] if complete else None))
+            complete = entry is not None and set(feedable) <= have.get(entry.id, set())
+            pending.append(PendingTile(source, signature, tuple(spaces), entry.digest if complete else None))
     # By location, not by (root, key): a tile catalogued under a folder above the path given is found again
     # under another root, and is not gone.
-    found_at = {location for s in sources for location in _tile_locations(str(s.root), s.key)}
+    found_at = {location for s in kept_sources for location in tile_locations(str(s.root), s.key)}
     gone_tiles, gone_problems = (
-        [row_id for row_id, (root, key) in rows.items() if found_at.isdisjoint(_tile_locations(root, key))]
-        for rows in (tiles_beneath, problems_beneath)
+        [
+            row_id
+            for row_id, (root, key) in beneath.items()
+            if row_id not in dropped and found_at.isdisjoint(tile_locations(root, key))
+        ]
+        for beneath, dropped in ((tiles_beneath, set(duplicate_tiles)), (problems_beneath, set(duplicate_problems)))
     )
-    return Plan(pending, unchanged, gone_tiles, gone_problems)
+    return Plan(pending, unchanged, gone_tiles, gone_problems, duplicates, duplicate_tiles, duplicate_problems)
+
+
+def _unique_tiles(found: Sequence[TileSource], resolver: IdentityResolver) -> tuple[dict[str, TileSource], int]:
+    """identity -> source, one source per tile: of several ways to one file, the one that takes no symbolic
+    link (its own location is its identity), else the first found."""
+    unique: dict[str, TileSource] = {}
+    for source in found:
+        identity = resolver.tile_identity(str(source.root), source.key)
+        if identity not in unique:
+            unique[identity] = source
+        elif not _is_direct(unique[identity], identity) and _is_direct(source, identity):
+            unique[identity] = source
+    return unique, len(found) - len(unique)
+
+
+def _is_direct(source: TileSource, identity: str) -> bool:
+    return identity in tile_locations(str(source.root), source.key)
+
+
+def feedable_spaces(spaces: Sequence[str], recipes: dict[str, InputRecipe], bands: str | None) -> tuple[str, ...]:
+    """The spaces a tile with the catalogued `bands` can feed (all of them while its bands are unknown)."""
+    if not bands:
+        return tuple(spaces)
+    present = set(bands.split(","))
+    return tuple(s for s in spaces if s not in recipes or set(recipes[s].bands) <= present)
 
 
 # SQLite nests an OR of n terms n deep, and refuses expressions deeper than 1000.
@@ -207,22 +289,14 @@ def _begins_with(column, prefix: str):
     return (column >= prefix) & (column < prefix[:-1] + chr(ord(prefix[-1]) + 1))
 
 
-def _tile_locations(root: str, key: str) -> tuple[str, ...]:
-    """Where the tile `key` under `root` lies, its chip suffix kept: root/key; or, when the key begins with
-    the root's own name, perhaps beside the root: a folder given as PATH that is itself a tile (a SAFE
-    product, a per-band folder) is keyed by its own name (`tiles.relative_key`)."""
-    location = os.path.join(root, key)
-    if key.split("/", 1)[0].split("#", 1)[0] == os.path.basename(root):
-        return location, os.path.join(os.path.dirname(root), key)
-    return (location,)
-
-
 def check_weights(
-    store: IndexStore, spaces: Sequence[str], encoders: dict[str, Encoder], checkpoint: str | Path | None
+    store: IndexStore, spaces: Sequence[str], encoders: dict[str, "Encoder"], checkpoint: str | Path | None
 ) -> None:
     """Refuse a space filled by other weights before anything is written, also when there is nothing to
     embed (no model is loaded then, so ensure_space never sees the weights). The identity is taken from the
     weights file without loading it: a hub blob is named by its sha256, a local file is hashed once."""
+    from msearch.models.loading import weights_file, weights_status
+
     existing = store.manifests()
     for space in spaces:
         if space not in existing:
@@ -235,6 +309,13 @@ def check_weights(
         if not checkpoint and weights_status(card) != "cached":
             continue  # not on this machine: known only after a download, which a model load checks (ensure_space)
         store.check_space(space, card.name, weights_digest(weights_file(card, checkpoint)), card.embed_dim)
+
+
+def load_encoder(space: str, checkpoint: str | Path | None = None) -> "Encoder":
+    """msearch.models.load_encoder, imported when first called: torch loads only when a model is needed."""
+    from msearch.models import load_encoder as load
+
+    return load(space, checkpoint)
 
 
 # -- read (in worker processes) -----------------------------------------------------------------------
@@ -258,10 +339,12 @@ def content_digest(files: Sequence[Path]) -> str:
     return sha.hexdigest()
 
 
-class PreparedTiles(torch.utils.data.IterableDataset):
+class PreparedTiles:
     """Reads pending tiles and applies the input recipes of the spaces each needs, in batches of
     `batch_size`. The unit of work a reader process takes is a scene: all chips of a scene go to one reader,
-    which decodes each block of it once (`read_scene`); whole tiles go in groups of `batch_size`."""
+    which decodes each block of it once (`read_scene`); whole tiles go in groups of `batch_size`. A tile that
+    lacks what a space needs (an RGB file, for a multispectral space) feeds the others; one that feeds none
+    fails. Plain Python (no torch): reader processes get it through `msearch.indexer.reader_processes`."""
 
     def __init__(
         self, pending: list[PendingTile], recipes: dict[str, InputRecipe], settings: ReadSettings, batch_size: int
@@ -269,18 +352,27 @@ class PreparedTiles(torch.utils.data.IterableDataset):
         self.recipes, self.settings, self.batch_size = recipes, settings, batch_size
         self.units = scene_units(pending, batch_size)
 
-    def __iter__(self):
-        worker = torch.utils.data.get_worker_info()
-        units = self.units if worker is None else self.units[worker.id :: worker.num_workers]
+    def __len__(self) -> int:
+        return sum(len(unit) for unit in self.units)
+
+    def __iter__(self) -> Iterator[list[dict]]:
+        return self.batches()
+
+    def batches(self, share: int = 0, shares: int = 1) -> Iterator[list[dict]]:
+        """Batches of `batch_size` results from every `shares`-th unit, starting at `share` (one reader's part)."""
         batch = []
-        for unit in units:
-            for result in self._results(unit):
-                batch.append(result)
-                if len(batch) == self.batch_size:
-                    yield batch
-                    batch = []
+        for result in self.results(share, shares):
+            batch.append(result)
+            if len(batch) == self.batch_size:
+                yield batch
+                batch = []
         if batch:
             yield batch
+
+    def results(self, share: int = 0, shares: int = 1) -> Iterator[dict]:
+        """One result per tile, unit by unit."""
+        for unit in self.units[share::shares]:
+            yield from self._results(unit)
 
     def _results(self, unit: list[PendingTile]):
         items = {item.source.key: item for item in unit}
@@ -296,16 +388,28 @@ class PreparedTiles(torch.utils.data.IterableDataset):
                     yield self._result(items[key], exc)
 
     def _result(self, item: PendingTile, tile: Tile | Exception) -> dict:
+        from msearch.models.recipe import prepare
+
+        inputs, unfed = {}, {}
         try:
             if isinstance(tile, Exception):
                 raise tile
             digest = content_digest(item.source.files)
-            inputs = {space: prepare(self.recipes[space], [tile.pixels])[0] for space in item.spaces}
+            for space in item.spaces:
+                try:
+                    inputs[space] = prepare(self.recipes[space], [tile.pixels])[0]
+                except CannotFeed as exc:
+                    unfed[space] = str(exc)
+            if not inputs:
+                reasons = list(unfed.values())
+                if len(set(reasons)) == 1:
+                    raise ValueError(reasons[0])
+                raise ValueError("; ".join(f"{space}: {why}" for space, why in unfed.items()))
         except SkipTile as exc:
             return {"item": item, "skipped": str(exc)}
         except Exception as exc:  # any failure of one tile is recorded, never the end of the run
             return {"item": item, "failed": _reason(exc)}
-        return {"item": item, "row": tile_row(tile, item.stat_signature, digest), "inputs": inputs}
+        return {"item": item, "row": tile_row(tile, item.stat_signature, digest), "inputs": inputs, "unfed": unfed}
 
 
 def scene_units(pending: list[PendingTile], tiles_per_unit: int) -> list[list[PendingTile]]:
@@ -380,14 +484,6 @@ def default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 2))
 
 
-def _as_is(batch: list[dict]) -> list[dict]:
-    return batch
-
-
-def _worker_init(_worker_id: int) -> None:
-    torch.set_num_threads(1)  # the encoder in the main process gets the cores
-
-
 # -- write ----------------------------------------------------------------------------------------------
 
 
@@ -410,7 +506,29 @@ class CatalogueWriter:
 # -- run ------------------------------------------------------------------------------------------------
 
 
-ProgressCallback = Callable[[int, int], None]  # (tiles done, tiles to do)
+@dataclass
+class Progress:
+    """Where a run stands: the total is known once planning is done; tiles are counted as they are read,
+    and as their batch is encoded and committed."""
+
+    total: int = 0  # tiles to read
+    read: int = 0
+    committed: int = 0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class NothingToIndex(Exception):
+    """The paths given hold no tile of any layout msearch reads."""
+
+
+class RunInterrupted(Exception):
+    """The run was interrupted (Ctrl-C); what was committed stays, and the same command resumes it."""
+
+    def __init__(self, summary: RunSummary):
+        super().__init__(f"interrupted: {_count(summary.committed, 'tile')} committed, run the same command to resume")
+        self.summary = summary
 
 
 def index_archive(
@@ -423,18 +541,23 @@ def index_archive(
     workers: int | None = None,
     prune: bool = False,
     progress: ProgressCallback | None = None,
-    encoders: dict[str, Encoder] | None = None,
+    encoders: dict[str, "Encoder"] | None = None,
     ray_address: str | None = None,
     ray_actors: int | None = None,
     catalogue: str | None = None,
 ) -> RunSummary:
     """Index the tiles under `paths` into the index directory. Incremental and resumable: run it again
-    after a crash, or after new acquisitions land, and it embeds exactly what is missing.
-    `encoders` lets a caller that already holds loaded encoders (keyed by space) reuse them.
+    after a crash, or after new acquisitions land, and it embeds exactly what is missing. Encoders (and
+    torch) are loaded only when something needs embedding. `encoders` lets a caller that already holds
+    loaded encoders (keyed by space) reuse them.
     `ray_address` (local, auto or HOST:PORT) reads and encodes on a Ray cluster instead of in this process
     (msearch.indexer.distributed); everything else, from the plan to the search indexes, stays here.
     `catalogue` is the catalogue's URL (default: $MSEARCH_CATALOGUE, else catalogue.sqlite in the index
-    directory). One run at a time writes to a catalogue: a second is refused (CatalogueBusyError)."""
+    directory). One run at a time writes to a catalogue: a second is refused (CatalogueBusyError).
+
+    Raises FileNotFoundError for a path that does not exist and NothingToIndex when the paths hold no tile
+    (both before anything is written), RunInterrupted on Ctrl-C (the run is recorded as interrupted)."""
+    started = time.perf_counter()
     workers = default_workers() if workers is None else workers
     roots = [Path(p) for p in paths]
     for root in roots:
@@ -443,13 +566,28 @@ def index_archive(
     spaces = list(encoders) if encoders else list(models or DEFAULT_SPACES)
     if checkpoint and len(spaces) != 1:
         raise ValueError("--checkpoint names the weights of one model: give exactly one --model with it")
+    recipes = {space: (encoders[space].card if encoders else get_card(space)).input for space in spaces}
+    existing = _existing_store(index, catalogue)
+    try:
+        token = KNOWN_GRID_SIZES.set(_catalogued_grid_sizes(existing) if existing else {})
+        try:
+            found = discover(roots, settings)
+        finally:
+            KNOWN_GRID_SIZES.reset(token)
+        if not found.sources and not (existing and _catalogued_anything_beneath(existing, found.paths)):
+            raise NothingToIndex(nothing_found(roots, found))
+    finally:
+        if existing:
+            existing.engine.dispose()
     store = IndexStore(index, create=True, catalogue=catalogue)
     store.lock_for_writing("msearch index")
     try:
         return _index_locked(
             store,
             roots,
+            found,
             spaces,
+            recipes,
             checkpoint,
             settings,
             batch_size,
@@ -459,15 +597,29 @@ def index_archive(
             encoders,
             ray_address,
             ray_actors,
+            started,
         )
     finally:
         store.unlock()
 
 
 def _index_locked(
-    store, roots, spaces, checkpoint, settings, batch_size, workers, prune, progress, encoders, ray_address, ray_actors
+    store,
+    roots,
+    found,
+    spaces,
+    recipes,
+    checkpoint,
+    settings,
+    batch_size,
+    workers,
+    prune,
+    progress,
+    encoders,
+    ray_address,
+    ray_actors,
+    started,
 ):
-    started = time.perf_counter()
     with store.engine.begin() as conn:
         run_id = conn.execute(
             catalog.runs.insert().values(
@@ -478,20 +630,24 @@ def _index_locked(
             )
         ).inserted_primary_key[0]
     summary = RunSummary(run_id=run_id, spaces=spaces)
-    found = discover(roots, settings)
     summary.discovered, summary.ignored = len(found.sources), len(found.ignored)
-    planned = plan(store, found, spaces)
-    pending, summary.unchanged, gone = planned.pending, planned.unchanged, planned.gone_tiles
-    prune_now = prune and bool(gone or planned.gone_problems)
-    if not prune:
-        summary.missing = len(gone)
-
+    summary.ignored_files = [str(path) for path in found.ignored[:IGNORED_NAMED]]
+    summary.unreadable_folders = [(str(folder), why) for folder, why in found.unreadable]
     views: dict[str, SpaceIndex] = {}
     status = "failed"
     try:
+        planned = plan(store, found, spaces, recipes)
+        pending, summary.unchanged, gone = planned.pending, planned.unchanged, planned.gone_tiles
+        summary.duplicates = planned.duplicates
+        prune_now = prune and bool(gone or planned.gone_problems)
+        repair = bool(planned.duplicate_tiles or planned.duplicate_problems)
+        if not prune:
+            summary.missing = len(gone)
+        if progress:
+            progress(Progress(total=len(pending)))
         encoders = encoders or {}
         check_weights(store, spaces, encoders, checkpoint)
-        if pending or prune_now:
+        if pending or prune_now or repair:
             for space in spaces:
                 if pending and space not in encoders:
                     encoders[space] = load_encoder(space, checkpoint)
@@ -499,13 +655,19 @@ def _index_locked(
                 if space in encoders:
                     identity = encoders[space].identity
                     store.ensure_space(space, identity.card, identity.weights_sha256, encoders[space].dim)
-            views = {space: store.open_space(space) for space in store.manifests() if space in spaces or prune}
-            if prune_now:
-                with store.engine.begin() as conn:
+            views = {
+                space: store.open_space(space) for space in store.manifests() if space in spaces or prune_now or repair
+            }
+            with store.engine.begin() as conn:
+                store.delete_tiles(conn, planned.duplicate_tiles, views)
+                for chunk in id_chunks(planned.duplicate_problems):
+                    conn.execute(delete(catalog.problems).where(catalog.problems.c.id.in_(chunk)))
+                if prune_now:
                     store.delete_tiles(conn, gone, views)
                     for chunk in id_chunks(planned.gone_problems):
                         conn.execute(delete(catalog.problems).where(catalog.problems.c.id.in_(chunk)))
-                summary.removed = len(gone)
+            summary.repaired = len(planned.duplicate_tiles)
+            summary.removed = len(gone) if prune_now else 0
             if ray_address and pending:
                 from msearch.indexer.distributed import index_on_ray  # imports Ray: only when it is asked for
 
@@ -531,11 +693,19 @@ def _index_locked(
                 ):
                     info = rebuild_ann(store, view, encoders.get(space))
                     summary.notes.append(f"{space}: {view.ntotal} vectors, now searched with {info.describe()}")
-            for space, encoder in encoders.items():  # so that queries need no torch (msearch.models.numpy_text)
-                why_not = export_numpy_text_or_say_why(encoder)
-                if why_not:
-                    summary.notes.append(f"{space}: its text tower stays on torch, so queries load torch ({why_not})")
+            if encoders:
+                from msearch.models.numpy_text_export import export_numpy_text_or_say_why
+
+                for space, encoder in encoders.items():  # so that queries need no torch (msearch.models.numpy_text)
+                    why_not = export_numpy_text_or_say_why(encoder)
+                    if why_not:
+                        summary.notes.append(
+                            f"{space}: its text tower stays on torch, so queries load torch ({why_not})"
+                        )
         status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise RunInterrupted(summary) from None
     finally:
         for view in views.values():
             store.save_space(view)
@@ -553,6 +723,52 @@ def _index_locked(
                 f"and now holds {view.ntotal}: run `msearch index --rebuild-ann` to retrain it"
             )
     return summary
+
+
+def _existing_store(index: str | Path | None, catalogue: str | None) -> IndexStore | None:
+    """The index's catalogue if there is one yet (nothing is created); None for a first run."""
+    try:
+        return IndexStore(index, create=False, catalogue=catalogue)
+    except (FileNotFoundError, CatalogueError):
+        return None  # an unusable catalogue URL is reported when the run opens it to write
+
+
+def _catalogued_grid_sizes(store: IndexStore) -> dict[str, tuple[int, int]]:
+    """stat signature -> (width, height) of the whole (not chipped) tiles of an existing index."""
+    tiles = catalog.tiles
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(tiles.c.stat_signature, tiles.c.width, tiles.c.height).where(
+                tiles.c.window.is_(None), tiles.c.width.is_not(None), tiles.c.height.is_not(None)
+            )
+        )
+        return {row.stat_signature: (row.width, row.height) for row in rows}
+
+
+def _catalogued_anything_beneath(store: IndexStore, paths: Sequence[Path]) -> bool:
+    """Whether an existing index holds tiles or problems beneath `paths`: a folder emptied since it was
+    indexed is not "nothing", its tiles are gone (and pruned with --prune)."""
+    with store.engine.connect() as conn:
+        return any(_catalogued_beneath(conn, table, paths) for table in (catalog.tiles, catalog.problems))
+
+
+def nothing_found(roots: Sequence[Path], found: Discovery) -> str:
+    """Why a run found nothing: the paths, the layouts looked for, and what was there instead."""
+    where = ", ".join(str(root) for root in roots)
+    message = f"found no rasters under {where}; layouts read: {LAYOUTS_READ}"
+    if found.ignored:
+        names = ", ".join(path.name for path in found.ignored[:IGNORED_NAMED])
+        more = f" and {len(found.ignored) - IGNORED_NAMED} more" if len(found.ignored) > IGNORED_NAMED else ""
+        message += f". {_count(len(found.ignored), 'file')} there: {names}{more}"
+    else:
+        message += ". The folder holds no files" if len(roots) == 1 and roots[0].is_dir() else ""
+    for folder, why in found.unreadable:
+        message += f". Could not list {folder}: {why}"
+    return message
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def rebuild_ann(store: IndexStore, view: SpaceIndex, encoder: Encoder | None = None, **settings) -> AnnInfo:
@@ -589,8 +805,15 @@ def _rebuild_locked(store, spaces, checkpoints, settings) -> list[str]:
         manifest = store.manifest(space)
         view = store.open_space(space)
         encoder, why_not = None, ""
+        # Below the exact threshold the index is exact search: there is nothing to tune, so no model is loaded.
+        tuned = ann.choose_kind(
+            view.ntotal,
+            settings.get("exact_threshold", view.ann.exact_threshold),
+            settings.get("compressed_threshold", view.ann.compressed_threshold),
+        )
         try:
-            encoder = load_encoder(manifest.card, (checkpoints or {}).get(space))
+            if tuned != "flat":
+                encoder = load_encoder(manifest.card, (checkpoints or {}).get(space))
         except ModelNotAvailableError as exc:
             why_not = f" (tuned on perturbed image vectors, not text queries: {exc})"
         if encoder is not None and encoder.identity.weights_sha256 != manifest.weights_sha256:
@@ -608,23 +831,18 @@ def _run_batches(store, summary, pending, encoders, views, settings, batch_size,
     if not pending:
         return
     recipes = {space: encoder.card.input for space, encoder in encoders.items()}
-    loader = torch.utils.data.DataLoader(
-        PreparedTiles(pending, recipes, settings, batch_size),
-        batch_size=None,  # the dataset yields whole batches
-        num_workers=workers,
-        collate_fn=_as_is,
-        worker_init_fn=_worker_init if workers else None,
-        prefetch_factor=2 if workers else None,
-    )
+    tiles = PreparedTiles(pending, recipes, settings, batch_size)
+    state = Progress(total=len(pending))
     writer = CatalogueWriter(store, summary.run_id, views)
-    last_save, done_count = time.monotonic(), 0
-    for batch in loader:
+    last_save = time.monotonic()
+    for batch in _read_batches(tiles, batch_size, workers, state, progress):
         embedded = embed_batch(batch, encoders)
-        writer.write_batch(embedded.done, embedded.problems)
-        summary.record(embedded)
-        done_count += len(batch)
+        with _interrupt_after():
+            writer.write_batch(embedded.done, embedded.problems)
+            summary.record(embedded)
+            state.committed += len(batch)
         if progress:
-            progress(done_count, len(pending))
+            progress(state)
         if time.monotonic() - last_save > FAISS_CHECKPOINT_SECONDS:
             for view in views.values():
                 store.save_space(view)
@@ -638,10 +856,13 @@ class EmbeddedBatch:
     done: list[tuple[dict, dict[str, np.ndarray]]]  # (tile row, vector by space): embedded, then kept
     problems: list[tuple[TileSource, str, str]]  # (source, "skipped" or "error", reason)
     embedded: int  # tiles of `done` with new vectors; the others only had their files touched
+    unfed: dict[str, int] = field(default_factory=dict)  # space -> tiles of `done` that lack its bands
 
 
-def embed_batch(batch: list[dict], encoders: dict[str, Encoder]) -> EmbeddedBatch:
+def embed_batch(batch: list[dict], encoders: dict[str, "Encoder"]) -> EmbeddedBatch:
     """Problems recorded, touched tiles kept, the rest encoded: one forward pass per space."""
+    import torch
+
     problems = []
     for result in batch:
         item: PendingTile = result["item"]
@@ -650,6 +871,10 @@ def embed_batch(batch: list[dict], encoders: dict[str, Encoder]) -> EmbeddedBatc
         elif "failed" in result:
             problems.append((item.source, "error", result["failed"]))
     ok = [r for r in batch if "row" in r]
+    unfed: dict[str, int] = {}
+    for r in ok:
+        for space in r["unfed"]:
+            unfed[space] = unfed.get(space, 0) + 1
     # A tile whose files were only touched (same content, all spaces present) keeps its vectors.
     touched = [r for r in ok if r["item"].complete_digest == r["row"]["digest"]]
     embed = [r for r in ok if r not in touched]
@@ -661,7 +886,49 @@ def embed_batch(batch: list[dict], encoders: dict[str, Encoder]) -> EmbeddedBatc
             for r, vector in zip(needing, out):
                 vectors[id(r)][space] = vector
     done = [(r["row"], vectors[id(r)]) for r in embed] + [(r["row"], {}) for r in touched]
-    return EmbeddedBatch(done, problems, len(embed))
+    return EmbeddedBatch(done, problems, len(embed), unfed)
+
+
+@contextlib.contextmanager
+def _interrupt_after():
+    """Ctrl-C waits for the block (a batch's commit and its count) to finish: interrupted inside it, the
+    commit could land uncounted, and SQLAlchemy would print a traceback while resetting the connection."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+def _read_batches(tiles: PreparedTiles, batch_size: int, workers: int, state: Progress, progress):
+    """Batches of prepared tiles. Read in the main process, the count of tiles read moves tile by tile;
+    with reader processes, a batch at a time as it arrives."""
+    if not workers:
+        batch = []
+        for result in tiles.results():
+            batch.append(result)
+            state.read += 1
+            if progress:
+                progress(state)
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+        return
+    from msearch.indexer.reader_processes import reader_loader  # torch, only when there is something to read
+
+    for batch in reader_loader(tiles, workers):
+        state.read += len(batch)
+        if progress:
+            progress(state)
+        yield batch
 
 
 def _now() -> str:

@@ -7,8 +7,10 @@ folders, SAFE products, STAC items, chips of whole scenes — is a reader behind
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Protocol
@@ -55,12 +57,17 @@ class TileSource:
         return dict(self.options).get(name, default)
 
     def stat_signature(self) -> str:
-        """Changes whenever any file's size or modification time does (no file contents read)."""
-        parts = []
-        for path in self.files:
-            stat = os.stat(path)
-            parts.append(f"{path}|{stat.st_size}|{stat.st_mtime_ns}")
-        return hashlib.sha1("\n".join(parts).encode()).hexdigest()
+        return stat_signature(self.files)
+
+
+def stat_signature(files: tuple[Path, ...]) -> str:
+    """Changes whenever any file's size or modification time does (no file contents read). Files are named
+    by their resolved paths, so the signature is the same whatever root or symbolic link led to them."""
+    parts = []
+    for path in files:
+        stat = os.stat(path)
+        parts.append(f"{os.path.realpath(path)}|{stat.st_size}|{stat.st_mtime_ns}")
+    return hashlib.sha1("\n".join(parts).encode()).hexdigest()
 
 
 @dataclass
@@ -105,6 +112,16 @@ class Reader(Protocol):
         every block of the scene decoded once: (source, Tile) or (source, the exception `read` would raise)."""
 
 
+@contextlib.contextmanager
+def quiet_rasterio():
+    """Without rasterio's warnings (NotGeoreferencedWarning, a UserWarning): a file without a geotransform,
+    often a truncated one, is reported as a problem of its tile, not as a warning on the terminal. Matched
+    by module, so that a re-check that opens no raster does not import rasterio for its warning class."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"rasterio(\.|$)")
+        yield
+
+
 def relative_key(root: Path, path: Path) -> str:
     return path.relative_to(root).as_posix() if path != root else path.name
 
@@ -134,12 +151,58 @@ def _bounds_tuple(bounds) -> tuple[float, float, float, float]:
     return south, west, north, east
 
 
-def iter_files(root: Path) -> Iterable[Path]:
-    """Every file under root (or root itself), sorted, following no symlinked folders twice."""
+def iter_files(root: Path, unreadable: list[tuple[Path, str]] | None = None) -> Iterable[Path]:
+    """Every file under root (or root itself), sorted. Symbolic links to folders are followed, each resolved
+    folder at most once (a link back up the tree would loop); the files a link leads to are tiles of the
+    folder they are found in, and a file reached twice is indexed once (see `tile_identity`). Folders that
+    cannot be listed are appended to `unreadable` as (folder, why)."""
     if root.is_file():
         yield root
         return
-    for folder, dirs, names in os.walk(root):
-        dirs.sort()
+    seen: set[str] = set()
+
+    def note(error: OSError) -> None:
+        if unreadable is not None:
+            unreadable.append((Path(error.filename), error.strerror or str(error)))
+
+    for folder, dirs, names in os.walk(root, onerror=note, followlinks=True):
+        resolved = os.path.realpath(folder)
+        if resolved in seen:
+            dirs[:] = []
+            continue
+        seen.add(resolved)
+        dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(folder, d)) not in seen)
         for name in sorted(names):
             yield Path(folder) / name
+
+
+def tile_locations(root: str, key: str) -> tuple[str, ...]:
+    """Where the tile `key` under `root` lies, its chip suffix kept: root/key; or, when the key begins with
+    the root's own name, perhaps beside the root: a folder given as PATH that is itself a tile (a SAFE
+    product, a per-band folder) is keyed by its own name (`relative_key`)."""
+    location = os.path.join(root, key)
+    if key.split("/", 1)[0].split("#", 1)[0] == os.path.basename(root):
+        return location, os.path.join(os.path.dirname(root), key)
+    return (location,)
+
+
+class IdentityResolver:
+    """`tile_identity` with the resolved folders remembered for one planning pass (tiles share folders)."""
+
+    def __init__(self):
+        self._folders: dict[str, str] = {}
+
+    def _resolved(self, location: str) -> str:
+        folder, name = os.path.split(location)
+        if folder not in self._folders:
+            self._folders[folder] = os.path.realpath(folder)
+        path = os.path.join(self._folders[folder], name)
+        return os.path.realpath(path) if os.path.islink(path) else path
+
+    def tile_identity(self, root: str, key: str) -> str:
+        """What a tile is, whatever root or symbolic link led to it: the resolved file or folder it is read
+        from, plus its chip window (`#col,row,width,height`)."""
+        locations = tile_locations(root, key)
+        location = next((loc for loc in locations if os.path.lexists(loc.split("#", 1)[0])), locations[0])
+        path, hash_, chip = location.partition("#")
+        return self._resolved(path) + hash_ + chip

@@ -4,7 +4,9 @@ Steps, in the order the models were trained with (../shared/reference/MODELS.md)
 1. select the card's bands by name, as float32;
 2. remove the +1000 radiometric offset where the source carries it;
 3. scale: 'dn' keeps digital numbers as they are (Llama3-MS-CLIP: no division, no clipping);
-   'linear' maps DN to [0, 1] brightness, clip(DN / divide, lo, hi) (the RGB models);
+   'linear' maps DN to [0, 1] brightness, clip(DN / divide, lo, hi) (the RGB models). Pixels that already
+   are brightness (8-bit true colour, `Pixels.full_scale`) are divided by their full scale instead: they
+   feed 'linear' recipes only (`tile_scale` is the one rule, for this and any batched version);
 4. resize so the shorter side is `resize` (bicubic, antialiased as torchvision does), centre-crop `crop`;
 5. normalise per band, (x - mean) / std.
 """
@@ -19,13 +21,29 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from msearch.models.card import InputRecipe
-from msearch.schema.pixels import Pixels
+from msearch.schema.pixels import CannotFeed, Pixels
 
 _INTERPOLATION = {
     "bicubic": InterpolationMode.BICUBIC,
     "bilinear": InterpolationMode.BILINEAR,
     "nearest": InterpolationMode.NEAREST,
 }
+
+
+def tile_scale(recipe: InputRecipe, pixels: Pixels) -> tuple[float | None, tuple[float | None, float | None]]:
+    """Step 3's (divide, (lo, hi)) for one tile; (None, (None, None)) keeps the values as they are.
+    Raises CannotFeed for brightness pixels and a recipe that takes digital numbers."""
+    scale = recipe.scale
+    if pixels.full_scale is not None:
+        if scale["kind"] != "linear":
+            raise CannotFeed(
+                f"its values are {pixels.full_scale:g}-scale true-colour brightness, not the Sentinel-2 digital "
+                "numbers this encoder takes"
+            )
+        return float(pixels.full_scale), tuple(scale.get("clip", (None, None)))
+    if scale["kind"] == "linear":
+        return float(scale.get("divide", 1.0)), tuple(scale.get("clip", (None, None)))
+    return None, (None, None)
 
 
 def scaled_bands(recipe: InputRecipe, pixels: Pixels) -> np.ndarray:
@@ -37,12 +55,11 @@ def scaled_bands(recipe: InputRecipe, pixels: Pixels) -> np.ndarray:
     # Checked before scaling: clipping would turn an infinity into an ordinary value.
     if not np.isfinite(values).all():
         raise ValueError("pixel values contain NaN or infinity")
-    scale = recipe.scale
-    if scale["kind"] == "linear":
-        values = values / np.float32(scale.get("divide", 1.0))
-        lo, hi = scale.get("clip", (None, None))
-        if lo is not None or hi is not None:
-            values = np.clip(values, lo, hi)
+    divide, (lo, hi) = tile_scale(recipe, pixels)
+    if divide is not None:
+        values = values / np.float32(divide)
+    if lo is not None or hi is not None:
+        values = np.clip(values, lo, hi)
     return values
 
 

@@ -120,7 +120,8 @@ runs = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("started_at", String(32), nullable=False),
     Column("finished_at", String(32)),
-    Column("status", String(16), nullable=False),  # running | finished | failed (a crash leaves 'running')
+    # running | finished | failed | interrupted (Ctrl-C); a crash leaves 'running'
+    Column("status", String(16), nullable=False),
     Column("paths", Text),
     Column("spaces", Text),
     Column("summary", Text),  # JSON counts

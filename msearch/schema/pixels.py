@@ -12,12 +12,16 @@ from msearch.schema.bands import canonical_band
 @dataclass(frozen=True)
 class Pixels:
     """One tile's raster values: `data` is (bands, height, width) in Sentinel-2 digital numbers
-    (reflectance x 10000) exactly as stored; `bands` names each plane; `offset` is what the stored values
+    (reflectance x 10000) exactly as stored, or brightness (see `full_scale`); `bands` names each plane; `offset` is what the stored values
     carry on top of the offset-free scale (1000 for products with processing baseline >= 04.00, else 0)."""
 
     data: np.ndarray
     bands: tuple[str, ...]
     offset: float = 0.0
+    # None: Sentinel-2 digital numbers. Otherwise the values are display brightness, full at this value
+    # (255 for 8-bit true-colour products such as TerraMesh S2RGB): not reflectance, so the input recipe
+    # scales them by it (msearch.models.recipe.tile_scale).
+    full_scale: float | None = None
 
     def __post_init__(self):
         if self.data.ndim != 3:
@@ -38,7 +42,12 @@ class Pixels:
         return selected
 
 
-class MissingBandsError(ValueError):
+class CannotFeed(ValueError):
+    """Pixels that an encoder's input recipe cannot take (missing bands, values on another scale): the tile
+    can still feed other encoders."""
+
+
+class MissingBandsError(CannotFeed):
     def __init__(self, missing: list[str], present: tuple[str, ...]):
         super().__init__(f"missing bands {', '.join(missing)} (the tile has {', '.join(present)})")
         self.missing = missing

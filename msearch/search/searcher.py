@@ -21,6 +21,7 @@ from sqlalchemy import and_, func, or_, select
 
 from msearch.models import ModelCard, get_card
 from msearch.schema import catalog
+from msearch.schema.pixels import CannotFeed
 from msearch.search.language import detect_language, parse_language
 from msearch.search.query_cache import QueryCache
 from msearch.search.results import SearchResult
@@ -388,7 +389,15 @@ class Searcher:
         name = self._example_space(space)
         tile_id = self._tile_id_of(example)
         if tile_id is not None:
-            vector = self.store.vectors_of(name, [tile_id])[0]
+            try:
+                vector = self.store.vectors_of(name, [tile_id])[0]
+            except KeyError:  # indexed into other spaces only: an RGB file has no multispectral vector
+                others = [other for other in self.spaces() if other != name]
+                hint = f"; search another space with --space {others[0]}" if others else ""
+                raise QueryError(
+                    f"{example} cannot be searched in space {name!r}: it was indexed without a vector there "
+                    f"(it lacks the bands that space needs){hint}"
+                ) from None
         else:
             vector = self._embed_file(example, name)
         allowed = self._allowed_ids(filters)
@@ -525,7 +534,12 @@ class Searcher:
             pixels = self._pixel_reader().of_file(path, band_order=band_order)
         except ValueError as exc:
             raise QueryError(f"{path}: {exc}") from exc
-        return self.encoder(space).encode_pixels([pixels])[0]
+        try:
+            return self.encoder(space).encode_pixels([pixels])[0]
+        except CannotFeed as exc:  # an RGB file, for a multispectral space
+            others = [name for name in self.spaces() if name != space]
+            hint = f"; search another space with --space {others[0]}" if others else ""
+            raise QueryError(f"{path} cannot be searched in space {space!r}: {exc}{hint}") from exc
 
     def tile_pixels(self, tile_id: int):
         """Re-read a catalogued tile's pixels (for quicklooks), with the band order it was indexed with."""

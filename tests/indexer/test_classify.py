@@ -30,3 +30,17 @@ def test_a_folder_without_rasters_is_an_error_before_the_model_loads(tmp_path, m
     monkeypatch.setattr("msearch.models.load_encoder", no_model)
     with pytest.raises(ValueError, match=f"found no rasters to classify under {tmp_path}"):
         classify_files([tmp_path], ["a", "b"], "tiny-ms-clip")
+
+
+def test_an_rgb_file_the_model_cannot_take_is_a_failure_of_that_file(shared_data):
+    """Multispectral model, an 8-bit RGB file beside a 12-band one: the RGB file fails with its reason, the
+    other is classified."""
+    folder = shared_data / "terramesh-examples"
+    keys, probabilities, failures = classify_files(
+        [folder / "S2L2A" / "282D_485L_3_3.tif", folder / "S2RGB" / "282D_485L_3_3.tif"],
+        ["ocean", "farmland"],
+        "tiny-ms-clip",
+    )
+    assert keys == [str(folder / "S2L2A" / "282D_485L_3_3.tif")] and probabilities.shape == (1, 2)
+    assert len(failures) == 1 and failures[0][0] == str(folder / "S2RGB" / "282D_485L_3_3.tif")
+    assert failures[0][1].startswith("missing bands B05, B06, B07, B08, B8A, B11, B12 (the tile has B04, B03, B02)")

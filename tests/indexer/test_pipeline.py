@@ -634,8 +634,11 @@ def test_bad_files_are_recorded_and_the_good_ones_indexed(shared_data, tmp_path,
     assert summary.discovered == 7
     assert summary.indexed == 2 and summary.ok
     assert summary.ignored == 1  # notes.txt: not a raster, counted as ignored rather than a problem
-    assert sorted(k for k, _ in summary.failed) == sorted(k for k, (kind, _) in expected.items() if kind == "error")
-    assert [k for k, _ in summary.skipped] == ["bad/all_zeros.tif"]
+    # Problems name the file as found: the root joined with the key.
+    assert sorted(p for p, _ in summary.failed) == sorted(
+        str(src / k) for k, (kind, _) in expected.items() if kind == "error"
+    )
+    assert [p for p, _ in summary.skipped] == [str(src / "bad/all_zeros.tif")]
     problems = problems_by_key(index)
     assert problems.keys() == expected.keys()
     for key, (kind, pattern) in expected.items():
@@ -662,7 +665,7 @@ def test_unreadable_file_is_recorded(shared_data, tmp_path, encoders):
         summary = run(src, index, encoders)
     finally:
         good[1].chmod(0o644)
-    assert summary.indexed == 1 and [k for k, _ in summary.failed] == ["Forest/Forest_10.tif"]
+    assert summary.indexed == 1 and [p for p, _ in summary.failed] == [str(src / "Forest/Forest_10.tif")]
     kind, reason = problems_by_key(index)["Forest/Forest_10.tif"]
     assert kind == "error" and "ermission denied" in reason
 

@@ -13,7 +13,7 @@ from msearch.indexer.readers.geotiff import MultibandGeoTIFFReader
 from msearch.indexer.readers.perband import PerBandFolderReader
 from msearch.indexer.readers.safe import SafeReader
 from msearch.indexer.readers.stac import StacReader
-from msearch.indexer.tiles import Reader, ReadSettings, TileSource, is_raster_name, iter_files
+from msearch.indexer.tiles import Reader, ReadSettings, SkipTile, TileSource, is_raster_name, iter_files, quiet_rasterio
 
 # SAFE first: its L1C IMG_DATA folders look like per-band folders. STAC before per-band folders: an item
 # describing band files says more than their names. The plain multiband GeoTIFF reader takes what is left.
@@ -28,6 +28,14 @@ class Discovery:
     # The paths searched, resolved as the roots of their tiles are: what was catalogued beneath them and is
     # not among `sources` is gone.
     paths: list[Path] = field(default_factory=list)
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)  # folders that could not be listed, and why
+
+
+# What "found no rasters" lists as the layouts looked for.
+LAYOUTS_READ = (
+    "SAFE products (unzipped or .zip), STAC items and catalogues, per-band folders (B02.tif ...), "
+    "multiband GeoTIFFs (.tif, .tiff, .jp2, .vrt)"
+)
 
 
 def discover(roots: list[Path], settings: ReadSettings) -> Discovery:
@@ -36,9 +44,10 @@ def discover(roots: list[Path], settings: ReadSettings) -> Discovery:
         root = root.resolve()
         found.paths.append(root)
         base = root if root.is_dir() else root.parent
-        files = list(iter_files(root))
+        files = list(iter_files(root, found.unreadable))
         for reader in READERS:
-            sources, claimed = reader.discover(base, files, settings)
+            with quiet_rasterio():
+                sources, claimed = reader.discover(base, files, settings)
             found.sources.extend(sources)
             files = [f for f in files if f not in claimed]
         found.ignored.extend(f for f in files if not is_raster_name(f))
@@ -46,7 +55,8 @@ def discover(roots: list[Path], settings: ReadSettings) -> Discovery:
 
 
 def read_tile(source: TileSource, settings: ReadSettings):
-    return READERS_BY_NAME[source.reader].read(source, settings)
+    with quiet_rasterio():
+        return READERS_BY_NAME[source.reader].read(source, settings)
 
 
 def read_scene(sources: list[TileSource], settings: ReadSettings):
@@ -58,7 +68,8 @@ def read_scene(sources: list[TileSource], settings: ReadSettings):
         except Exception as exc:  # noqa: BLE001 - the caller records it against the tile
             yield sources[0], exc
         return
-    yield from READERS_BY_NAME[sources[0].reader].read_scene(sources, settings)
+    with quiet_rasterio():
+        yield from READERS_BY_NAME[sources[0].reader].read_scene(sources, settings)
 
 
 class ArchivePixels:
@@ -78,7 +89,10 @@ class ArchivePixels:
         found = discover([Path(path)], settings)
         if not found.sources:
             raise ValueError(f"{path} is not a raster msearch can read")
-        return read_tile(found.sources[0], settings).pixels
+        try:
+            return read_tile(found.sources[0], settings).pixels
+        except SkipTile as exc:  # a class map, an all-nodata tile: nothing to search with
+            raise ValueError(str(exc)) from None
 
     def of_tile(self, row) -> object:
         """Re-read a catalogued tile (a catalogue row) with the band order and offset it was indexed with."""

@@ -21,6 +21,7 @@ Decisions (documented once, here):
 
 from __future__ import annotations
 
+import contextvars
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from msearch.indexer.naming import NameFacts
-from msearch.indexer.tiles import ReadSettings, SkipTile, Tile, TileSource, wgs84_geometry
+from msearch.indexer.tiles import ReadSettings, SkipTile, Tile, TileSource, stat_signature, wgs84_geometry
 from msearch.schema.bands import BANDS_BY_NAME, RADIOMETRIC_OFFSET
 from msearch.schema.catalog import normal_time
 from msearch.schema.pixels import Pixels
@@ -90,6 +91,32 @@ def reference_band(bands: list[BandFile] | tuple[BandFile, ...]) -> BandFile:
     return min(bands, key=lambda b: (BANDS_BY_NAME[b.band].resolution_m, order.index(b.band)))
 
 
+# The grid size (width, height) of whole tiles already catalogued, by the stat signature of their files:
+# discovery then opens no unchanged raster to decide whether it is a scene to cut (msearch.indexer.pipeline
+# sets it for a run; at about 1 ms a header, that is most of an unchanged re-check).
+KNOWN_GRID_SIZES: contextvars.ContextVar[dict[str, tuple[int, int]]] = contextvars.ContextVar("known_grid_sizes")
+
+
+def _known_grid_size(files: tuple[Path, ...]) -> tuple[int, int] | None:
+    known = KNOWN_GRID_SIZES.get(None)
+    if not known:
+        return None
+    try:
+        return known.get(stat_signature(files))
+    except OSError:
+        return None
+
+
+def _grid_size(path: str) -> tuple[int, int] | None:
+    from rasterio.errors import RasterioIOError
+
+    try:
+        grid = grid_of(path)
+    except RasterioIOError:
+        return None
+    return grid.width, grid.height
+
+
 def grid_of(path: str) -> Grid:
     import rasterio
 
@@ -131,16 +158,12 @@ def scene_sources(
     options: tuple[tuple[str, object], ...] = (),
 ) -> list[TileSource]:
     """One TileSource for a tile, or one per chip when the raster at `grid_path` is a scene. Only the
-    header is read; a raster that cannot be opened stays one source so that reading it reports why."""
-    from rasterio.errors import RasterioIOError
-
+    header is read (none for a tile catalogued unchanged); a raster that cannot be opened stays one source
+    so that reading it reports why."""
     windows = None
     if grid_path is not None:
-        try:
-            grid = grid_of(grid_path)
-            windows = chip_windows(grid.width, grid.height, settings)
-        except RasterioIOError:
-            windows = None
+        size = _known_grid_size(files) or _grid_size(grid_path)
+        windows = chip_windows(*size, settings) if size else None
     if windows is None:
         return [TileSource(root=root, key=key, files=files, reader=reader, options=options)]
     return [
@@ -292,7 +315,11 @@ def _make_tile(
         raise ValueError("pixel values contain NaN or infinity")
 
     names = facts.names
-    if settings.offset is not None:
+    # 8 bits cannot hold digital numbers (reflectance x 10000): such files are true-colour brightness.
+    full_scale = float(np.iinfo(np.uint8).max) if data.dtype == np.uint8 else None
+    if full_scale is not None:
+        offset = 0.0
+    elif settings.offset is not None:
         offset = settings.offset
     elif facts.offset is not None:
         offset = facts.offset
@@ -305,7 +332,7 @@ def _make_tile(
     cloud_cover = mask_fractions.get("cloud", facts.cloud_cover)
     return Tile(
         source=source,
-        pixels=Pixels(data, tuple(b.band for b in bands), offset),
+        pixels=Pixels(data, tuple(b.band for b in bands), offset, full_scale),
         crs=grid.crs.to_string() if grid.crs else None,
         width=width,
         height=height,

@@ -1,0 +1,43 @@
+"""Reader processes for an indexing run: torch's DataLoader over `pipeline.PreparedTiles`. A module of its own
+so that torch is imported only when there is something to read (an unchanged re-check imports none)."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from msearch.indexer.pipeline import PreparedTiles
+
+
+class ReaderShares(torch.utils.data.IterableDataset):
+    """Each reader process takes every n-th unit (a whole scene, or a group of whole tiles) and yields whole
+    batches."""
+
+    def __init__(self, tiles: PreparedTiles):
+        self.tiles = tiles
+
+    def __iter__(self) -> Iterator[list[dict]]:
+        worker = torch.utils.data.get_worker_info()
+        if worker is None:
+            return self.tiles.batches()
+        return self.tiles.batches(worker.id, worker.num_workers)
+
+
+def _as_is(batch: list[dict]) -> list[dict]:
+    return batch
+
+
+def _worker_init(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # the encoder in the main process gets the cores
+
+
+def reader_loader(tiles: PreparedTiles, workers: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        ReaderShares(tiles),
+        batch_size=None,  # the dataset yields whole batches
+        num_workers=workers,
+        collate_fn=_as_is,
+        worker_init_fn=_worker_init,
+        prefetch_factor=2,
+    )
