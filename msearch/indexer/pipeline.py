@@ -140,13 +140,16 @@ class Plan:
     duplicate_problems: list[int] = field(default_factory=list)
 
 
-def plan(store: IndexStore, found: Discovery, spaces: Sequence[str], recipes: dict[str, InputRecipe]) -> Plan:
+def plan(
+    store: IndexStore, found: Discovery, spaces: Sequence[str], recipes: dict[str, InputRecipe] | None = None
+) -> Plan:
     """The discovered tiles against the catalogue, by size and mtime: no file is read.
 
     A tile is its resolved file (or folder) and window: the same file found under two roots, or through a
     symbolic link, is one tile. A discovered tile already catalogued under another root keeps that row (and
     its vectors); extra catalogued copies of it are dropped. A space whose bands a catalogued tile lacks
     (an RGB-only file, for a multispectral space) is not needed for it."""
+    recipes = recipes if recipes is not None else {space: get_card(space).input for space in spaces}
     resolver = IdentityResolver()
     sources, duplicates = _unique_tiles(found.sources, resolver)
     with store.engine.connect() as conn:
