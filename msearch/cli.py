@@ -191,7 +191,10 @@ def _progress(label: str, unit: str):
 
 @app.command()
 def index(
-    paths: Optional[List[Path]] = typer.Argument(None, help="Folders or files of tiles, searched recursively."),
+    # str, not Path: a URL's '//' would not survive Path.
+    paths: Optional[List[str]] = typer.Argument(
+        None, help="Folders or files of tiles, searched recursively, or URLs of STAC items, collections, catalogues."
+    ),
     index: Optional[Path] = INDEX_OPTION,
     catalogue: Optional[str] = CATALOGUE_OPTION,
     model: Optional[List[str]] = typer.Option(
@@ -240,10 +243,24 @@ def index(
     ray_actors: Optional[int] = typer.Option(
         None, "--ray-actors", min=1, help="Encoder actors of a --ray run (default: one per GPU, else half the CPUs)."
     ),
+    stac_search: Optional[str] = typer.Option(
+        None, help="Index the items a STAC API finds (its URL), read in place from their remote assets."
+    ),
+    collection: Optional[str] = typer.Option(None, help="The collection --stac-search searches (e.g. sentinel-2-l2a)."),
+    bbox: Optional[str] = typer.Option(None, help="--stac-search area: minlon,minlat,maxlon,maxlat."),
+    datetime: Optional[str] = typer.Option(None, help="--stac-search time range, e.g. 2024-06-01/2024-08-31."),
+    max_cloud: Optional[float] = typer.Option(
+        None, min=0.0, max=100.0, help="--stac-search: items of at most this cloud cover (eo:cloud_cover, percent)."
+    ),
+    limit: Optional[int] = typer.Option(None, min=1, help="--stac-search: at most this many items."),
 ):
     """Embed an archive: incremental (only new or changed tiles), resumable and crash-safe."""
-    if not paths and not rebuild_ann:
-        _fail("give the folders or files to index (or --rebuild-ann alone to retrain the search indexes)")
+    search = _stac_search(stac_search, collection, bbox, datetime, max_cloud, limit)
+    if not paths and not search and not rebuild_ann:
+        _fail(
+            "give the folders or files to index, or --stac-search URL --collection NAME "
+            "(or --rebuild-ann alone to retrain the search indexes)"
+        )
     if target_recall is not None and not rebuild_ann:
         _fail("--target-recall applies to --rebuild-ann")
     _require_paths(paths, "to index")
@@ -285,10 +302,11 @@ def index(
         CatalogueError,
     )
     failed = False
-    if paths:
+    if paths or search:
         try:
             summary = _index_with_progress(
-                paths,
+                paths or [],
+                stac_search=search,
                 index=index,
                 models=model,
                 checkpoint=checkpoint,
@@ -325,6 +343,34 @@ def _check_ray_available() -> None:
 
     if importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.data") is None:
         _fail("--ray needs Ray Data on this machine: pip install 'msearch[ray]' (and the same on every node)")
+
+
+def _stac_search(url, collection, bbox, datetime, max_cloud, limit):
+    """The STAC search the options describe, or None without --stac-search; usage errors exit 2."""
+    if not url:
+        given = [
+            name
+            for name, value in (
+                ("--collection", collection),
+                ("--bbox", bbox),
+                ("--datetime", datetime),
+                ("--max-cloud", max_cloud),
+                ("--limit", limit),
+            )
+            if value is not None
+        ]
+        if given:
+            _fail(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to --stac-search URL")
+        return None
+    if not collection:
+        _fail("--stac-search needs --collection (e.g. --collection sentinel-2-l2a)")
+    from msearch.indexer.stac_search import StacSearch, parse_bbox
+
+    try:
+        area = parse_bbox(bbox) if bbox else None
+    except ValueError as exc:
+        _fail(str(exc))
+    return StacSearch(url, collection, area, datetime, max_cloud, limit)
 
 
 def _index_with_progress(paths, **options):

@@ -28,7 +28,9 @@ import torch
 from sqlalchemy import Table, delete, or_, select
 from sqlalchemy.engine import Connection
 
-from msearch.indexer.readers import Discovery, discover, read_scene
+from msearch.indexer.readers import Discovery, discover, discover_urls, read_scene
+from msearch.indexer.readers.remote import is_remote, redact
+from msearch.indexer.stac_search import StacSearch, search_sources
 from msearch.indexer.tiles import ReadSettings, SkipTile, Tile, TileSource
 from msearch.models import DEFAULT_MODEL, Encoder, InputRecipe, ModelNotAvailableError, get_card, load_encoder
 from msearch.models.hub import weights_digest
@@ -249,9 +251,10 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
     return sha.hexdigest()
 
 
-def content_digest(files: Sequence[Path]) -> str:
-    """sha256 over the files' own digests (memoised, so chips of one scene hash it once per process)."""
-    sha = hashlib.sha256()
+def content_digest(files: Sequence[Path], remote_identity: str | None = None) -> str:
+    """sha256 over the files' own digests (memoised, so chips of one scene hash it once per process) and
+    what stands for the content of remote assets, which are never downloaded whole to be hashed."""
+    sha = hashlib.sha256(remote_identity.encode() if remote_identity else b"")
     for path in files:
         stat = path.stat()
         sha.update(_file_digest(str(path), stat.st_size, stat.st_mtime_ns).encode())
@@ -299,7 +302,7 @@ class PreparedTiles(torch.utils.data.IterableDataset):
         try:
             if isinstance(tile, Exception):
                 raise tile
-            digest = content_digest(item.source.files)
+            digest = content_digest(item.source.files, item.source.remote_identity)
             inputs = {space: prepare(self.recipes[space], [tile.pixels])[0] for space in item.spaces}
         except SkipTile as exc:
             return {"item": item, "skipped": str(exc)}
@@ -343,7 +346,7 @@ def tile_row(tile: Tile, stat_signature: str, digest: str) -> dict:
         "reader": source.reader,
         "stat_signature": stat_signature,
         "size": sum(s.st_size for s in stats),
-        "mtime": max(s.st_mtime for s in stats),
+        "mtime": max((s.st_mtime for s in stats), default=None),  # None: read from remote assets only
         "digest": digest,
         "crs": tile.crs,
         "width": tile.width,
@@ -427,22 +430,28 @@ def index_archive(
     ray_address: str | None = None,
     ray_actors: int | None = None,
     catalogue: str | None = None,
+    stac_search: StacSearch | None = None,
 ) -> RunSummary:
     """Index the tiles under `paths` into the index directory. Incremental and resumable: run it again
     after a crash, or after new acquisitions land, and it embeds exactly what is missing.
+    `paths` are folders and files, or URLs of STAC documents; `stac_search` adds the items a STAC API finds.
     `encoders` lets a caller that already holds loaded encoders (keyed by space) reuse them.
     `ray_address` (local, auto or HOST:PORT) reads and encodes on a Ray cluster instead of in this process
     (msearch.indexer.distributed); everything else, from the plan to the search indexes, stays here.
     `catalogue` is the catalogue's URL (default: $MSEARCH_CATALOGUE, else catalogue.sqlite in the index
     directory). One run at a time writes to a catalogue: a second is refused (CatalogueBusyError)."""
     workers = default_workers() if workers is None else workers
-    roots = [Path(p) for p in paths]
+    urls = [str(p) for p in paths if is_remote(str(p))]
+    roots = [Path(p) for p in paths if not is_remote(str(p))]
     for root in roots:
         if not root.exists():
             raise FileNotFoundError(f"{root} does not exist")
     spaces = list(encoders) if encoders else list(models or DEFAULT_SPACES)
     if checkpoint and len(spaces) != 1:
         raise ValueError("--checkpoint names the weights of one model: give exactly one --model with it")
+    # Remote documents and searches first: a search that fails leaves no trace in the index.
+    remote_sources = discover_urls(urls, settings) if urls else []
+    remote_sources += search_sources(stac_search, settings) if stac_search else []
     store = IndexStore(index, create=True, catalogue=catalogue)
     store.lock_for_writing("msearch index")
     try:
@@ -459,13 +468,30 @@ def index_archive(
             encoders,
             ray_address,
             ray_actors,
+            urls,
+            stac_search,
+            remote_sources,
         )
     finally:
         store.unlock()
 
 
 def _index_locked(
-    store, roots, spaces, checkpoint, settings, batch_size, workers, prune, progress, encoders, ray_address, ray_actors
+    store,
+    roots,
+    spaces,
+    checkpoint,
+    settings,
+    batch_size,
+    workers,
+    prune,
+    progress,
+    encoders,
+    ray_address,
+    ray_actors,
+    urls,
+    stac_search,
+    remote_sources,
 ):
     started = time.perf_counter()
     with store.engine.begin() as conn:
@@ -473,12 +499,17 @@ def _index_locked(
             catalog.runs.insert().values(
                 started_at=_now(),
                 status="running",
-                paths=json.dumps([str(r.resolve()) for r in roots]),
+                paths=json.dumps(
+                    [str(r.resolve()) for r in roots]
+                    + [redact(u) for u in urls]
+                    + ([stac_search.describe()] if stac_search else [])
+                ),
                 spaces=json.dumps(spaces),
             )
         ).inserted_primary_key[0]
     summary = RunSummary(run_id=run_id, spaces=spaces)
     found = discover(roots, settings)
+    found.sources += remote_sources
     summary.discovered, summary.ignored = len(found.sources), len(found.ignored)
     planned = plan(store, found, spaces)
     pending, summary.unchanged, gone = planned.pending, planned.unchanged, planned.gone_tiles

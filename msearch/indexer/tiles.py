@@ -40,6 +40,9 @@ class TileSource:
     reader: str
     window: tuple[int, int, int, int] | None = None  # col_off, row_off, width, height on the 10 m grid
     options: tuple[tuple[str, object], ...] = ()  # reader-specific facts found at discovery
+    # Tiles read from remote assets (URLs, not among `files`): what stands for their content, e.g. the STAC
+    # item's id and `updated`. Remote files have no size and mtime to stat and are never downloaded to hash.
+    remote_identity: str | None = None
 
     @property
     def scene(self) -> tuple:
@@ -55,8 +58,9 @@ class TileSource:
         return dict(self.options).get(name, default)
 
     def stat_signature(self) -> str:
-        """Changes whenever any file's size or modification time does (no file contents read)."""
-        parts = []
+        """Changes whenever any file's size or modification time does (no file contents read), or the
+        remote identity."""
+        parts = [self.remote_identity] if self.remote_identity else []
         for path in self.files:
             stat = os.stat(path)
             parts.append(f"{path}|{stat.st_size}|{stat.st_mtime_ns}")
