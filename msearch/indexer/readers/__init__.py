@@ -47,12 +47,13 @@ def discover(roots: list[Path], settings: ReadSettings) -> Discovery:
     return found
 
 
-def discover_urls(urls: list[str], settings: ReadSettings) -> list[TileSource]:
-    """The tiles of STAC documents (items, item collections, catalogues) at http(s) URLs."""
+def discover_urls(urls: list[str], settings: ReadSettings, root: str | None = None) -> list[TileSource]:
+    """The tiles of STAC documents (items, item collections, catalogues) at http(s) URLs, keyed under their
+    own folder URL or `root`."""
     sources = []
     for url in urls:
         try:
-            sources.extend(STAC_READER.discover_url(url, settings))
+            sources.extend(STAC_READER.discover_url(url, settings, root))
         except OSError as exc:  # urllib's HTTPError and URLError are OSErrors
             raise ValueError(f"cannot read the STAC document {redact(url)}: {getattr(exc, 'reason', exc)}") from None
     return sources
@@ -107,7 +108,7 @@ class ArchivePixels:
             sources = []
             for path in dict.fromkeys(candidates):
                 try:
-                    sources = discover_urls([f"{row['root']}/{path}"], settings)
+                    sources = discover_urls([f"{row['root']}/{path}"], settings, row["root"])
                 except ValueError:
                     continue
                 break

@@ -96,21 +96,23 @@ _REASONS = {
 
 def failure_reason(exc: BaseException, urls: list[str], messages: list[str] = ()) -> str:
     """A clear reason for a remote read that failed after GDAL's retries: which asset, and the HTTP status
-    (or a timeout). GDAL's retry messages name the URL; an open that failed names neither, so then each
-    asset is opened again to find the one that fails."""
+    (or a timeout). GDAL's retry messages name the URL; a failed open names neither the URL nor, on S3, the
+    status (only S3's error text), so then each asset is opened again to find the one that fails."""
     text = " ".join(str(part) for part in (exc, exc.__cause__) if part)
-    named = [m for m in messages if _http_status(m) or _timed_out(m)]
+    named = [m for m in messages if _status(m) or _timed_out(m)]
     url = next((u for m in named for u in urls if _names(m, u)), None) or next(
         (u for u in urls if _names(text, u)), None
     )
-    if url is None and (_http_status(text) or _timed_out(text)):
-        url, text = next(((u, why) for u in urls if (why := _open_failure(u))), (None, text))
-    elif url is not None:
+    if url is not None:
         text = " ".join([text, *(m for m in named if _names(m, url))])
-    if url is not None and not (_http_status(text) or _timed_out(text)):
+    elif len(urls) == 1:
+        url = urls[0]
+    else:
+        url, text = next(((u, why) for u in urls if (why := _open_failure(u))), (None, text))
+    if url is not None and not (_status(text) or _timed_out(text)):
         text = " ".join([text, _probe_http(url)])  # GDAL may only say "does not exist" after a timeout
     what = f"remote asset {redact(url)}" if url else "remote assets " + ", ".join(redact(u) for u in urls)
-    status = _http_status(text)
+    status = _status(text)
     if status:
         detail = _REASONS.get(status) or ("server error, still failing after retries" if status >= 500 else "")
         return f"{what}: HTTP {status}" + (f" ({detail})" if detail else "")
@@ -118,6 +120,22 @@ def failure_reason(exc: BaseException, urls: list[str], messages: list[str] = ()
         timeout = os.environ.get("GDAL_HTTP_TIMEOUT", GDAL_REMOTE_OPTIONS["GDAL_HTTP_TIMEOUT"])
         return f"{what}: timed out (no answer within GDAL_HTTP_TIMEOUT={timeout} s, after retries)"
     return f"{what}: {_redact_text(text, urls)}"
+
+
+# What GDAL's /vsis3/ and /vsigs/ quote of an object store's error, by the HTTP status that carried it.
+_STORE_ERRORS = {
+    "The specified key does not exist": 404,
+    "The specified bucket does not exist": 404,
+    "No such object": 404,
+    "Access Denied": 403,
+    "AccessDenied": 403,
+    "The AWS Access Key Id you provided does not exist": 403,
+    "The request signature we calculated does not match": 403,
+}
+
+
+def _status(text: str) -> int | None:
+    return _http_status(text) or next((code for words, code in _STORE_ERRORS.items() if words in text), None)
 
 
 def _names(text: str, url: str) -> bool:

@@ -72,13 +72,14 @@ class StacReader:
                 claimed.add(path)
         return sources, claimed
 
-    def discover_url(self, url: str, settings: ReadSettings) -> list[TileSource]:
+    def discover_url(self, url: str, settings: ReadSettings, root: str | None = None) -> list[TileSource]:
         """The tiles of a STAC item, item collection, catalogue or collection at an http(s) URL. The root is
-        the document's folder URL; keys are the items' hrefs relative to it (so `root/key` is the item's URL)."""
+        the document's folder URL (or `root`, a URL above it); keys are the items' hrefs relative to it (so
+        `root/key` is the item's URL)."""
         import pystac
 
         document = pystac.StacIO.default().read_json(url)
-        root = url.rsplit("/", 1)[0]
+        root = root or url.rsplit("/", 1)[0]
         kind = _document_type(document)
         if kind in ("Catalog", "Collection"):
             catalog = pystac.read_dict(document, href=url)
@@ -89,8 +90,7 @@ class StacReader:
             items = [(_url_key(root, url), pystac.Item.from_dict(document, href=url))]
         elif kind == "FeatureCollection":
             collection = pystac.ItemCollection.from_dict(document, preserve_dict=False)
-            name = url.rsplit("/", 1)[1]
-            items = [(f"{name}/{item.id}", item) for item in collection]
+            items = [(f"{_url_key(root, url)}/{item.id}", item) for item in collection]
         else:
             raise ValueError(f"{redact(url)} is not a STAC item, item collection, catalogue or collection")
         return [source for key, item in items for source in self.item_sources(root, key, item, settings)]
