@@ -50,8 +50,11 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
 
 def search_items(search: StacSearch) -> list:
     """The items the API returns, every page followed, at most `limit`."""
-    from pystac_client import Client
-    from pystac_client.exceptions import APIError
+    try:
+        from pystac_client import Client
+        from pystac_client.exceptions import APIError
+    except ImportError:
+        raise ValueError("--stac-search needs pystac-client: pip install 'msearch[remote]'") from None
 
     query = {"eo:cloud_cover": {"lte": search.max_cloud}} if search.max_cloud is not None else None
     try:

@@ -252,6 +252,13 @@ class RangeServer:
                     params = {k: v[0] for k, v in parse_qs(parts.query).items()}
                     self._record(path, self.command, None, 200)
                     return self._send_json(server._search(params), head)
+                item_path = re.fullmatch(r"/collections/([^/]+)/items/([^/]+)", path)
+                if item_path:  # an item's own endpoint
+                    found = [i for i in server.items if (i.get("collection"), i["id"]) == item_path.groups()]
+                    self._record(path, self.command, None, 200 if found else 404)
+                    if found:
+                        return self._send_json(found[0], head)
+                    return self._send(404, b"not found", "text/plain", head)
                 data = server.files.get(path)
                 if data is None:
                     self._record(path, self.command, range_header, 404)

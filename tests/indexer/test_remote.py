@@ -144,6 +144,9 @@ def test_search_indexes_what_local_indexing_does_and_a_rerun_fetches_no_pixels(
         cosine = float(vector @ twin / np.linalg.norm(vector) / np.linalg.norm(twin))
         assert cosine > 0.99999, (row["window"], cosine)
 
+    # A quicklook re-reads a searched tile through the item's own URL (root/path).
+    assert ArchivePixels().of_tile(remote_rows[0]).data.shape[0] == 10
+
     server.reset_counts()
     again = index_archive([], index=index, encoders={SPACE: tiny_msclip}, stac_search=search(server, max_cloud=20))
     assert (again.indexed, again.unchanged) == (0, 8)
@@ -171,6 +174,18 @@ def test_item_without_updated_is_recognised_by_the_etags_of_its_assets(server, c
     server.files["/a/B02.tif"] = cogs["B03"].read_bytes()  # new content, so a new ETag: the tiles change
     after = {source.remote_identity for source in search_sources(search(server), ReadSettings())}
     assert len(before) == len(after) == 1 and before != after
+
+
+def test_item_without_proj_shape_is_chipped_from_its_header_and_read_in_worker_processes(
+    server, cogs, tmp_path, tiny_msclip
+):
+    item = serve_item(server, cogs, "S2B_48QUD_20200115_0_L2A", "a", updated=UPDATED)
+    for asset in item["assets"].values():
+        del asset["proj:shape"]
+    summary = index_archive(
+        [], index=tmp_path / "index", encoders={SPACE: tiny_msclip}, stac_search=search(server), workers=1
+    )
+    assert (summary.discovered, summary.indexed, summary.failed) == (4, 4, [])
 
 
 def test_reads_are_ranged_block_by_block(server, shared_data, tmp_path):

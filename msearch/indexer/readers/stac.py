@@ -124,10 +124,11 @@ class StacReader:
             ("offsets", tuple(sorted(offsets))),
         )
         reference = reference_band(bands)
-        grid_size = _asset_grid_size(item, reference.path, folder) if is_remote(reference.path) else None
-        sources = scene_sources(root, key, tile_files, self.name, reference.path, settings, options, grid_size)
         if not remote:
-            return sources
+            return scene_sources(root, key, tile_files, self.name, reference.path, settings, options)
+        grid_size = _asset_grid_size(item, reference.path, folder) if is_remote(reference.path) else None
+        with remote_env():  # without `proj:shape`, the reference band's header is read
+            sources = scene_sources(root, key, tile_files, self.name, reference.path, settings, options, grid_size)
         # Remote assets: the item's id and `updated` (else the assets' ETags, else the item's own content)
         # stand for their content, so that an unchanged item is recognised without a request for pixels.
         updated = item.properties.get("updated")
