@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 import msearch.indexer.stac_search as stac_search
 from msearch.cli import app
 from msearch.indexer.pipeline import index_archive
-from msearch.indexer.readers import STAC_READER, ArchivePixels, discover, read_tile
+from msearch.indexer.readers import STAC_READER, ArchivePixels, discover, discover_urls, read_tile
 from msearch.indexer.readers.remote import redact
 from msearch.indexer.readers.stac import item_assets
 from msearch.indexer.stac_search import StacSearch, parse_bbox, search_sources
@@ -355,6 +355,20 @@ def test_cli_indexes_a_static_catalogue_by_url_and_quicklooks_reread_it(server, 
     assert row["root"] == f"{server.url}/stac"
     pixels = ArchivePixels().of_tile(row)
     assert pixels.data.shape == (10, 224, 224)
+
+
+def test_an_item_collection_by_url_is_keyed_below_its_file(server, small_cogs):
+    hrefs = {band: server.add_file(f"/cogs/{band}.tif", path) for band, path in small_cogs.items()}
+    features = [stac_item(f"S2B_48QUD_2020011{day}_0_L2A", hrefs, (224, 224)) for day in (5, 6)]
+    url = server.add_json("/results/found.json", {"type": "FeatureCollection", "features": features})
+    sources = discover_urls([url], ReadSettings())
+    assert [s.key for s in sources] == ["found.json/S2B_48QUD_20200115_0_L2A", "found.json/S2B_48QUD_20200116_0_L2A"]
+    assert {str(s.root) for s in sources} == {f"{server.url}/results"}
+    with pytest.raises(ValueError, match=f"cannot read the STAC document {server.url}/results/none.json"):
+        discover_urls([f"{server.url}/results/none.json?token=abc"], ReadSettings())
+    server.add_json("/results/other.json", {"type": "Feature", "properties": {}})
+    with pytest.raises(ValueError, match="other.json: it is not a STAC item, item collection, catalogue"):
+        discover_urls([f"{server.url}/results/other.json"], ReadSettings())
 
 
 # -- mapping STAC metadata -------------------------------------------------------------------------------

@@ -54,8 +54,11 @@ def discover_urls(urls: list[str], settings: ReadSettings, root: str | None = No
     for url in urls:
         try:
             sources.extend(STAC_READER.discover_url(url, settings, root))
-        except OSError as exc:  # urllib's HTTPError and URLError are OSErrors
-            raise ValueError(f"cannot read the STAC document {redact(url)}: {getattr(exc, 'reason', exc)}") from None
+        except Exception as exc:  # pystac wraps urllib's errors (HTTPError, URLError) in a bare Exception
+            cause = exc.__cause__ or exc
+            code = getattr(cause, "code", None)
+            why = f"HTTP {code} ({cause.reason})" if code else str(getattr(cause, "reason", None) or cause)
+            raise ValueError(f"cannot read the STAC document {redact(url)}: {why}") from None
     return sources
 
 

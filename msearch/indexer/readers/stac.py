@@ -19,7 +19,7 @@ from typing import Iterator
 from urllib.parse import urlparse
 
 from msearch.indexer.naming import facts_from_name
-from msearch.indexer.readers.remote import asset_etags, failure_reason, identity, is_remote, redact, remote_env
+from msearch.indexer.readers.remote import asset_etags, failure_reason, identity, is_remote, remote_env
 from msearch.indexer.readers.stack import (
     SCL_MASK_CLASSES,
     UNREADABLE,
@@ -92,7 +92,7 @@ class StacReader:
             collection = pystac.ItemCollection.from_dict(document, preserve_dict=False)
             items = [(f"{_url_key(root, url)}/{item.id}", item) for item in collection]
         else:
-            raise ValueError(f"{redact(url)} is not a STAC item, item collection, catalogue or collection")
+            raise ValueError("it is not a STAC item, item collection, catalogue or collection")
         return [source for key, item in items for source in self.item_sources(root, key, item, settings)]
 
     def item_sources(
