@@ -76,7 +76,7 @@ def search_items(search: StacSearch) -> list:
 
 
 def search_sources(search: StacSearch, settings: ReadSettings) -> list[TileSource]:
-    root = search.url.rstrip("/")
+    root = redact(search.url).rstrip("/")  # catalogued: without user, password or query
     reader = StacReader()
     return [
         source

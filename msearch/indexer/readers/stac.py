@@ -19,7 +19,7 @@ from typing import Iterator
 from urllib.parse import urlparse
 
 from msearch.indexer.naming import facts_from_name
-from msearch.indexer.readers.remote import asset_etags, failure_reason, identity, is_remote, remote_env
+from msearch.indexer.readers.remote import asset_etags, failure_reason, identity, is_remote, redact, remote_env
 from msearch.indexer.readers.stack import (
     SCL_MASK_CLASSES,
     UNREADABLE,
@@ -79,7 +79,7 @@ class StacReader:
         import pystac
 
         document = pystac.StacIO.default().read_json(url)
-        root = root or url.rsplit("/", 1)[0]
+        root = root or redact(url).rsplit("/", 1)[0]  # catalogued: without user, password or query
         kind = _document_type(document)
         if kind in ("Catalog", "Collection"):
             catalog = pystac.read_dict(document, href=url)
@@ -199,6 +199,7 @@ def _document_type(document) -> str | None:
 
 def _url_key(root: str, href: str) -> str:
     """An item's key under a remote root: its href relative to the root (the whole href when elsewhere)."""
+    href = redact(href)
     return href[len(root) + 1 :] if href.startswith(root + "/") else href
 
 
