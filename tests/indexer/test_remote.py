@@ -279,6 +279,7 @@ def test_s3_assets_index_like_local_files_and_credentials_stay_out(
     result = runner.invoke(app, ["info", "--index", str(index), "--problems"])
 
     assert summary.indexed == 4 and len(summary.failed) == 1
+    assert result.exit_code == 0 and "nothing.tif" in result.output, result.output
     reason = problems_by_key(index)["missing.json"][1]
     assert reason == "remote asset s3://sentinel-cogs/tiles/48/Q/UD/nothing.tif: HTTP 404 (not found)"
     local, local_vectors = by_window(local_index), vectors_by_window(local_index)
