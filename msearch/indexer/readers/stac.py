@@ -1,12 +1,16 @@
-"""STAC items, item collections and catalogues whose assets are local files.
+"""STAC items, item collections and catalogues whose assets are local files or remote COGs (https, s3, gs:
+read in place, see msearch.indexer.readers.remote), from documents on disk or at a URL.
 
-Each item is one scene (cut into chips when large). Assets name their band by key ("B02", "B2", "blue"),
-or by `eo:bands` / STAC 1.1 `bands` entries (name or common name); previews (roles visual, overview,
-thumbnail) are not bands. An `scl` asset gives each chip its cloud fraction. The item's properties give the
-datetime, `eo:cloud_cover`, the MGRS tile (`s2:mgrs_tile`, `mgrs:*` or `grid:code`), the processing
-baseline (`s2:processing_baseline`) and, through `raster:bands` offset and scale, the offset the values carry.
+Each item is one scene (cut into chips when large). Assets name their band by key ("B02", "B2", "blue",
+"nir08", "B02_10m"), or by `eo:bands` / STAC 1.1 `bands` entries (name or common name); previews (roles
+visual, overview, thumbnail) are not bands, and a GeoTIFF wins over a JP2 copy. An `scl` asset gives each
+chip its cloud fraction. The item's properties give the datetime, `eo:cloud_cover`, the MGRS tile
+(`s2:mgrs_tile`, `mgrs:*` or `grid:code`), the processing baseline (`s2:processing_baseline`) and the offset
+the values carry (`earthsearch:boa_offset_applied`, else `raster:bands` offset and scale).
 
-Keys: an item file's path; an item inside an item collection is `<collection file>/<item id>`.
+Keys: an item file's path; an item inside an item collection is `<collection file>/<item id>`. Under a URL
+root (a remote document's folder), the item's href relative to it. Tiles of remote assets carry the item's
+id and `updated` (or the assets' ETags) as their `remote_identity`, their change check.
 """
 
 from __future__ import annotations
@@ -221,7 +225,7 @@ def item_assets(item, folder: Path | None) -> tuple[tuple[BandFile, ...], str | 
             local_files.add(location)
         if _NOT_BAND_ROLES & set(asset.roles or ()) or not is_raster_name(Path(urlparse(str(location)).path)):
             continue
-        if asset_band_key(key) == "scl":
+        if _asset_key_stem(key) == "scl":
             scl = scl or str(location)
             continue
         names = _asset_band_names(key, asset.extra_fields)
@@ -234,7 +238,7 @@ def item_assets(item, folder: Path | None) -> tuple[tuple[BandFile, ...], str | 
     return tuple(sorted(bands.values(), key=lambda b: order.index(b.band))), scl, local_files
 
 
-def asset_band_key(key: str) -> str:
+def _asset_key_stem(key: str) -> str:
     """'SCL', 'scl-jp2', 'SCL_20m' -> 'scl'."""
     return key.lower().split("-", 1)[0].split("_", 1)[0]
 
