@@ -123,9 +123,11 @@ def work_units(pending: Sequence[PendingTile], size: int) -> list[list[PendingTi
     """The pending tiles in units of at most `size` tiles, one read task each: whole file groups (the files a
     tile is read from; the chips of one scene share them, so one task reads a scene) packed together while
     they fit, a group larger than a unit cut into consecutive units of its own."""
-    groups: dict[tuple[Path, ...], list[PendingTile]] = {}
+    groups: dict[tuple, list[PendingTile]] = {}
     for item in pending:
-        groups.setdefault(item.source.files, []).append(item)
+        # Remote tiles have no local files (a searched item) or only the item's document: their item's
+        # identity keeps the chips of one remote scene in one task, where GDAL caches its fetched blocks.
+        groups.setdefault((item.source.files, item.source.remote_identity), []).append(item)
     units: list[list[PendingTile]] = []
     current: list[PendingTile] = []
     for group in groups.values():
