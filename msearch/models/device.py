@@ -56,9 +56,13 @@ def resolve_precision(precision: str | None, device) -> str:
     and is offered there so that the bf16 path and its check can run anywhere)."""
     if precision is None:
         return "bf16" if device.type == "cuda" else "fp32"
-    if precision not in PRECISIONS:
-        raise DeviceError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return precision
+    return parse_precision(precision)
+
+
+def parse_precision(name: str) -> str:
+    if name not in PRECISIONS:
+        raise DeviceError(f"--precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
+    return name
 
 
 def default_batch_size(device) -> int:

@@ -23,6 +23,10 @@ class SpaceManifest:
     synced_seq: int = 0
     generation: int = 0
     vectors: int = 0
+    # The precisions of the image towers that wrote its vectors (fp32, bf16: msearch.models.device); their
+    # vectors agree to a cosine of 0.999 (checked at load), so one space may hold both. Manifests written
+    # before precisions were recorded come from fp32 runs, the only precision there was.
+    precisions: list[str] = field(default_factory=lambda: ["fp32"])
 
     @property
     def identity(self) -> str:
