@@ -95,3 +95,28 @@ def test_non_finite_stored_values_are_refused_per_tile(tiny_msclip):
     data[3, 10, 10] = np.nan
     with pytest.raises(ValueError, match="pixel values contain NaN or infinity"):
         stored_bands(tiny_msclip.card.input, Pixels(data, BAND_LAYOUTS["l2a"]))
+
+
+def test_reader_processes_hand_stored_bands_to_the_encoder(shared_data, tmp_path, tiny_msclip):
+    """Through a worker process (uint16 tensors in shared memory) and the staged path, the vectors of a run
+    are the host recipe's."""
+    from msearch.indexer.pipeline import index_archive
+    from tests.indexer.helpers import copy_eurosat, vectors_by_key
+
+    archive = tmp_path / "eurosat"
+    copy_eurosat(shared_data, archive, classes=("Forest", "River", "SeaLake"), per_class=2)
+    settings = ReadSettings(band_order=parse_band_order("eurosat"))
+    summary = index_archive(
+        [archive],
+        tmp_path / "index",
+        encoders={"tiny-ms-clip": tiny_msclip},
+        settings=settings,
+        workers=1,
+        batch_size=4,
+    )
+    assert (summary.indexed, summary.device, summary.precisions) == (6, "cpu", {"tiny-ms-clip": "fp32"})
+    stored = vectors_by_key(tmp_path / "index", "tiny-ms-clip")
+    sources = discover([archive], settings).sources
+    expected = tiny_msclip.encode_pixels([read_tile(s, settings).pixels for s in sources])
+    got = np.stack([stored[s.key] for s in sources])
+    assert np.sum(expected * got, axis=1).min() >= 0.99999
