@@ -414,18 +414,20 @@ def info(
         console.print_json(json.dumps(report))
         return
     console.print(f"[bold]{report['directory']}[/bold]: {report['tiles']} tiles, {report['size_mb']:.1f} MB on disk")
-    table = Table("space", "encoder", "precision", "dim", "vectors", "search index", "text tower")
+    table = Table("space", "encoder", "dim", "vectors", "search index", "text tower")
     for space in report["spaces"]:
         table.add_row(
             space["space"],
             space["identity"],
-            "+".join(space["precisions"]),
             str(space["dim"]),
             str(space["vectors"]),
             space["search"],
             space["text_tower"],
         )
     console.print(table)
+    if report["spaces"]:
+        written = ", ".join(f"{space['space']} {'+'.join(space['precisions'])}" for space in report["spaces"])
+        console.print(f"vectors written in: {written}")
     for space in report["spaces"]:
         if space["text_tower"] == "torch":
             console.print(

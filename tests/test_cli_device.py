@@ -84,7 +84,8 @@ def test_bf16_run_records_its_precision_and_an_fp32_run_adds_its_own(shared_data
     assert report["last_run"]["summary"]["device"] == "cpu"
     assert report["last_run"]["summary"]["precisions"] == {"tiny-ms-clip": "fp32"}
     text = cli("info", "--index", index).output
-    assert "bf16+fp32" in text and "its encoders ran on cpu (tiny-ms-clip fp32)" in text
+    assert "vectors written in: tiny-ms-clip bf16+fp32" in text
+    assert "its encoders ran on cpu (tiny-ms-clip fp32)" in text
 
 
 def test_manifest_written_before_precisions_were_recorded_reads_as_fp32(tmp_path):
