@@ -307,7 +307,7 @@ class PreparedTiles(torch.utils.data.IterableDataset):
             if isinstance(tile, Exception):
                 raise tile
             digest = content_digest(item.source.files)
-            inputs = {space: torch.from_numpy(stored_bands(self.recipes[space], tile.pixels)) for space in item.spaces}
+            inputs = {space: stored_bands(self.recipes[space], tile.pixels) for space in item.spaces}
         except SkipTile as exc:
             return {"item": item, "skipped": str(exc)}
         except Exception as exc:  # any failure of one tile is recorded, never the end of the run
@@ -386,10 +386,6 @@ def default_workers() -> int:
     bench/index_throughput.py on 2 cores: 0.92 of the bare encoder's rate reading in the main process,
     0.87 with one reader process); otherwise the cores the encoder's two-thread minimum leaves, up to 4."""
     return max(0, min(4, (os.cpu_count() or 1) - 2))
-
-
-def _as_is(batch: list[dict]) -> list[dict]:
-    return batch
 
 
 def _worker_init(_worker_id: int) -> None:
@@ -631,7 +627,7 @@ def _run_batches(store, summary, pending, encoders, views, settings, batch_size,
         PreparedTiles(pending, recipes, settings, batch_size),
         batch_size=None,  # the dataset yields whole batches
         num_workers=workers,
-        collate_fn=_as_is,
+        collate_fn=_with_tensors,
         worker_init_fn=_worker_init if workers else None,
         prefetch_factor=2 if workers else None,
         # Page-locked batches copy to a GPU without a bounce buffer, and asynchronously (Encoder.stage).
@@ -657,6 +653,16 @@ def _run_batches(store, summary, pending, encoders, views, settings, batch_size,
                 store.save_space(view)
             last_save = time.monotonic()
         current = following
+
+
+def _with_tensors(batch: list[dict]) -> list[dict]:
+    """The loader's batch: stored bands as tensors, which leave a reader process through shared memory and
+    which the loader pins on CUDA. (Items stay numpy arrays: Ray pickles them, and torch cannot unpickle a
+    uint16 tensor.)"""
+    for result in batch:
+        if "inputs" in result:
+            result["inputs"] = {space: torch.from_numpy(values) for space, values in result["inputs"].items()}
+    return batch
 
 
 @dataclass

@@ -79,13 +79,13 @@ class Encoder(TextEncoder):
 
     # -- the indexing path: stored digital numbers in, the recipe on the device, copies beside compute -----
 
-    def stage(self, stored: Sequence[torch.Tensor], offsets: Sequence[float]) -> "StagedBatch":
-        """Start moving tiles' stored bands (`recipe.stored_bands`, pinned by the loader on CUDA) to the
-        device; on CUDA the copies run on a side stream and this returns at once."""
+    def stage(self, stored: Sequence["torch.Tensor | np.ndarray"], offsets: Sequence[float]) -> "StagedBatch":
+        """Start moving tiles' stored bands (`recipe.stored_bands`, as tensors pinned by the loader on CUDA, or
+        as arrays) to the device; on CUDA the copies run on a side stream and this returns at once."""
         if self._copy_stream is None:
-            return StagedBatch([t.to(self.device) for t in stored], list(offsets), None)
+            return StagedBatch([torch.as_tensor(t).to(self.device) for t in stored], list(offsets), None)
         with torch.cuda.stream(self._copy_stream):
-            moved = [t.to(self.device, non_blocking=True) for t in stored]
+            moved = [torch.as_tensor(t).to(self.device, non_blocking=True) for t in stored]
             ready = torch.cuda.Event()
             ready.record(self._copy_stream)
         return StagedBatch(moved, list(offsets), ready)
