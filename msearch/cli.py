@@ -67,6 +67,13 @@ console = Console()
 err_console = Console(stderr=True)
 
 INDEX_OPTION = typer.Option(None, "--index", help="Index directory (default: $MSEARCH_INDEX or ./msearch-index).")
+CATALOGUE_OPTION = typer.Option(
+    None,
+    "--catalogue",
+    envvar="MSEARCH_CATALOGUE",
+    help="Catalogue database URL: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB "
+    "(default: catalogue.sqlite in the index directory).",
+)
 # A path of another kind (s3://, https://, ...): left to the reader that understands it.
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
 
@@ -186,6 +193,7 @@ def _progress(label: str, unit: str):
 def index(
     paths: Optional[List[Path]] = typer.Argument(None, help="Folders or files of tiles, searched recursively."),
     index: Optional[Path] = INDEX_OPTION,
+    catalogue: Optional[str] = CATALOGUE_OPTION,
     model: Optional[List[str]] = typer.Option(
         None, "--model", "-m", help="Encoder card (repeatable). Default: llama3-ms-clip-base and rs-m-clip."
     ),
@@ -277,7 +285,17 @@ def index(
     except ValueError as exc:
         _fail(str(exc))
     # ConnectionError: a --ray address with no cluster behind it
-    errors = (FileNotFoundError, CardError, ModelNotAvailableError, SpaceMismatchError, ValueError, ConnectionError)
+    from msearch.store.catalogue import CatalogueError, CatalogueUnavailableError
+
+    errors = (
+        FileNotFoundError,
+        CardError,
+        ModelNotAvailableError,
+        SpaceMismatchError,
+        ValueError,
+        ConnectionError,
+        CatalogueError,
+    )
     failed = False
     if paths:
         try:
@@ -294,7 +312,10 @@ def index(
                 ray_actors=ray_actors,
                 device=device,
                 precision=precision,
+                catalogue=catalogue,
             )
+        except CatalogueUnavailableError as exc:
+            _fail(str(exc), 1)  # not a usage error: the same command later resumes
         except errors as exc:
             _fail(str(exc))
         _print_summary(summary)
@@ -304,7 +325,7 @@ def index(
         checkpoints = {model[0]: checkpoint} if checkpoint and model else None
         try:
             with err_console.status("retraining the search indexes"):
-                notes = rebuild_indexes(index, spaces=model, checkpoints=checkpoints, **settings)
+                notes = rebuild_indexes(index, spaces=model, checkpoints=checkpoints, catalogue=catalogue, **settings)
         except errors as exc:
             _fail(str(exc))
         for note in notes:
@@ -400,20 +421,23 @@ def _print_summary(summary) -> None:
 @app.command()
 def info(
     index: Optional[Path] = INDEX_OPTION,
+    catalogue: Optional[str] = CATALOGUE_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
     problems: bool = typer.Option(False, "--problems", help="List every tile that failed or was skipped."),
 ):
     """What an index holds: tiles, encoder spaces, index types, sizes on disk, last run, problems."""
+    from msearch.store.catalogue import CatalogueError
     from msearch.store.report import index_report
 
     try:
-        report = index_report(index, with_problems=problems)
-    except FileNotFoundError as exc:
+        report = index_report(index, with_problems=problems, catalogue=catalogue)
+    except (FileNotFoundError, CatalogueError) as exc:
         _fail(str(exc))
     if as_json:
         console.print_json(json.dumps(report))
         return
     console.print(f"[bold]{report['directory']}[/bold]: {report['tiles']} tiles, {report['size_mb']:.1f} MB on disk")
+    console.print(f"catalogue {report['catalogue']} (id {report['catalogue_id']})")
     table = Table("space", "encoder", "dim", "vectors", "search index", "text tower")
     for space in report["spaces"]:
         table.add_row(
@@ -495,6 +519,7 @@ def _parse_date(text: Optional[str], option: str):
 def query(
     text: Optional[str] = typer.Argument(None, help="What to look for, in any of the ten languages."),
     index: Optional[Path] = INDEX_OPTION,
+    catalogue: Optional[str] = CATALOGUE_OPTION,
     top_k: int = typer.Option(10, "--top-k", "-k", min=1, help="Number of results."),
     lang: str = typer.Option(
         "auto", help="auto, en, pt, es, fr, de, nl, it, zh, ko or ru (auto refuses scripts of other languages)."
@@ -566,15 +591,25 @@ def query(
     from msearch.search import formats
     from msearch.search.searcher import Filters, QueryError, Searcher
     from msearch.store import SpaceMismatchError
+    from msearch.store.catalogue import CatalogueError
 
     try:
         filters = Filters(bbox=bounds, date_from=dates[0], date_to=dates[1], max_cloud=max_cloud, tile_id=tile_id)
-        searcher = Searcher(index, checkpoints, pixels=ArchivePixels(ReadSettings(band_order=order)))
+        searcher = Searcher(
+            index, checkpoints, pixels=ArchivePixels(ReadSettings(band_order=order)), catalogue=catalogue
+        )
         if like is not None:
             answer = searcher.like(like, top_k=top_k, space=space, filters=filters)
         else:
             answer = searcher.query(text, top_k=top_k, lang=lang, space=space, fuse=fuse, filters=filters, route=route)
-    except (QueryError, FileNotFoundError, CardError, ModelNotAvailableError, SpaceMismatchError) as exc:
+    except (
+        QueryError,
+        FileNotFoundError,
+        CardError,
+        ModelNotAvailableError,
+        SpaceMismatchError,
+        CatalogueError,
+    ) as exc:
         _fail(str(exc))
     if answer.truncated:
         err_console.print(
@@ -623,6 +658,7 @@ def evaluate(
         help="Query set (CSV/JSONL: query,lang,relevant) or a labels file (file,label).",
     ),
     index: Optional[Path] = INDEX_OPTION,
+    catalogue: Optional[str] = CATALOGUE_OPTION,
     space: Optional[str] = typer.Option(None, help="Answer every query in this space."),
     k: int = typer.Option(100, "--k", min=1, help="Cut-off for mAP@k."),
     task: Literal["retrieval", "classify"] = typer.Option(
@@ -655,17 +691,26 @@ def evaluate(
     from msearch.search.querysets import QuerySetError
     from msearch.search.searcher import QueryError, Searcher
     from msearch.store import SpaceMismatchError
+    from msearch.store.catalogue import CatalogueError
 
     if routes:
-        return _evaluate_routes(queryset, index, k, as_json, save_routes)
+        return _evaluate_routes(queryset, index, k, as_json, save_routes, catalogue)
     try:
-        searcher = Searcher(index)
+        searcher = Searcher(index, catalogue=catalogue)
         if task == "classify":
             result = evaluate_classification(searcher, queryset, space, prompts, label_column)
         else:
             with _progress("evaluating", "queries") as report:
                 result = evaluate_retrieval(searcher, queryset, space, k, prompts, label_column, progress=report)
-    except (QueryError, QuerySetError, FileNotFoundError, CardError, ModelNotAvailableError, SpaceMismatchError) as exc:
+    except (
+        QueryError,
+        QuerySetError,
+        FileNotFoundError,
+        CardError,
+        ModelNotAvailableError,
+        SpaceMismatchError,
+        CatalogueError,
+    ) as exc:
         _fail(str(exc))
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/yellow] {warning}")
@@ -732,18 +777,29 @@ def evaluate(
     console.print(f"index recall@{k} against exact search: {result.mean_index_recall:.4f}")
 
 
-def _evaluate_routes(queryset: Path, index: Optional[Path], k: int, as_json: bool, save: bool) -> None:
+def _evaluate_routes(
+    queryset: Path, index: Optional[Path], k: int, as_json: bool, save: bool, catalogue: Optional[str] = None
+) -> None:
     from msearch.models import CardError, ModelNotAvailableError
     from msearch.search.evaluate import evaluate_routes
     from msearch.search.querysets import QuerySetError
     from msearch.search.searcher import QueryError, Searcher
     from msearch.store import SpaceMismatchError
     from msearch.store.bridges import ROUTES, save_routes
+    from msearch.store.catalogue import CatalogueError
 
     try:
-        searcher = Searcher(index)
+        searcher = Searcher(index, catalogue=catalogue)
         comparison = evaluate_routes(searcher, queryset, k)
-    except (QueryError, QuerySetError, FileNotFoundError, CardError, ModelNotAvailableError, SpaceMismatchError) as exc:
+    except (
+        QueryError,
+        QuerySetError,
+        FileNotFoundError,
+        CardError,
+        ModelNotAvailableError,
+        SpaceMismatchError,
+        CatalogueError,
+    ) as exc:
         _fail(str(exc))
     for warning in comparison.warnings:
         err_console.print(f"[yellow]warning:[/yellow] {warning}")
@@ -765,6 +821,7 @@ def _evaluate_routes(queryset: Path, index: Optional[Path], k: int, as_json: boo
 @app.command()
 def align(
     index: Optional[Path] = INDEX_OPTION,
+    catalogue: Optional[str] = CATALOGUE_OPTION,
     from_space: Optional[str] = typer.Option(None, "--from", help="Space of the multilingual text tower (rs-m-clip)."),
     to_space: Optional[str] = typer.Option(None, "--to", help="Multispectral space (llama3-ms-clip-base)."),
     texts: Optional[Path] = typer.Option(
@@ -778,10 +835,11 @@ def align(
     from msearch.search.bridge import align as fit_bridge
     from msearch.search.bridge import corpus_from_file
     from msearch.search.searcher import QueryError, Searcher
+    from msearch.store.catalogue import CatalogueError
 
     try:
         corpus = corpus_from_file(texts) if texts else None
-        searcher = Searcher(index, query_cache=None)
+        searcher = Searcher(index, query_cache=None, catalogue=catalogue)
         columns = (TextColumn("[bold]encoding texts"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=err_console) as bar:
             task = bar.add_task("align", total=None)
@@ -792,7 +850,7 @@ def align(
                 corpus,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
-    except (QueryError, FileNotFoundError) as exc:
+    except (QueryError, FileNotFoundError, CatalogueError) as exc:
         _fail(str(exc))
     bridge = fit.bridge
     console.print(
@@ -934,6 +992,7 @@ def models(
 def export(
     out: Path = typer.Argument(..., help="GeoParquet file to write (replaced atomically if it exists)."),
     index: Optional[Path] = INDEX_OPTION,
+    catalogue: Optional[str] = CATALOGUE_OPTION,
     space: Optional[List[str]] = typer.Option(
         None, "--space", "-s", help="Encoder space to export (repeatable). Default: all."
     ),
@@ -941,11 +1000,12 @@ def export(
     """Write the index as GeoParquet: one row per tile, its footprint, catalogue fields and embeddings."""
     _check_output(out, "export to")
     from msearch.store import SpaceMismatchError
+    from msearch.store.catalogue import CatalogueError
     from msearch.store.export import export_geoparquet
 
     try:
-        rows = export_geoparquet(index, out, spaces=space)
-    except (FileNotFoundError, SpaceMismatchError) as exc:
+        rows = export_geoparquet(index, out, spaces=space, catalogue=catalogue)
+    except (FileNotFoundError, SpaceMismatchError, CatalogueError) as exc:
         _fail(str(exc))
     console.print(f"wrote {rows} rows to {out}")
 
@@ -953,6 +1013,7 @@ def export(
 @app.command()
 def serve(
     index: Optional[Path] = INDEX_OPTION,
+    catalogue: Optional[str] = CATALOGUE_OPTION,
     host: str = typer.Option("127.0.0.1", help="Address to listen on; any but loopback needs --token."),
     port: int = typer.Option(8765, min=0, max=65535, help="Port to listen on."),
     token: Optional[str] = typer.Option(
@@ -976,10 +1037,11 @@ def serve(
     checkpoints = _space_checkpoints(checkpoint)
     from msearch.indexer.readers import ArchivePixels
     from msearch.search.searcher import Searcher
+    from msearch.store.catalogue import CatalogueError
 
     try:
-        searcher = Searcher(index, checkpoints, pixels=ArchivePixels())
-    except FileNotFoundError as exc:
+        searcher = Searcher(index, checkpoints, pixels=ArchivePixels(), catalogue=catalogue)
+    except (FileNotFoundError, CatalogueError) as exc:
         _fail(str(exc))
     # Without a token only loopback Host headers are answered: a page elsewhere cannot reach the API by DNS rebinding.
     hosts = None if token else list(LOOPBACK_NAMES)
@@ -990,3 +1052,32 @@ def serve(
     one_thread_per_request()
     application = create_app(searcher, token=token, allowed_hosts=hosts)
     uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+catalogue_app = typer.Typer(no_args_is_help=True, help="Move an index's catalogue between SQLite and PostgreSQL.")
+app.add_typer(catalogue_app, name="catalogue")
+
+
+@catalogue_app.command("copy")
+def catalogue_copy(
+    src: str = typer.Argument(..., help="Source catalogue: URL, SQLite file, or index directory."),
+    dst: str = typer.Argument(..., help="Destination: URL of an empty database (or a new SQLite file)."),
+    index: Optional[Path] = typer.Option(
+        None, "--index", help="Also point this index directory's FAISS files at the copy (they were built from SRC)."
+    ),
+):
+    """Copy a catalogue, vectors included, verified by row counts and a checksum before it is kept."""
+    from msearch.store.catalogue import CatalogueError, CatalogueUnavailableError
+    from msearch.store.copy import copy_catalogue
+
+    try:
+        report = copy_catalogue(src, dst, index=index)
+    except CatalogueUnavailableError as exc:
+        _fail(str(exc), 1)
+    except (FileNotFoundError, CatalogueError) as exc:
+        _fail(str(exc))
+    counts = ", ".join(f"{name} {count}" for name, count in report.rows.items())
+    console.print(f"copied {report.source} to {report.destination}: {counts}")
+    console.print(f"verified: checksum {report.checksum} on both sides; the copy is catalogue {report.destination_id}")
+    if report.rebound_spaces:
+        console.print(f"{index}: spaces {', '.join(report.rebound_spaces)} now belong to the copy")

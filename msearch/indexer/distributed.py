@@ -52,7 +52,7 @@ from msearch.indexer.pipeline import (
 )
 from msearch.indexer.tiles import ReadSettings
 from msearch.models import Encoder, load_encoder
-from msearch.store.index_store import IndexStore, SpaceIndex, SpaceMismatchError, vector_bytes
+from msearch.store.index_store import IndexStore, SpaceIndex, SpaceMismatchError, vector_bytes, vector_from_bytes
 
 STAGING_DIR = "staging"
 SHARD_SUFFIX = ".parquet"
@@ -297,7 +297,7 @@ class ShardMerger:
                 if any(space not in usable or blob is None for space, blob in blobs.items()):
                     continue  # not every space this tile needs, or other weights: it is redone
                 row = json.loads(record["row"])
-                done.insert(embedded, (row, {s: np.frombuffer(b, dtype="<f4") for s, b in blobs.items()}))
+                done.insert(embedded, (row, {s: vector_from_bytes(b) for s, b in blobs.items()}))
                 embedded += 1
             settled.append((record["root"], record["key"]))
         batch = EmbeddedBatch(done, problems, embedded)

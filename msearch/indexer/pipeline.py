@@ -8,7 +8,7 @@
   digital numbers: a quarter of float32's bytes to move), so that the main process only runs the encoders;
 - encode: per space per batch, the input recipe and one forward pass on the encoder's device (CPU or CUDA);
   on CUDA the next batch's copy to the device runs on a side stream while the current batch computes;
-- write: each batch is one SQLite transaction (tiles, vectors, problems), so a killed run loses at most the
+- write: each batch is one catalogue transaction (tiles, vectors, problems), so a killed run loses at most the
   batch in flight, and the next run redoes exactly the tiles that have no committed vectors.
 """
 
@@ -27,7 +27,6 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from sqlalchemy import Table, delete, or_, select
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from msearch.indexer.readers import Discovery, discover, read_scene
@@ -42,7 +41,8 @@ from msearch.schema import catalog
 from msearch.schema.bands import canonical_order
 from msearch.store import ann
 from msearch.store.ann import AnnInfo
-from msearch.store.index_store import IndexStore, SpaceIndex, SpaceMismatchError, id_chunks, vector_bytes
+from msearch.store.catalogue import run_transaction
+from msearch.store.index_store import IndexStore, SpaceIndex, SpaceMismatchError, id_chunks
 
 DEFAULT_SPACES = (DEFAULT_MODEL, "rs-m-clip")  # English multispectral + ten-language RGB
 FAISS_CHECKPOINT_SECONDS = 300.0
@@ -403,41 +403,12 @@ class CatalogueWriter:
         self, done: list[tuple[dict, dict[str, "object"]]], problems: list[tuple[TileSource, str, str]]
     ) -> None:
         """One transaction: tile rows, their vectors per space, and the problems of this batch."""
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        with self.store.engine.begin() as conn:
-            for row, vectors in done:
-                values = dict(row, run_id=self.run_id, indexed_at=now)
-                statement = sqlite_insert(catalog.tiles).values(values)
-                statement = statement.on_conflict_do_update(
-                    index_elements=["root", "key"],
-                    set_={k: statement.excluded[k] for k in values if k not in ("root", "key")},
-                ).returning(catalog.tiles.c.id)
-                tile_id = conn.execute(statement).scalar_one()
-                for space, vector in vectors.items():
-                    conn.execute(
-                        delete(catalog.vectors).where(
-                            catalog.vectors.c.tile_id == tile_id, catalog.vectors.c.space == space
-                        )
-                    )
-                    conn.execute(
-                        catalog.vectors.insert().values(tile_id=tile_id, space=space, vector=vector_bytes(vector))
-                    )
-                conn.execute(
-                    delete(catalog.problems).where(
-                        catalog.problems.c.root == row["root"], catalog.problems.c.key == row["key"]
-                    )
-                )
-            for source, kind, reason in problems:
-                statement = sqlite_insert(catalog.problems).values(
-                    run_id=self.run_id, root=str(source.root), key=source.key, kind=kind, reason=reason
-                )
-                conn.execute(
-                    statement.on_conflict_do_update(
-                        index_elements=["root", "key"], set_={"run_id": self.run_id, "kind": kind, "reason": reason}
-                    )
-                )
-            for view in self.views.values():
-                self.store.catch_up(view, conn)
+        self.store.write_batch(
+            self.run_id,
+            done,
+            [(str(source.root), source.key, kind, reason) for source, kind, reason in problems],
+            self.views,
+        )
 
 
 # -- run ------------------------------------------------------------------------------------------------
@@ -461,6 +432,7 @@ def index_archive(
     ray_actors: int | None = None,
     device: str = "auto",
     precision: str | None = None,
+    catalogue: str | None = None,
 ) -> RunSummary:
     """Index the tiles under `paths` into the index directory. Incremental and resumable: run it again
     after a crash, or after new acquisitions land, and it embeds exactly what is missing.
@@ -468,8 +440,9 @@ def index_archive(
     are loaded on `device` (auto, cpu, cuda, cuda:N) in `precision` (default: bf16 on CUDA, fp32 on the CPU).
     `batch_size` defaults to the device's (msearch.models.device.DEFAULT_BATCH_SIZE).
     `ray_address` (local, auto or HOST:PORT) reads and encodes on a Ray cluster instead of in this process
-    (msearch.indexer.distributed); everything else, from the plan to the search indexes, stays here."""
-    started = time.perf_counter()
+    (msearch.indexer.distributed); everything else, from the plan to the search indexes, stays here.
+    `catalogue` is the catalogue's URL (default: $MSEARCH_CATALOGUE, else catalogue.sqlite in the index
+    directory). One run at a time writes to a catalogue: a second is refused (CatalogueBusyError)."""
     if ray_address:
         # Ray's encoder actors load their models on the CPU in fp32 (msearch.indexer.distributed): the driver's
         # encoders, whose precision the manifests record, must match them.
@@ -489,7 +462,46 @@ def index_archive(
     spaces = list(encoders) if encoders else list(models or DEFAULT_SPACES)
     if checkpoint and len(spaces) != 1:
         raise ValueError("--checkpoint names the weights of one model: give exactly one --model with it")
-    store = IndexStore(index, create=True)
+    store = IndexStore(index, create=True, catalogue=catalogue)
+    store.lock_for_writing("msearch index")
+    try:
+        return _index_locked(
+            store,
+            roots,
+            spaces,
+            checkpoint,
+            settings,
+            batch_size,
+            workers,
+            prune,
+            progress,
+            encoders,
+            ray_address,
+            ray_actors,
+            device,
+            precision,
+        )
+    finally:
+        store.unlock()
+
+
+def _index_locked(
+    store,
+    roots,
+    spaces,
+    checkpoint,
+    settings,
+    batch_size,
+    workers,
+    prune,
+    progress,
+    encoders,
+    ray_address,
+    ray_actors,
+    device,
+    precision,
+):
+    started = time.perf_counter()
     with store.engine.begin() as conn:
         run_id = conn.execute(
             catalog.runs.insert().values(
@@ -564,12 +576,12 @@ def index_archive(
         for view in views.values():
             store.save_space(view)
         summary.seconds = time.perf_counter() - started
-        with store.engine.begin() as conn:
-            conn.execute(
-                catalog.runs.update()
-                .where(catalog.runs.c.id == run_id)
-                .values(finished_at=_now(), status=status, summary=json.dumps(summary.to_dict()))
-            )
+        finished = (
+            catalog.runs.update()
+            .where(catalog.runs.c.id == run_id)
+            .values(finished_at=_now(), status=status, summary=json.dumps(summary.to_dict()))
+        )
+        run_transaction(store.engine, lambda conn: conn.execute(finished), "the run's summary")
     for space, view in views.items():
         if ann.needs_retrain(view.ann, view.ntotal):
             summary.notes.append(
@@ -594,11 +606,20 @@ def rebuild_indexes(
     index: str | Path | None = None,
     spaces: Sequence[str] | None = None,
     checkpoints: dict[str, str | Path] | None = None,
+    catalogue: str | None = None,
     **settings,
 ) -> list[str]:
     """`msearch index --rebuild-ann`: retrain and retune the search index of each space (default: all) from
     its stored vectors. Returns one line per space saying what it is searched with now."""
-    store = IndexStore(index, create=False)
+    store = IndexStore(index, create=False, catalogue=catalogue)
+    store.lock_for_writing("msearch index --rebuild-ann")
+    try:
+        return _rebuild_locked(store, spaces, checkpoints, settings)
+    finally:
+        store.unlock()
+
+
+def _rebuild_locked(store, spaces, checkpoints, settings) -> list[str]:
     notes = []
     for space in spaces or list(store.manifests()):
         manifest = store.manifest(space)

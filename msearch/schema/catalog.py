@@ -1,7 +1,11 @@
-"""The catalogue's tables: one row per tile, its vectors per encoder space, runs and per-file problems.
+"""The catalogue's tables: one row per tile, its vectors per encoder space, runs and per-file problems,
+and the catalogue's own identity and schema version.
 
 Vectors are stored here, in the same transaction as their tile, so that the catalogue is the durable
-truth: a FAISS file is a derived, rebuildable view of the `vectors` table (see msearch.store).
+truth: a FAISS file is a derived, rebuildable view of the `vectors` table (see msearch.store). The same
+tables live in SQLite (the default, one file in the index directory) or PostgreSQL (a team's shared
+catalogue); `SCHEMA_VERSION` changes with every change of these tables or of what their values mean, and
+msearch.store.migrations brings an older catalogue up to it.
 """
 
 from __future__ import annotations
@@ -23,15 +27,30 @@ from sqlalchemy import (
 )
 
 CATALOGUE_FILE = "catalogue.sqlite"
+# 1: the catalogue before it carried a version (no `catalogue_meta` table); 2: `catalogue_meta` with the
+# catalogue's id and version; 3: vectors stored as int8 codes with a scale (float32 before).
+SCHEMA_VERSION = 3
 metadata = MetaData()
+
+# Paths and keys are compared as ranges of code points (`key >= 'a/' AND key < 'a0'` finds what lies under
+# a/): PostgreSQL's default collation orders by language rules that ignore punctuation, so these columns
+# are compared byte by byte there, as SQLite always does.
+PathText = Text().with_variant(Text(collation="C"), "postgresql")
+
+catalogue_meta = Table(
+    "catalogue_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),  # 'catalogue_id' (uuid4 hex, made once), 'schema_version'
+    Column("value", Text, nullable=False),
+)
 
 tiles = Table(
     "tiles",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("root", Text, nullable=False),  # the folder given to `msearch index`, absolute
-    Column("key", Text, nullable=False),  # relative path (+ '#col,row,width,height' for chips)
-    Column("path", Text, nullable=False),  # relative path of the file or folder
+    Column("root", PathText, nullable=False),  # the folder given to `msearch index`, absolute
+    Column("key", PathText, nullable=False),  # relative path (+ '#col,row,width,height' for chips)
+    Column("path", PathText, nullable=False),  # relative path of the file or folder
     Column("reader", String(32), nullable=False),
     Column("stat_signature", String(40), nullable=False),  # size+mtime of every file: cheap change check
     Column("size", Integer),  # bytes, all files together
@@ -89,7 +108,8 @@ vectors = Table(
     Column("seq", Integer, primary_key=True, autoincrement=True),  # order of insertion: FAISS catch-up point
     Column("tile_id", Integer, ForeignKey("tiles.id", ondelete="CASCADE"), nullable=False),
     Column("space", String(128), ForeignKey("spaces.name"), nullable=False),
-    Column("vector", LargeBinary, nullable=False),  # float32, little-endian, L2-normalised
+    # an L2-normalised vector as msearch.store.vector_codec stores it (int8 codes and a float32 scale)
+    Column("vector", LargeBinary, nullable=False),
     UniqueConstraint("tile_id", "space", name="uq_vectors_tile_space"),
 )
 Index("ix_vectors_space_seq", vectors.c.space, vectors.c.seq)
@@ -111,8 +131,8 @@ problems = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("run_id", Integer, nullable=False),
-    Column("root", Text, nullable=False),
-    Column("key", Text, nullable=False),
+    Column("root", PathText, nullable=False),
+    Column("key", PathText, nullable=False),
     Column("kind", String(16), nullable=False),  # error (unreadable, bad) | skipped (e.g. all nodata)
     Column("reason", Text, nullable=False),
     UniqueConstraint("root", "key", name="uq_problems_root_key"),

@@ -26,6 +26,7 @@ from msearch.search.query_cache import QueryCache
 from msearch.search.results import SearchResult
 from msearch.store import IndexStore, SpaceIndex, SpaceMismatchError
 from msearch.store.bridges import ROUTES, Bridge, BridgeMismatchError, bridges, check_bridge, stored_route
+from msearch.store.catalogue import snapshot
 
 log = logging.getLogger(__name__)
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
@@ -108,7 +109,8 @@ class Searcher:
     A text query loads only the text tower of its space's encoder (msearch.models.load_text_encoder), and
     query embeddings are cached (msearch.search.query_cache): a query asked before loads no model at all.
     Pass `query_cache=None` to always encode. `pixels` reads tiles and raster files (an
-    msearch.indexer.readers.ArchivePixels): examples given as files and quicklooks need it.
+    msearch.indexer.readers.ArchivePixels): examples given as files and quicklooks need it. `catalogue` is
+    the catalogue's URL (msearch.store.IndexStore; default: $MSEARCH_CATALOGUE, else the directory's SQLite).
 
     One searcher may serve concurrent threads (msearch serve): models and views are loaded once under a lock,
     and `refresh()` brings loaded views up to what index runs committed since."""
@@ -119,8 +121,9 @@ class Searcher:
         checkpoints: dict[str, str | Path] | None = None,
         query_cache: QueryCache | None | str = "default",
         pixels=None,
+        catalogue: str | None = None,
     ):
-        self.store = IndexStore(index, create=False)
+        self.store = IndexStore(index, create=False, catalogue=catalogue)
         self.pixels = pixels
         self.checkpoints = checkpoints or {}
         self.query_cache = QueryCache() if query_cache == "default" else query_cache
@@ -246,8 +249,7 @@ class Searcher:
         changed = []
         for space, view in list(self._views.items()):
             manifest = self.store.manifest(space)
-            with self.store.engine.connect() as conn, conn.begin():
-                conn.exec_driver_sql("BEGIN")  # one snapshot for both reads and the catch-up
+            with snapshot(self.store.engine) as conn:  # one snapshot for both reads and the catch-up
                 generation = conn.execute(
                     select(catalog.spaces.c.generation).where(catalog.spaces.c.name == space)
                 ).scalar()

@@ -33,6 +33,8 @@ from sqlalchemy.engine import Connection
 from msearch import __version__
 from msearch.schema import catalog
 from msearch.schema.manifest import SpaceManifest
+from msearch.store import vector_codec
+from msearch.store.catalogue import snapshot
 from msearch.store.index_store import IndexStore
 
 GEOPARQUET_VERSION = "1.1.0"
@@ -54,6 +56,7 @@ def export_geoparquet(
     out_path: str | os.PathLike,
     spaces: Sequence[str] | None = None,
     row_group_rows: int = ROW_GROUP_ROWS,
+    catalogue: str | None = None,
 ) -> int:
     """Write the index's tiles (and the vectors of `spaces`, default: all) to a GeoParquet file; returns
     the number of rows written."""
@@ -64,29 +67,24 @@ def export_geoparquet(
             f"cannot write {out_path}: the folder {out_path.parent} does not exist; create it first "
             f"(mkdir -p {out_path.parent}) or choose another path"
         )
-    store = IndexStore(index, create=False)
+    store = IndexStore(index, create=False, catalogue=catalogue)
     manifests = [store.manifest(space) for space in spaces] if spaces else list(store.manifests().values())
     tmp = out_path.parent / f".{out_path.name}.{os.getpid()}.tmp"
     rows = 0
-    with store.engine.connect() as conn:
-        # Two passes (bbox, then rows) must see the same tiles while an indexing run may be writing: an
-        # explicit BEGIN holds one WAL read snapshot (pysqlite only begins transactions for writes).
-        conn.exec_driver_sql("BEGIN")
+    # Two passes (bbox, then rows) must see the same tiles while an indexing run may be writing.
+    with snapshot(store.engine) as conn:
+        bbox = _footprints_bbox(conn)
+        schema = _schema(manifests, bbox)
         try:
-            bbox = _footprints_bbox(conn)
-            schema = _schema(manifests, bbox)
-            try:
-                with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-                    for batch in _record_batches(conn, manifests, schema, row_group_rows):
-                        writer.write_batch(batch)
-                        rows += batch.num_rows
-                with open(tmp, "rb") as handle:
-                    os.fsync(handle.fileno())
-                os.replace(tmp, out_path)
-            finally:
-                tmp.unlink(missing_ok=True)
+            with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+                for batch in _record_batches(conn, manifests, schema, row_group_rows):
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, out_path)
         finally:
-            conn.rollback()
+            tmp.unlink(missing_ok=True)
     return rows
 
 
@@ -207,17 +205,18 @@ def _bbox_array(geometries: np.ndarray) -> pa.StructArray:
 
 
 def _embedding_array(blobs: list[bytes | None], manifest: SpaceManifest) -> pa.FixedSizeListArray:
-    """Stored float32 vectors as a fixed-size list column; rows without a vector are null (zero-filled
+    """Stored vectors as a float32 fixed-size list column; rows without a vector are null (zero-filled
     underneath, as a fixed-size list must have dim values per slot)."""
     matrix = np.zeros((len(blobs), manifest.dim), dtype=np.float32)
     present = np.zeros(len(blobs), dtype=bool)
     for i, blob in enumerate(blobs):
         if blob is None:
             continue
-        if len(blob) != 4 * manifest.dim:
+        if len(blob) != vector_codec.stored_size(manifest.dim):
             raise ValueError(
-                f"a stored {manifest.space} vector has {len(blob) // 4} values, its manifest says {manifest.dim}"
+                f"a stored {manifest.space} vector has {len(blob) - vector_codec.SCALE_BYTES} values, its manifest "
+                f"says {manifest.dim}"
             )
-        matrix[i] = np.frombuffer(blob, dtype="<f4")
+        matrix[i] = vector_codec.decode(blob, 1, manifest.dim)[0]
         present[i] = True
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), manifest.dim, mask=pa.array(~present))

@@ -1,9 +1,14 @@
-"""The index directory: the SQLite catalogue (durable truth) and, per encoder space, a FAISS view of it.
+"""An index: its catalogue (durable truth) and, per encoder space, a FAISS view of it in the index directory.
 
 Layout:
-    <index>/catalogue.sqlite                   tiles, vectors, spaces, runs, problems (WAL mode)
-    <index>/spaces/<space>/manifest.json       encoder identity, dimension, metric, index type, sync point
+    <index>/catalogue.sqlite                   tiles, vectors, spaces, runs, problems (WAL mode); or a
+                                               PostgreSQL database named by --catalogue / $MSEARCH_CATALOGUE
+    <index>/spaces/<space>/manifest.json       encoder identity, dimension, metric, index type, sync point,
+                                               and the id of the catalogue the FAISS file was built from
     <index>/spaces/<space>/index-G-S.faiss     every vector with seq <= S, as of generation G
+
+A FAISS file is read only against the catalogue its manifest names (a catalogue id, made once when the
+catalogue was created): the seq and generation it is synced to mean nothing in another catalogue.
 
 Crash safety: vectors are committed with their tile rows in one transaction. A FAISS file is written
 under a new name, fsynced, then the manifest is replaced atomically to point at it; so after a crash at
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +35,22 @@ from sqlalchemy.engine import Connection
 
 from msearch.config import index_dir as resolve_index_dir
 from msearch.schema import catalog
+from msearch.schema.catalog import CATALOGUE_FILE
 from msearch.schema.manifest import SpaceManifest
-from msearch.store import ann
+from msearch.store import ann, vector_codec
 from msearch.store.ann import AnnInfo
-from msearch.store.catalogue import catalogue_engine
+from msearch.store.catalogue import (
+    CatalogueError,
+    WriterLock,
+    catalogue_url,
+    dialect_insert,
+    display_url,
+    open_engine,
+    run_transaction,
+    snapshot,
+    sqlite_path,
+)
+from msearch.store.migrations import prepare_catalogue
 
 SPACES_DIR = "spaces"
 # A reader that finds the FAISS file its manifest named already replaced by a concurrent writer reads the
@@ -42,6 +60,10 @@ OPEN_ATTEMPTS = 5
 
 class SpaceMismatchError(RuntimeError):
     """An index space filled by one encoder, asked to take or answer with vectors of another."""
+
+
+class CatalogueMismatchError(CatalogueError):
+    """An index directory whose FAISS files were built from another catalogue than the one given."""
 
 
 @dataclass
@@ -60,39 +82,76 @@ class SpaceIndex:
 
 
 def vector_bytes(vector: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+    """One vector as the catalogue stores it (msearch.store.vector_codec)."""
+    return vector_codec.encode(vector)[0]
+
+
+def vector_from_bytes(blob: bytes) -> np.ndarray:
+    """One vector that `vector_bytes` wrote, as float32."""
+    return vector_codec.decode(blob, 1, len(blob) - vector_codec.SCALE_BYTES)[0]
 
 
 def vectors_from_rows(rows, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(tile ids, float32 matrix) from rows of (tile id, stored vector, ...)."""
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    matrix = (
-        np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
-        if rows
-        else np.empty((0, dim), "<f4")
-    )
-    return ids, np.ascontiguousarray(matrix, dtype=np.float32)
+    try:
+        matrix = vector_codec.decode(b"".join(r[1] for r in rows), len(rows), dim)
+    except ValueError as exc:
+        raise CatalogueError(f"stored vectors do not match the manifest: {exc}") from None
+    return ids, matrix
 
 
 class IndexStore:
-    def __init__(self, directory: str | os.PathLike | None = None, create: bool = False):
+    """An index directory and its catalogue (`catalogue`: a SQLAlchemy URL or path; default
+    $MSEARCH_CATALOGUE, else catalogue.sqlite in the directory), its schema checked or migrated on open."""
+
+    def __init__(self, directory: str | os.PathLike | None = None, create: bool = False, catalogue: str | None = None):
         self.directory = resolve_index_dir(directory)
-        self.engine = catalogue_engine(self.directory, create=create)
+        self.url = catalogue_url(catalogue, self.directory)
+        self.engine = open_engine(self.url, create)
+        self.catalogue_id = prepare_catalogue(self.engine, self.url, create)
+        self._writer_lock = WriterLock(self.engine, self.url)
+
+    def lock_for_writing(self, purpose: str) -> None:
+        """Become the catalogue's one writer until `unlock` (or the process ends); CatalogueBusyError if
+        another process is."""
+        self._writer_lock.acquire(purpose)
+
+    def unlock(self) -> None:
+        self._writer_lock.release()
 
     def space_dir(self, space: str) -> Path:
         return self.directory / SPACES_DIR / space
+
+    def _read_manifest(self, folder: Path) -> SpaceManifest | None:
+        """The manifest in `folder`, if it belongs to this catalogue; another catalogue's is an error."""
+        manifest = SpaceManifest.read(folder)
+        if manifest is None or manifest.catalogue_id == self.catalogue_id:
+            return manifest
+        # Manifests written before catalogues had ids belong to the SQLite catalogue of their directory.
+        if manifest.catalogue_id is None and sqlite_path(self.url) == self.directory / CATALOGUE_FILE:
+            return manifest
+        raise CatalogueMismatchError(
+            f"the index directory {self.directory} (space {manifest.space!r}) belongs to catalogue "
+            f"{manifest.catalogue_id or 'catalogue.sqlite in that directory'}"
+            f"{f' at {manifest.catalogue_url}' if manifest.catalogue_url else ''}, not to the catalogue "
+            f"{self.catalogue_id} at {display_url(self.url)}: its FAISS files would be read against the wrong "
+            f"tiles. Give the --catalogue it was built with, or another --index for this catalogue "
+            f"(`msearch catalogue copy SRC DST --index DIR` moves an index's catalogue and re-binds DIR)."
+        )
 
     def manifests(self) -> dict[str, SpaceManifest]:
         folder = self.directory / SPACES_DIR
         found = {}
         if folder.is_dir():
             for sub in sorted(folder.iterdir()):
-                manifest = SpaceManifest.read(sub)
+                manifest = self._read_manifest(sub)
                 if manifest:
                     found[manifest.space] = manifest
         return found
 
     def manifest(self, space: str) -> SpaceManifest:
-        manifest = SpaceManifest.read(self.space_dir(space))
+        manifest = self._read_manifest(self.space_dir(space))
         if manifest is None:
             known = ", ".join(self.manifests()) or "none"
             raise SpaceMismatchError(
@@ -103,7 +162,7 @@ class IndexStore:
 
     def check_space(self, space: str, card: str, weights_sha256: str, dim: int) -> SpaceManifest | None:
         """The space's manifest (None before its first use); one built by another encoder identity is an error."""
-        manifest = SpaceManifest.read(self.space_dir(space))
+        manifest = self._read_manifest(self.space_dir(space))
         if manifest is not None and (manifest.card, manifest.weights_sha256, manifest.dim) != (
             card,
             weights_sha256,
@@ -127,7 +186,15 @@ class IndexStore:
                 manifest.precisions = sorted([*manifest.precisions, precision])
                 manifest.write(self.space_dir(space))
             return manifest
-        manifest = SpaceManifest(space=space, card=card, weights_sha256=weights_sha256, dim=dim, precisions=[precision])
+        manifest = SpaceManifest(
+            space=space,
+            card=card,
+            weights_sha256=weights_sha256,
+            dim=dim,
+            precisions=[precision],
+            catalogue_id=self.catalogue_id,
+            catalogue_url=display_url(self.url),
+        )
         with self.engine.begin() as conn:
             exists = conn.execute(select(catalog.spaces.c.name).where(catalog.spaces.c.name == space)).first()
             if not exists:
@@ -146,10 +213,7 @@ class IndexStore:
         for _ in range(OPEN_ATTEMPTS):
             manifest = self.manifest(space)
             path = self.space_dir(space) / manifest.faiss_file if manifest.faiss_file else None
-            with self.engine.connect() as conn, conn.begin():
-                # pysqlite opens no transaction for SELECTs: without an explicit BEGIN each read could see a
-                # different commit of a concurrent indexing run
-                conn.exec_driver_sql("BEGIN")
+            with snapshot(self.engine) as conn:
                 generation = self._generation(conn, space)
                 try:
                     index = ann.read_index(path) if path is not None else None
@@ -202,6 +266,8 @@ class IndexStore:
         view.manifest.generation = view.generation
         view.manifest.vectors = view.ntotal
         view.manifest.index = view.ann.to_dict()
+        view.manifest.catalogue_id = self.catalogue_id
+        view.manifest.catalogue_url = display_url(self.url)
         view.manifest.write(folder)
         for old in folder.glob("index-*.faiss"):
             if old.name != name:
@@ -226,8 +292,7 @@ class IndexStore:
         old = view.ann
         scratch = self.space_dir(space) / f".rebuild.{os.getpid()}.f32"
         try:
-            with self.engine.connect() as conn, conn.begin():
-                conn.exec_driver_sql("BEGIN")
+            with snapshot(self.engine) as conn:
                 generation = self._generation(conn, space)
                 n = int(
                     conn.execute(
@@ -292,6 +357,59 @@ class IndexStore:
         )
 
     # -- vectors and tiles -----------------------------------------------------------------------------
+
+    def write_batch(
+        self,
+        run_id: int,
+        done: list[tuple[dict, dict[str, np.ndarray]]],
+        problems: list[tuple[str, str, str, str]],
+        views: dict[str, SpaceIndex] | None = None,
+    ) -> None:
+        """One transaction: tile rows (upserted by root and key), their vectors per space (replacing older
+        ones), and problems (root, key, kind, reason); then the given views catch up with the commit.
+
+        A transaction that loses its connection is run again (catalogue.run_transaction); the views catch up
+        only after the commit, so they never hold a tile whose rows were rolled back."""
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+        def write(conn: Connection) -> None:
+            for row, vectors in done:
+                values = dict(row, run_id=run_id, indexed_at=now)
+                statement = dialect_insert(conn, catalog.tiles).values(values)
+                statement = statement.on_conflict_do_update(
+                    index_elements=["root", "key"],
+                    set_={k: statement.excluded[k] for k in values if k not in ("root", "key")},
+                ).returning(catalog.tiles.c.id)
+                tile_id = conn.execute(statement).scalar_one()
+                for space, vector in vectors.items():
+                    conn.execute(
+                        delete(catalog.vectors).where(
+                            catalog.vectors.c.tile_id == tile_id, catalog.vectors.c.space == space
+                        )
+                    )
+                    conn.execute(
+                        catalog.vectors.insert().values(tile_id=tile_id, space=space, vector=vector_bytes(vector))
+                    )
+                conn.execute(
+                    delete(catalog.problems).where(
+                        catalog.problems.c.root == row["root"], catalog.problems.c.key == row["key"]
+                    )
+                )
+            for root, key, kind, reason in problems:
+                statement = dialect_insert(conn, catalog.problems).values(
+                    run_id=run_id, root=root, key=key, kind=kind, reason=reason
+                )
+                conn.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=["root", "key"], set_={"run_id": run_id, "kind": kind, "reason": reason}
+                    )
+                )
+
+        run_transaction(self.engine, write, f"a batch of {len(done)} tiles")
+        if views:
+            with snapshot(self.engine) as conn:
+                for view in views.values():
+                    self.catch_up(view, conn)
 
     def vectors_of(self, space: str, tile_ids) -> np.ndarray:
         """Stored vectors of the given tiles, in the order given (for exact re-ranking and query-by-example)."""

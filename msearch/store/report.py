@@ -11,11 +11,12 @@ from msearch.models.numpy_text import exported_tower
 from msearch.schema import catalog
 from msearch.store import ann
 from msearch.store.bridges import BridgeMismatchError, bridges, check_bridge, stored_route
+from msearch.store.catalogue import display_url
 from msearch.store.index_store import IndexStore, ann_info
 
 
-def index_report(index=None, with_problems: bool = False) -> dict:
-    store = IndexStore(index, create=False)
+def index_report(index=None, with_problems: bool = False, catalogue: str | None = None) -> dict:
+    store = IndexStore(index, create=False, catalogue=catalogue)
     size = sum(f.stat().st_size for f in store.directory.rglob("*") if f.is_file())
     with store.engine.connect() as conn:
         counts = {
@@ -35,6 +36,8 @@ def index_report(index=None, with_problems: bool = False) -> dict:
         )
     report = {
         "directory": str(store.directory),
+        "catalogue": display_url(store.url),
+        "catalogue_id": store.catalogue_id,
         "tiles": store.tile_count(),
         "size_mb": size / 1e6,
         "spaces": [_space_report(m, counts.get(m.space, 0)) for m in store.manifests().values()],

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from msearch.indexer.tiles import ReadSettings
 from msearch.schema import catalog
 from msearch.schema.bands import BAND_LAYOUTS
+from msearch.store import vector_codec
 from msearch.store.index_store import IndexStore
 
 MODELS = ["tiny-ms-clip", "rs-m-clip"]
@@ -44,7 +45,7 @@ def vectors_by_key(index: Path, space: str) -> dict[str, np.ndarray]:
             .join(catalog.vectors, catalog.vectors.c.tile_id == catalog.tiles.c.id)
             .where(catalog.vectors.c.space == space)
         ).all()
-    return {key: np.frombuffer(blob, dtype="<f4").copy() for key, blob in rows}
+    return {key: vector_codec.decode(blob, 1, len(blob) - vector_codec.SCALE_BYTES)[0] for key, blob in rows}
 
 
 def vector_seqs(index: Path) -> dict[tuple[int, str], int]:
@@ -71,9 +72,9 @@ def faiss_ids(view) -> np.ndarray:
     return ann.stored_ids(view.index)
 
 
-def assert_view_matches_catalogue(index: Path, space: str) -> None:
+def assert_view_matches_catalogue(index: Path, space: str, catalogue: str | None = None) -> None:
     """The FAISS view opened now holds exactly the catalogue's vectors of the space, each once, by tile id."""
-    store = IndexStore(index)
+    store = IndexStore(index, catalogue=catalogue)
     view = store.open_space(space)
     ids = faiss_ids(view)
     cat_ids, matrix = store.all_vectors(space)

@@ -21,6 +21,7 @@ from msearch.indexer import distributed
 from msearch.indexer.pipeline import embed_batch, index_archive, plan
 from msearch.indexer.readers import discover
 from msearch.store.index_store import IndexStore
+from msearch.store.vector_codec import VECTOR_ATOL
 from tests.indexer.helpers import (
     EUROSAT,
     MODELS,
@@ -224,8 +225,8 @@ def test_complete_shards_are_merged_not_recomputed_and_half_written_ones_redone(
         assert sorted(got) == sorted(want) and len(got) == 6
         for key in want:
             expected = negated[f"{space}/{key}"] if key in merged_keys else want[key]
-            np.testing.assert_allclose(got[key], expected, atol=1e-5)  # the shard's own vectors: not recomputed
-        np.testing.assert_allclose(got[changed], got["SeaLake/SeaLake_10.tif"], atol=1e-5)  # the new content
+            np.testing.assert_allclose(got[key], expected, atol=VECTOR_ATOL)  # the shard's own vectors: not recomputed
+        np.testing.assert_allclose(got[changed], got["SeaLake/SeaLake_10.tif"], atol=VECTOR_ATOL)  # the new content
         assert_view_matches_catalogue(index, space)
         assert IndexStore(index).open_space(space).ntotal == 6
 

@@ -29,6 +29,7 @@ from msearch.schema.bands import BAND_LAYOUTS
 from msearch.schema.manifest import SpaceManifest
 from msearch.schema.pixels import Pixels
 from msearch.store.index_store import IndexStore, SpaceMismatchError, ann_info
+from msearch.store.vector_codec import VECTOR_ATOL
 from tests import tiny_models
 from tests.indexer.helpers import (
     EUROSAT,
@@ -110,7 +111,7 @@ def test_eurosat_tiles_vectors_bands_and_geometry(eurosat4, tmp_path, encoders):
             assert row["offset"] == 0.0
             expected = encoder.encode_pixels([Pixels(raw, BAND_LAYOUTS["eurosat"])])[0]
             assert vectors[key].shape == (encoder.dim,)
-            np.testing.assert_allclose(vectors[key], expected, atol=1e-5)
+            np.testing.assert_allclose(vectors[key], expected, atol=VECTOR_ATOL)
             # the same tile read in L1C order (B8A after B08) is a different input: the check can fail
             wrong = encoder.encode_pixels([Pixels(raw, BAND_LAYOUTS["l1c"])])[0]
             if space == "tiny-ms-clip":
@@ -166,7 +167,7 @@ def test_terramesh_l2a_default_band_order(shared_data, tmp_path, encoders):
             assert tiles[key]["bands"] == ",".join(BAND_LAYOUTS["l2a"])
             assert tiles[key]["offset"] == 0.0  # TerraMesh S2L2A is offset-free
             expected = encoder.encode_pixels([Pixels(read_raw(src / key), BAND_LAYOUTS["l2a"])])[0]
-            np.testing.assert_allclose(vectors[key], expected, atol=1e-5)
+            np.testing.assert_allclose(vectors[key], expected, atol=VECTOR_ATOL)
     with rasterio.open(src / files[0]) as raster:
         bounds = transform_bounds(raster.crs, "EPSG:4326", *raster.bounds, densify_pts=21)
     row = tiles[files[0]]
@@ -234,7 +235,7 @@ def test_changed_pixels_reembed_exactly_that_tile(eurosat4, tmp_path, encoders):
             if key == "River/River_1.tif":
                 assert np.abs(new[key] - old[space][key]).max() > 1e-4
                 expected = encoder.encode_pixels([Pixels(data, BAND_LAYOUTS["eurosat"])])[0]
-                np.testing.assert_allclose(new[key], expected, atol=1e-5)
+                np.testing.assert_allclose(new[key], expected, atol=VECTOR_ATOL)
             else:
                 np.testing.assert_array_equal(new[key], old[space][key])
         assert_view_matches_catalogue(index, space)  # the replaced vector, not the old one, in the view
@@ -535,7 +536,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(archive12, tmp_path, encod
         got, want = vectors_by_key(index, space), vectors_by_key(reference, space)
         assert got.keys() == want.keys() and len(got) == 12
         for key in want:
-            np.testing.assert_allclose(got[key], want[key], atol=1e-5)
+            np.testing.assert_allclose(got[key], want[key], atol=VECTOR_ATOL)
         view = store.open_space(space)
         assert view.ntotal == 12
         assert sorted(faiss_ids(view).tolist()) == sorted(r["id"] for r in tiles_by_key(index).values())

@@ -15,6 +15,7 @@ from msearch.indexer.tiles import ReadSettings
 from msearch.schema.bands import BAND_LAYOUTS
 from msearch.schema.catalog import normal_time
 from msearch.store.index_store import IndexStore
+from msearch.store.vector_codec import VECTOR_ATOL
 from tests.indexer.helpers import EUROSAT, copy_eurosat, tiles_by_key, vectors_by_key
 from tests.indexer.safe_products import GRANULE, PRODUCT, build_safe, build_scene_safe
 
@@ -141,7 +142,7 @@ def test_reader_processes_index_scenes_as_the_main_process_does(jp2_scene, share
         vectors[workers] = vectors_by_key(index, "tiny-ms-clip")
     assert sorted(vectors[0]) == sorted(vectors[2])
     for key, vector in vectors[0].items():
-        np.testing.assert_allclose(vectors[2][key], vector, atol=1e-6)
+        np.testing.assert_allclose(vectors[2][key], vector, atol=VECTOR_ATOL)
 
 
 # -- catalogue normal form -------------------------------------------------------------------------------
@@ -195,7 +196,14 @@ def test_an_older_catalogue_is_rewritten_to_the_normal_form_and_never_misread(sh
         [tmp_path / "eurosat"], index=index, encoders={"tiny-ms-clip": tiny_msclip}, settings=EUROSAT, workers=0
     )
     store = IndexStore(index)
-    with store.engine.begin() as conn:  # as an older msearch wrote it
+    ids, vectors = store.all_vectors("tiny-ms-clip")
+    with store.engine.begin() as conn:  # as an older msearch wrote it: no schema version, float32 vectors
+        conn.execute(text("DROP TABLE catalogue_meta"))
+        for tile_id, vector in zip(ids.tolist(), vectors):
+            conn.execute(
+                text("UPDATE vectors SET vector = :vector WHERE tile_id = :tile_id"),
+                {"vector": vector.astype("<f4").tobytes(), "tile_id": tile_id},
+            )
         conn.execute(text("ALTER TABLE tiles DROP COLUMN file_band_order"))
         conn.execute(
             text("UPDATE tiles SET bands = :bands, acquired = '2017-06-13 10:10:31.5'"),

@@ -1,4 +1,5 @@
-"""`msearch export` end to end: index real tiles with the tiny encoders, export, read the file back."""
+"""`msearch export` end to end: index real tiles with the tiny encoders, export, read the file back (with the
+catalogue in SQLite and in PostgreSQL)."""
 
 import json
 
@@ -11,8 +12,9 @@ from msearch.cli import app
 runner = CliRunner()
 
 
-def test_export_command(shared_data, tmp_path):
+def test_export_command(shared_data, tmp_path, catalogue):
     index = tmp_path / "index"
+    catalogue_args = ["--catalogue", catalogue] if catalogue else []
     result = runner.invoke(
         app,
         [
@@ -28,12 +30,13 @@ def test_export_command(shared_data, tmp_path):
             "l2a",
             "--workers",
             "0",
+            *catalogue_args,
         ],
     )
     assert result.exit_code == 0, result.output
 
     out = tmp_path / "tiles.parquet"
-    result = runner.invoke(app, ["export", str(out), "--index", str(index), "--space", "rs-m-clip"])
+    result = runner.invoke(app, ["export", str(out), "--index", str(index), "--space", "rs-m-clip", *catalogue_args])
     assert result.exit_code == 0, result.output
     assert f"wrote 5 rows to {out}" in result.output.replace("\n", "")
     table = pq.read_table(out)
