@@ -201,7 +201,18 @@ def index(
         None, "--model", "-m", help="Encoder card (repeatable). Default: llama3-ms-clip-base and rs-m-clip."
     ),
     checkpoint: Optional[Path] = typer.Option(None, exists=True, help="Local weights for the (single) --model."),
-    batch_size: int = typer.Option(32, min=1, help="Tiles per encoder forward pass."),
+    batch_size: Optional[int] = typer.Option(
+        None, min=1, help="Tiles per encoder forward pass. Default: 256 on CUDA, 32 on the CPU."
+    ),
+    device: str = typer.Option(
+        "auto",
+        help="Where the encoders run: auto (the first CUDA device torch sees, else the CPU), cpu, cuda or cuda:N.",
+    ),
+    precision: Optional[str] = typer.Option(
+        None,
+        help="fp32 or bf16 (autocast; refused for a model whose bf16 vectors stray from fp32). "
+        "Default: bf16 on CUDA, fp32 on the CPU.",
+    ),
     workers: Optional[int] = typer.Option(
         None,
         min=0,
@@ -269,6 +280,7 @@ def index(
     if checkpoint and len(model or []) != 1:
         _fail("--checkpoint names the weights of one model: give exactly one --model with it")
     order = _band_order(band_order)
+    _device_and_precision(device, precision)
 
     from msearch.indexer.pipeline import rebuild_indexes
     from msearch.indexer.tiles import ReadSettings
@@ -316,6 +328,8 @@ def index(
                 prune=prune,
                 ray_address=ray,
                 ray_actors=ray_actors,
+                device=device,
+                precision=precision,
                 catalogue=catalogue,
             )
         except CatalogueUnavailableError as exc:
@@ -373,6 +387,19 @@ def _stac_search(url, collection, bbox, datetime, max_cloud, limit):
     return StacSearch(url, collection, area, datetime, max_cloud, limit)
 
 
+def _device_and_precision(device: str, precision: Optional[str]) -> None:
+    """The names only (torch-free): whether the device is there is known once torch is imported, which
+    index_archive does first, before anything is loaded or written."""
+    from msearch.models.device import DeviceError, parse_device, parse_precision
+
+    try:
+        parse_device(device)
+        if precision is not None:
+            parse_precision(precision)
+    except DeviceError as exc:
+        _fail(str(exc))
+
+
 def _index_with_progress(paths, **options):
     from msearch.indexer.pipeline import index_archive
 
@@ -416,6 +443,9 @@ def _print_summary(summary) -> None:
     if summary.stage_seconds:
         stages = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in summary.stage_seconds.items())
         console.print(f"stages: {stages} (read and encode summed over the cluster's tasks and actors)")
+    if summary.precisions:
+        precisions = ", ".join(f"{space} {p}" for space, p in summary.precisions.items())
+        console.print(f"encoders ran on {summary.device} ({precisions})")
     if summary.missing:
         console.print(f"{summary.missing} catalogued tiles are gone from disk: run with --prune to drop them")
     if summary.ignored:
@@ -465,6 +495,9 @@ def info(
             space["text_tower"],
         )
     console.print(table)
+    if report["spaces"]:
+        written = ", ".join(f"{space['space']} {'+'.join(space['precisions'])}" for space in report["spaces"])
+        console.print(f"vectors written in: {written}")
     for space in report["spaces"]:
         if space["text_tower"] == "torch":
             console.print(
@@ -488,6 +521,9 @@ def info(
             f"last run #{run['id']} ({run['status']}), started {run['started_at']}"
             + (f": {done} in {counts.get('seconds', 0):.1f} s" if done else "")
         )
+        if counts.get("precisions"):
+            precisions = ", ".join(f"{space} {p}" for space, p in counts["precisions"].items())
+            console.print(f"  its encoders ran on {counts['device']} ({precisions})")
     for bridge in report["bridges"]:
         quality = bridge["quality"]
         console.print(

@@ -4,9 +4,10 @@
   incomplete tiles are read (re-checking an unchanged archive reads no pixels and loads no model); a space
   filled by other weights than the ones given is refused before anything is written; what is catalogued
   at or beneath the paths given and no longer found there is gone (dropped with --prune);
-- read: worker processes read pixels, hash the files and apply each encoder's input recipe, so that the
-  main process only runs the encoders (reading is ~20x faster than encoding on a CPU);
-- encode: one forward pass per space per batch;
+- read: worker processes read pixels, hash the files and select each encoder's bands as stored (uint16
+  digital numbers: a quarter of float32's bytes to move), so that the main process only runs the encoders;
+- encode: per space per batch, the input recipe and one forward pass on the encoder's device (CPU or CUDA);
+  on CUDA the next batch's copy to the device runs on a side stream while the current batch computes;
 - write: each batch is one catalogue transaction (tiles, vectors, problems), so a killed run loses at most the
   batch in flight, and the next run redoes exactly the tiles that have no committed vectors.
 """
@@ -33,10 +34,11 @@ from msearch.indexer.readers.remote import is_remote, redact
 from msearch.indexer.stac_search import StacSearch, search_sources
 from msearch.indexer.tiles import ReadSettings, SkipTile, Tile, TileSource
 from msearch.models import DEFAULT_MODEL, Encoder, InputRecipe, ModelNotAvailableError, get_card, load_encoder
+from msearch.models.device import default_batch_size, describe_device, resolve_device
 from msearch.models.hub import weights_digest
 from msearch.models.loading import weights_file, weights_status
 from msearch.models.numpy_text_export import export_numpy_text_or_say_why
-from msearch.models.recipe import prepare
+from msearch.models.recipe import stored_bands
 from msearch.schema import catalog
 from msearch.schema.bands import canonical_order
 from msearch.store import ann
@@ -62,6 +64,8 @@ class RunSummary:
     ignored: int = 0  # files that are not rasters of a known layout
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # what changed in the search indexes, or should
+    device: str = ""  # where the encoders ran, e.g. "cuda:0 (NVIDIA H200)" or "cpu"
+    precisions: dict[str, str] = field(default_factory=dict)  # space -> fp32 or bf16, for the spaces encoded
     stage_seconds: dict[str, float] = field(default_factory=dict)  # a Ray run's read, encode and merge time
 
     def record(self, batch: EmbeddedBatch) -> None:
@@ -92,6 +96,8 @@ class RunSummary:
             **(
                 {"stage_seconds": {k: round(v, 2) for k, v in self.stage_seconds.items()}} if self.stage_seconds else {}
             ),
+            "device": self.device,
+            "precisions": self.precisions,
         }
 
 
@@ -262,9 +268,10 @@ def content_digest(files: Sequence[Path], remote_identity: str | None = None) ->
 
 
 class PreparedTiles(torch.utils.data.IterableDataset):
-    """Reads pending tiles and applies the input recipes of the spaces each needs, in batches of
-    `batch_size`. The unit of work a reader process takes is a scene: all chips of a scene go to one reader,
-    which decodes each block of it once (`read_scene`); whole tiles go in groups of `batch_size`."""
+    """Reads pending tiles and selects the bands of the spaces each needs, as stored (the recipe runs on the
+    encoder's device: `Encoder.stage`), in batches of `batch_size`; a tile whose bands are missing or not
+    finite fails here, alone. The unit of work a reader process takes is a scene: all chips of a scene go to
+    one reader, which decodes each block of it once (`read_scene`); whole tiles go in groups of `batch_size`."""
 
     def __init__(
         self, pending: list[PendingTile], recipes: dict[str, InputRecipe], settings: ReadSettings, batch_size: int
@@ -303,12 +310,13 @@ class PreparedTiles(torch.utils.data.IterableDataset):
             if isinstance(tile, Exception):
                 raise tile
             digest = content_digest(item.source.files, item.source.remote_identity)
-            inputs = {space: prepare(self.recipes[space], [tile.pixels])[0] for space in item.spaces}
+            inputs = {space: stored_bands(self.recipes[space], tile.pixels) for space in item.spaces}
         except SkipTile as exc:
             return {"item": item, "skipped": str(exc)}
         except Exception as exc:  # any failure of one tile is recorded, never the end of the run
             return {"item": item, "failed": _reason(exc)}
-        return {"item": item, "row": tile_row(tile, item.stat_signature, digest), "inputs": inputs}
+        row = tile_row(tile, item.stat_signature, digest)
+        return {"item": item, "row": row, "inputs": inputs, "offset": tile.pixels.offset}
 
 
 def scene_units(pending: list[PendingTile], tiles_per_unit: int) -> list[list[PendingTile]]:
@@ -383,10 +391,6 @@ def default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 2))
 
 
-def _as_is(batch: list[dict]) -> list[dict]:
-    return batch
-
-
 def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)  # the encoder in the main process gets the cores
 
@@ -422,24 +426,39 @@ def index_archive(
     models: Sequence[str] | None = None,
     checkpoint: str | Path | None = None,
     settings: ReadSettings = ReadSettings(),
-    batch_size: int = 32,
+    batch_size: int | None = None,
     workers: int | None = None,
     prune: bool = False,
     progress: ProgressCallback | None = None,
     encoders: dict[str, Encoder] | None = None,
     ray_address: str | None = None,
     ray_actors: int | None = None,
+    device: str = "auto",
+    precision: str | None = None,
     catalogue: str | None = None,
     stac_search: StacSearch | None = None,
 ) -> RunSummary:
     """Index the tiles under `paths` into the index directory. Incremental and resumable: run it again
     after a crash, or after new acquisitions land, and it embeds exactly what is missing.
     `paths` are folders and files, or URLs of STAC documents; `stac_search` adds the items a STAC API finds.
-    `encoders` lets a caller that already holds loaded encoders (keyed by space) reuse them.
+    `encoders` lets a caller that already holds loaded encoders (keyed by space) reuse them; otherwise they
+    are loaded on `device` (auto, cpu, cuda, cuda:N) in `precision` (default: bf16 on CUDA, fp32 on the CPU).
+    `batch_size` defaults to the device's (msearch.models.device.DEFAULT_BATCH_SIZE).
     `ray_address` (local, auto or HOST:PORT) reads and encodes on a Ray cluster instead of in this process
     (msearch.indexer.distributed); everything else, from the plan to the search indexes, stays here.
     `catalogue` is the catalogue's URL (default: $MSEARCH_CATALOGUE, else catalogue.sqlite in the index
     directory). One run at a time writes to a catalogue: a second is refused (CatalogueBusyError)."""
+    if ray_address:
+        # Ray's encoder actors load their models on the CPU in fp32 (msearch.indexer.distributed): the driver's
+        # encoders, whose precision the manifests record, must match them.
+        if device not in ("auto", "cpu") or precision not in (None, "fp32"):
+            raise ValueError(
+                "--ray encodes on the cluster's actors, on their CPUs in fp32: leave out --device and --precision"
+            )
+        device = "cpu"
+    # Checked first: a device that is not there is an error before anything is written or loaded.
+    device = next(iter(encoders.values())).device if encoders else resolve_device(device)
+    batch_size = batch_size or default_batch_size(device)
     workers = default_workers() if workers is None else workers
     urls = [str(p) for p in paths if is_remote(str(p))]
     roots = [Path(p) for p in paths if not is_remote(str(p))]
@@ -471,6 +490,8 @@ def index_archive(
             urls,
             stac_search,
             remote_sources,
+            device,
+            precision,
         )
     finally:
         store.unlock()
@@ -492,6 +513,8 @@ def _index_locked(
     urls,
     stac_search,
     remote_sources,
+    device,
+    precision,
 ):
     started = time.perf_counter()
     with store.engine.begin() as conn:
@@ -507,7 +530,7 @@ def _index_locked(
                 spaces=json.dumps(spaces),
             )
         ).inserted_primary_key[0]
-    summary = RunSummary(run_id=run_id, spaces=spaces)
+    summary = RunSummary(run_id=run_id, spaces=spaces, device=describe_device(device))
     found = discover(roots, settings)
     found.sources += remote_sources
     summary.discovered, summary.ignored = len(found.sources), len(found.ignored)
@@ -525,11 +548,13 @@ def _index_locked(
         if pending or prune_now:
             for space in spaces:
                 if pending and space not in encoders:
-                    encoders[space] = load_encoder(space, checkpoint)
+                    encoders[space] = load_encoder(space, checkpoint, device, precision)
             for space in spaces:
                 if space in encoders:
-                    identity = encoders[space].identity
-                    store.ensure_space(space, identity.card, identity.weights_sha256, encoders[space].dim)
+                    encoder = encoders[space]
+                    identity = encoder.identity
+                    store.ensure_space(space, identity.card, identity.weights_sha256, encoder.dim, encoder.precision)
+                    summary.precisions[space] = encoder.precision
             views = {space: store.open_space(space) for space in store.manifests() if space in spaces or prune}
             if prune_now:
                 with store.engine.begin() as conn:
@@ -643,23 +668,74 @@ def _run_batches(store, summary, pending, encoders, views, settings, batch_size,
         PreparedTiles(pending, recipes, settings, batch_size),
         batch_size=None,  # the dataset yields whole batches
         num_workers=workers,
-        collate_fn=_as_is,
+        collate_fn=_with_tensors,
         worker_init_fn=_worker_init if workers else None,
         prefetch_factor=2 if workers else None,
+        # Page-locked batches copy to a GPU without a bounce buffer, and asynchronously (Encoder.stage).
+        pin_memory=any(encoder.device.type == "cuda" for encoder in encoders.values()),
     )
     writer = CatalogueWriter(store, summary.run_id, views)
     last_save, done_count = time.monotonic(), 0
-    for batch in loader:
-        embedded = embed_batch(batch, encoders)
+    batches = iter(loader)
+    current = _stage_batch(next(batches, None), encoders)
+    while current is not None:
+        # Queue this batch's forward passes, then read and stage the next batch while the device computes
+        # (on CUDA; on the CPU the passes have run by the time _launch returns).
+        launched = _launch(current, encoders)
+        following = _stage_batch(next(batches, None), encoders)
+        embedded = _finish(current, launched, encoders)
         writer.write_batch(embedded.done, embedded.problems)
         summary.record(embedded)
-        done_count += len(batch)
+        done_count += current.size
         if progress:
             progress(done_count, len(pending))
         if time.monotonic() - last_save > FAISS_CHECKPOINT_SECONDS:
             for view in views.values():
                 store.save_space(view)
             last_save = time.monotonic()
+        current = following
+
+
+def _with_tensors(batch: list[dict]) -> list[dict]:
+    """The loader's batch: stored bands as tensors, which leave a reader process through shared memory and
+    which the loader pins on CUDA. (Items stay numpy arrays: Ray pickles them, and torch cannot unpickle a
+    uint16 tensor.)"""
+    for result in batch:
+        if "inputs" in result:
+            result["inputs"] = {space: torch.from_numpy(values) for space, values in result["inputs"].items()}
+    return batch
+
+
+@dataclass
+class _StagedBatch:
+    size: int
+    problems: list[tuple[TileSource, str, str]]  # (source, "skipped" or "error", reason)
+    embed: list[dict]  # read results to embed
+    touched: list[dict]  # read results whose files were only touched: their vectors are kept
+    needing: dict[str, list[dict]]  # space -> the results of `embed` that need a vector in it
+    staged: dict[str, object]  # space -> its encoder's StagedBatch of those results
+
+
+def _stage_batch(batch: list[dict] | None, encoders: dict[str, Encoder]) -> _StagedBatch | None:
+    """Sort a batch of read results, and start moving what each space embeds to its encoder's device."""
+    if batch is None:
+        return None
+    problems = [
+        (r["item"].source, "skipped", r["skipped"]) if "skipped" in r else (r["item"].source, "error", r["failed"])
+        for r in batch
+        if "row" not in r
+    ]
+    ok = [r for r in batch if "row" in r]
+    # A tile whose files were only touched (same content, all spaces present) keeps its vectors.
+    touched = [r for r in ok if r["item"].complete_digest == r["row"]["digest"]]
+    embed = [r for r in ok if r not in touched]
+    needing = {space: [r for r in embed if space in r["inputs"]] for space in encoders}
+    needing = {space: results for space, results in needing.items() if results}
+    staged = {
+        space: encoders[space].stage([r["inputs"][space] for r in results], [r["offset"] for r in results])
+        for space, results in needing.items()
+    }
+    return _StagedBatch(len(batch), problems, embed, touched, needing, staged)
 
 
 @dataclass
@@ -672,27 +748,25 @@ class EmbeddedBatch:
 
 
 def embed_batch(batch: list[dict], encoders: dict[str, Encoder]) -> EmbeddedBatch:
-    """Problems recorded, touched tiles kept, the rest encoded: one forward pass per space."""
-    problems = []
-    for result in batch:
-        item: PendingTile = result["item"]
-        if "skipped" in result:
-            problems.append((item.source, "skipped", result["skipped"]))
-        elif "failed" in result:
-            problems.append((item.source, "error", result["failed"]))
-    ok = [r for r in batch if "row" in r]
-    # A tile whose files were only touched (same content, all spaces present) keeps its vectors.
-    touched = [r for r in ok if r["item"].complete_digest == r["row"]["digest"]]
-    embed = [r for r in ok if r not in touched]
-    vectors = {id(r): {} for r in embed}
-    for space, encoder in encoders.items():
-        needing = [r for r in embed if space in r["inputs"]]
-        if needing:
-            out = encoder.encode_images(torch.stack([r["inputs"][space] for r in needing]))
-            for r, vector in zip(needing, out):
-                vectors[id(r)][space] = vector
-    done = [(r["row"], vectors[id(r)]) for r in embed] + [(r["row"], {}) for r in touched]
-    return EmbeddedBatch(done, problems, len(embed))
+    """Problems recorded, touched tiles kept, the rest encoded: the recipe and one forward pass per space,
+    on each encoder's device."""
+    staged = _stage_batch(batch, encoders)
+    return _finish(staged, _launch(staged, encoders), encoders)
+
+
+def _launch(staged: _StagedBatch, encoders: dict[str, Encoder]) -> dict[str, torch.Tensor]:
+    """Queue each space's forward pass of a staged batch (on CUDA, without waiting for it)."""
+    return {space: encoders[space].launch(batch) for space, batch in staged.staged.items()}
+
+
+def _finish(staged: _StagedBatch, launched: dict[str, torch.Tensor], encoders: dict[str, Encoder]) -> EmbeddedBatch:
+    """Wait for the launched forward passes: the batch's rows with their vectors, and its problems."""
+    vectors = {id(r): {} for r in staged.embed}
+    for space, features in launched.items():
+        for r, vector in zip(staged.needing[space], encoders[space].collect(features)):
+            vectors[id(r)][space] = vector
+    done = [(r["row"], vectors[id(r)]) for r in staged.embed] + [(r["row"], {}) for r in staged.touched]
+    return EmbeddedBatch(done, staged.problems, len(staged.embed))
 
 
 def _now() -> str:

@@ -7,6 +7,11 @@ Steps, in the order the models were trained with (../shared/reference/MODELS.md)
    'linear' maps DN to [0, 1] brightness, clip(DN / divide, lo, hi) (the RGB models);
 4. resize so the shorter side is `resize` (bicubic, antialiased as torchvision does), centre-crop `crop`;
 5. normalise per band, (x - mean) / std.
+
+Two ways in, one definition of the steps: `prepare` takes Pixels on the host (numpy); `prepare_stored` takes
+the bands as stored (uint16 digital numbers, `stored_bands`) already on the encoder's device and runs every
+step there as torch ops. Both apply `_offset_and_scale` and `_resize_crop_normalise`, which read the card's
+InputRecipe and work on numpy arrays and torch tensors alike, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -30,41 +35,72 @@ _INTERPOLATION = {
 
 def scaled_bands(recipe: InputRecipe, pixels: Pixels) -> np.ndarray:
     """Steps 1-3 for one tile: (len(recipe.bands), H, W) float32."""
-    if recipe.remove_offset:
-        values = pixels.select(recipe.bands)
-    else:
-        values = Pixels(pixels.data, pixels.bands, 0.0).select(recipe.bands)
+    values = stored_bands(recipe, pixels).astype(np.float32)
+    return _offset_and_scale(recipe, values, np.float32(pixels.offset))
+
+
+def stored_bands(recipe: InputRecipe, pixels: Pixels) -> np.ndarray:
+    """Step 1 without the conversion: the card's bands as stored (their dtype kept), checked for values that
+    no recipe can use. What a reader hands to `prepare_stored`."""
+    values = pixels.select_stored(recipe.bands)
     # Checked before scaling: clipping would turn an infinity into an ordinary value.
-    if not np.isfinite(values).all():
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
         raise ValueError("pixel values contain NaN or infinity")
-    scale = recipe.scale
-    if scale["kind"] == "linear":
-        values = values / np.float32(scale.get("divide", 1.0))
-        lo, hi = scale.get("clip", (None, None))
-        if lo is not None or hi is not None:
-            values = np.clip(values, lo, hi)
     return values
 
 
-def _resize_and_crop(recipe: InputRecipe, batch: torch.Tensor) -> torch.Tensor:
+def _offset_and_scale(recipe: InputRecipe, values, offset):
+    """Steps 2-3 on float32 values, a numpy array or a torch tensor (on any device); `offset` is a scalar, or
+    one value per tile broadcast over (n, 1, 1, 1)."""
+    if recipe.remove_offset:
+        values = values - offset
+    scale = recipe.scale
+    if scale["kind"] == "linear":
+        values = values / float(scale.get("divide", 1.0))
+        lo, hi = scale.get("clip", (None, None))
+        if lo is not None or hi is not None:
+            values = values.clip(lo, hi)
+    return values
+
+
+def _resize_crop_normalise(recipe: InputRecipe, batch: torch.Tensor) -> torch.Tensor:
+    """Steps 4-5 on a float32 batch (n, bands, H, W) of one size, on its own device."""
     interpolation = _INTERPOLATION[recipe.interpolation]
     resized = TF.resize(batch, [recipe.resize], interpolation=interpolation, antialias=True)
-    return TF.center_crop(resized, [recipe.crop, recipe.crop])
+    cropped = TF.center_crop(resized, [recipe.crop, recipe.crop])
+    mean = torch.tensor(recipe.mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
+    std = torch.tensor(recipe.std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
+    return (cropped - mean) / std
+
+
+def _by_shape(shapes: Sequence[tuple[int, ...]]) -> list[list[int]]:
+    """Positions of tiles of one size, to be resized together (the result keeps the input order)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, shape in enumerate(shapes):
+        groups.setdefault(tuple(shape[-2:]), []).append(i)
+    return list(groups.values())
 
 
 def prepare(recipe: InputRecipe, tiles: Sequence[Pixels]) -> torch.Tensor:
     """Tiles of any sizes -> (n, bands, crop, crop) float32, normalised. Tiles of one size are resized
     together; the result keeps the input order."""
-    if not tiles:
-        return torch.empty((0, len(recipe.bands), recipe.crop, recipe.crop), dtype=torch.float32)
-    mean = torch.tensor(recipe.mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(recipe.std, dtype=torch.float32).view(1, -1, 1, 1)
-    scaled = [scaled_bands(recipe, tile) for tile in tiles]
     out = torch.empty((len(tiles), len(recipe.bands), recipe.crop, recipe.crop), dtype=torch.float32)
-    by_shape: dict[tuple[int, int], list[int]] = {}
-    for i, values in enumerate(scaled):
-        by_shape.setdefault(values.shape[1:], []).append(i)
-    for positions in by_shape.values():
+    scaled = [scaled_bands(recipe, tile) for tile in tiles]
+    for positions in _by_shape([values.shape for values in scaled]):
         batch = torch.from_numpy(np.stack([scaled[i] for i in positions]))
-        out[positions] = (_resize_and_crop(recipe, batch) - mean) / std
+        out[positions] = _resize_crop_normalise(recipe, batch)
+    return out
+
+
+@torch.inference_mode()
+def prepare_stored(recipe: InputRecipe, stored: Sequence[torch.Tensor], offsets: Sequence[float]) -> torch.Tensor:
+    """The whole recipe on the tensors' device: `stored` holds each tile's bands as `stored_bands` gives them
+    (any sizes, e.g. uint16 digital numbers), `offsets` the offset each tile carries. Same result as
+    `prepare` on the same tiles."""
+    device = stored[0].device if stored else torch.device("cpu")
+    out = torch.empty((len(stored), len(recipe.bands), recipe.crop, recipe.crop), dtype=torch.float32, device=device)
+    for positions in _by_shape([values.shape for values in stored]):
+        batch = torch.stack([stored[i].to(torch.float32) for i in positions])  # tiles of one batch may differ in dtype
+        offset = torch.tensor([offsets[i] for i in positions], dtype=torch.float32, device=device)
+        out[positions] = _resize_crop_normalise(recipe, _offset_and_scale(recipe, batch, offset.view(-1, 1, 1, 1)))
     return out
