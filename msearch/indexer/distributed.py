@@ -63,6 +63,8 @@ VECTOR_COLUMN = "vector:"  # + space
 # Object store of a cluster started by `--ray local`: Ray's default (30% of RAM) would pin that much memory.
 LOCAL_OBJECT_STORE_BYTES = 1 << 30
 
+log = logging.getLogger(__name__)
+
 
 # -- the cluster ----------------------------------------------------------------------------------------
 
@@ -184,6 +186,21 @@ class ShardFacts:
         return json.dumps({"format": SHARD_FORMAT, "identities": self.identities, "settings": self.settings})
 
 
+def actor_device() -> str:
+    """Where an encoder actor runs its model: the GPU Ray gave it (Ray sets CUDA_VISIBLE_DEVICES, so it is
+    `cuda` to torch), else the CPU. A GPU that Ray declares but torch cannot use (a logical GPU on a CPU
+    node, a broken driver) is said in the actor's log, not hidden."""
+    import ray
+    import torch
+
+    if not ray.get_gpu_ids():
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    log.warning("Ray gave this actor GPU %s, but torch sees no CUDA device: encoding on the CPU", ray.get_gpu_ids())
+    return "cpu"
+
+
 class ShardEncoder:
     """Ray actor: loads each space's model once, encodes units in forward passes of `batch_size` tiles and
     writes each unit as a shard."""
@@ -191,9 +208,9 @@ class ShardEncoder:
     def __init__(self, spaces: list[str], checkpoint: str | None, facts: str, staging: str, batch_size: int):
         self.facts = json.loads(facts)
         self.staging, self.batch_size = Path(staging), batch_size
-        # A GPU actor sees its GPU alone (Ray sets CUDA_VISIBLE_DEVICES); placing the model on it is the
-        # encoder's device option (--device), which this branch does not have yet: until then it runs on the CPU.
-        self.encoders = {space: load_encoder(space, checkpoint) for space in spaces}
+        device = actor_device()
+        # fp32 on the GPU too: the driver's encoders, whose precision the space manifests record, are fp32.
+        self.encoders = {space: load_encoder(space, checkpoint, device, "fp32") for space in spaces}
         for space, encoder in self.encoders.items():
             expected = self.facts["identities"][space]
             if [encoder.identity.card, encoder.identity.weights_sha256] != expected:

@@ -449,11 +449,12 @@ def index_archive(
     `catalogue` is the catalogue's URL (default: $MSEARCH_CATALOGUE, else catalogue.sqlite in the index
     directory). One run at a time writes to a catalogue: a second is refused (CatalogueBusyError)."""
     if ray_address:
-        # Ray's encoder actors load their models on the CPU in fp32 (msearch.indexer.distributed): the driver's
-        # encoders, whose precision the manifests record, must match them.
+        # Ray's encoder actors run in fp32 on the GPU Ray gives them, else on a CPU (distributed.actor_device):
+        # the driver's encoders, whose precision the manifests record, must match them.
         if device not in ("auto", "cpu") or precision not in (None, "fp32"):
             raise ValueError(
-                "--ray encodes on the cluster's actors, on their CPUs in fp32: leave out --device and --precision"
+                "--ray encodes on the cluster's actors (each on its GPU where there are GPUs, in fp32): leave out "
+                "--device and --precision"
             )
         device = "cpu"
     # Checked first: a device that is not there is an error before anything is written or loaded.
