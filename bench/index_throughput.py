@@ -1,15 +1,20 @@
 """Indexing throughput against the bare encoder: how much of the encoder's speed `index_archive` keeps.
 
-In one run, on the same tiles, with the same loaded encoder and batch size:
-  1. `index_archive` into a fresh index in a temporary folder (reading, preparing, encoding, catalogue
-     writes and the FAISS save: everything a user waits for once the model is loaded);
-  2. `encoder.encode_images` alone, on batches prepared beforehand from the same tiles.
-The ratio of the two rates is the pipeline's efficiency (target >= 0.9: reading and writing should hide
-behind the encoder). The two alternate for --rounds rounds, each round's ratio taken from back-to-back runs,
-so that a shared machine's drifting speed does not favour either; the median ratio is the figure. Peak memory is the main process's VmHWM and the largest reader process's max RSS.
+In one run, on the same tiles, with the same loaded encoder and batch size, on --device:
+  1. `index_archive` into a fresh index in a temporary folder (reading, the input recipe on the device,
+     encoding in --precision, catalogue writes and the FAISS save: everything a user waits for once the
+     model is loaded);
+  2. `encoder.encode_images` alone, in fp32 and in bf16, on batches prepared beforehand from the same tiles
+     and already on the device.
+The ratio of the pipeline's rate to the bare encoder's in the same precision is the pipeline's efficiency
+(target >= 0.9: reading and writing should hide behind the encoder). The measurements alternate for
+--rounds rounds, each round's ratio taken from back-to-back runs, so that a shared machine's drifting speed
+does not favour either; the median ratio is the figure. Peak memory is the main process's VmHWM and the
+largest reader process's max RSS.
 
     python bench/index_throughput.py --random-full-size --limit 64
     python bench/index_throughput.py --tiny --limit 64 --ray local     # on Ray against the local pipeline
+    python bench/index_throughput.py --random-full-size --device cuda --limit 2048 --workers 8
     python bench/index_throughput.py --tiny --data ../shared/data/terramesh-examples/S2L2A --band-order l2a
 
 --random-full-size measures the real Llama3-MS-CLIP ViT-B/16 cost without downloadable weights: a randomly
@@ -32,6 +37,7 @@ DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "eurosat-ms"
 FULL_SIZE_MODEL = "llama3-ms-clip-base"
 TINY_MODEL = "tiny-ms-clip"
 TARGET_RATIO = 0.9
+PRECISIONS = ("fp32", "bf16")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,7 +58,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help=f"a randomly initialised full-size {FULL_SIZE_MODEL} checkpoint (ViT-B/16, 10 bands)",
     )
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (as `msearch index --device`)")
+    parser.add_argument(
+        "--precision", default=None, help="of the pipeline run: fp32 or bf16 (default: bf16 on CUDA, fp32 on the CPU)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="default: the device's, as `msearch index` (256 CUDA, 32 CPU)"
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -144,8 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         from msearch.indexer.readers import read_tile
         from msearch.indexer.tiles import ReadSettings
         from msearch.models import load_encoder
+        from msearch.models.device import default_batch_size, describe_device, resolve_device
         from msearch.schema.bands import parse_band_order
 
+        device = resolve_device(args.device)  # before building anything: cuda where there is none is an error
+        batch_size = args.batch_size = args.batch_size or default_batch_size(device)
         model, checkpoint = model_and_checkpoint(args, scratch)
         settings = ReadSettings(band_order=parse_band_order(args.band_order) if args.band_order else None)
         tiles_dir = scratch / "tiles"
@@ -153,16 +168,17 @@ def main(argv: list[str] | None = None) -> int:
         if not sources:
             print(f"no tiles under {args.data}", file=sys.stderr)
             return 2
-        encoder = load_encoder(model, checkpoint)
+        encoder = load_encoder(model, checkpoint, device, args.precision)  # bf16 is checked against fp32 here
         batches = [
-            encoder.prepare([read_tile(s, settings).pixels for s in sources[i : i + args.batch_size]])
-            for i in range(0, len(sources), args.batch_size)
+            encoder.prepare([read_tile(s, settings).pixels for s in sources[i : i + batch_size]]).to(device)
+            for i in range(0, len(sources), batch_size)
         ]
-        encoder.encode_images(batches[0][:2])  # first-call setup (allocator, kernels) is in neither timing
+        for precision in PRECISIONS:  # first-call setup (allocator, kernels) is in no timing
+            encoder.encode_images(batches[0][:2], precision)
         if args.ray:
             return compare_with_ray(args, scratch, tiles_dir, len(sources), model, encoder, checkpoint, settings)
         load_before = os.getloadavg()
-        pipeline_times, encoder_times = [], []
+        pipeline_times, encoder_times = [], {precision: [] for precision in PRECISIONS}
         for round_ in range(args.rounds):
             started = time.perf_counter()
             summary = index_archive(
@@ -170,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                 index=scratch / f"index-{round_}",
                 encoders={model: encoder},
                 settings=settings,
-                batch_size=args.batch_size,
+                batch_size=batch_size,
                 workers=args.workers,
             )
             pipeline_times.append(time.perf_counter() - started)
@@ -181,19 +197,22 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return 1
-            started = time.perf_counter()
-            for batch in batches:
-                encoder.encode_images(batch)
-            encoder_times.append(time.perf_counter() - started)
+            for precision in PRECISIONS:
+                started = time.perf_counter()
+                for batch in batches:
+                    encoder.encode_images(batch, precision)  # waits for the device: the vectors come back
+                encoder_times[precision].append(time.perf_counter() - started)
         load_after = os.getloadavg()
 
     tiles = len(sources)
-    ratios = [encoder_s / pipeline_s for pipeline_s, encoder_s in zip(pipeline_times, encoder_times)]
+    same = encoder_times[encoder.precision]
+    ratios = [encoder_s / pipeline_s for pipeline_s, encoder_s in zip(pipeline_times, same)]
     ratio = statistics.median(ratios)
     main_mib, child_mib = peak_memory_mib()
     weights = "random full-size" if args.random_full_size else ("tiny" if args.tiny else "released")
     print(
-        f"model {model} ({weights} weights), {tiles} tiles from {args.data}, batch {args.batch_size}, "
+        f"model {model} ({weights} weights), {tiles} tiles from {args.data}, device {describe_device(device)}, "
+        f"pipeline in {encoder.precision}, batch {batch_size}, "
         f"workers {default_workers() if args.workers is None else args.workers}, torch threads {torch.get_num_threads()}, cores {os.cpu_count()}, "
         f"{args.rounds} alternating rounds"
     )
@@ -201,9 +220,15 @@ def main(argv: list[str] | None = None) -> int:
         f"load average (1/5/15 min) before {'/'.join(f'{v:.2f}' for v in load_before)}, "
         f"after {'/'.join(f'{v:.2f}' for v in load_after)}"
     )
-    print(f"{'round':<8}{'index_archive tiles/s':>24}{'encode_images tiles/s':>24}{'ratio':>8}")
-    for round_, (pipeline_s, encoder_s, r) in enumerate(zip(pipeline_times, encoder_times, ratios), start=1):
-        print(f"{round_:<8}{tiles / pipeline_s:>24.2f}{tiles / encoder_s:>24.2f}{r:>8.3f}")
+    print(
+        f"{'round':<8}{'index_archive img/s':>22}{'encoder fp32 img/s':>22}{'encoder bf16 img/s':>22}"
+        f"{'ratio (' + encoder.precision + ')':>14}"
+    )
+    for round_, r in enumerate(ratios):
+        rates = [tiles / encoder_times[precision][round_] for precision in PRECISIONS]
+        print(f"{round_ + 1:<8}{tiles / pipeline_times[round_]:>22.2f}{rates[0]:>22.2f}{rates[1]:>22.2f}{r:>14.3f}")
+    medians = [statistics.median(tiles / t for t in times) for times in (pipeline_times, *encoder_times.values())]
+    print(f"{'median':<8}{medians[0]:>22.2f}{medians[1]:>22.2f}{medians[2]:>22.2f}{ratio:>14.3f}")
     print(f"{'median ratio (target >= 0.9)':<48}{ratio:>16.3f}  {'ok' if ratio >= TARGET_RATIO else 'BELOW TARGET'}")
     print(f"{'peak RSS, main process':<28}{main_mib:>23.0f} MiB")
     print(f"{'peak RSS, largest child':<28}{child_mib:>23.0f} MiB")

@@ -15,6 +15,7 @@ Every measurement runs in a fresh process, so that no GDAL block cache carries d
 the next.
 
     python bench/read_throughput.py --quick
+    python bench/read_throughput.py --remote [--quick]    # remote COGs over loopback HTTP (remote_http)
     python bench/read_throughput.py --size 5490 --readers 4
 """
 
@@ -211,6 +212,64 @@ def read_in_parallel(paths: list[str]) -> tuple[int, float]:
 # -- the run -------------------------------------------------------------------------------------------------
 
 
+def _read_all(sources, settings) -> float:
+    """Seconds to read every source."""
+    from msearch.indexer.readers import read_tile
+
+    started = time.perf_counter()
+    for source in sources:
+        read_tile(source, settings)
+    return time.perf_counter() - started
+
+
+def remote_http(data: Path, rounds: int) -> None:
+    """The remote row (--remote): the 1068 px Major TOM scene as COGs (DEFLATE, 256 px blocks, its ten 10/20 m
+    bands) behind a STAC item, read chip by chip over loopback HTTP by range requests against the same COGs
+    read from the local disk: chips/s of both, and bytes fetched per chip (all 25 chips of the scene, then
+    one chip alone on a fresh server, as a first chip of a scene costs). Loopback has no network latency:
+    the figure is GDAL's request overhead, a ceiling for real object storage."""
+    import json
+
+    import pystac
+
+    from msearch.indexer.readers import STAC_READER, discover
+    from msearch.indexer.tiles import ReadSettings
+    from tests.indexer.remote_servers import RangeServer, stac_item, write_cogs
+
+    settings = ReadSettings()
+    with tempfile.TemporaryDirectory() as folder:
+        cogs = write_cogs(data, Path(folder) / "cogs", size=None, blocksize=256)
+        scene_bytes = sum(path.stat().st_size for path in cogs.values())
+        item = stac_item("S2B_48QUD_20200115_0_L2A", {b: f"./{b}.tif" for b in cogs}, None)
+        (Path(folder) / "cogs" / "item.json").write_text(json.dumps(item))
+        local_sources = discover([Path(folder) / "cogs"], settings).sources
+        local_rates, remote_rates, per_chip, first_chip = [], [], [], []
+        for _ in range(rounds):
+            local_rates.append(len(local_sources) / _read_all(local_sources, settings))
+            with RangeServer() as server:  # a new port: nothing in GDAL's per-process cache of remote blocks
+                hrefs = {band: server.add_file(f"/cogs/{band}.tif", path) for band, path in cogs.items()}
+                side = 1068
+                remote = stac_item("S2B_48QUD_20200115_0_L2A", hrefs, (side, side))
+                sources = STAC_READER.item_sources(server.url, "item", pystac.Item.from_dict(remote), settings)
+                remote_rates.append(len(sources) / _read_all(sources, settings))
+                per_chip.append(server.tif_bytes() / len(sources))
+            with RangeServer() as server:
+                hrefs = {band: server.add_file(f"/cogs/{band}.tif", path) for band, path in cogs.items()}
+                remote = stac_item("S2B_48QUD_20200115_0_L2A", hrefs, (side, side))
+                sources = STAC_READER.item_sources(server.url, "item", pystac.Item.from_dict(remote), settings)
+                _read_all(sources[:1], settings)
+                first_chip.append(server.tif_bytes())
+    local, over_http = statistics.median(local_rates), statistics.median(remote_rates)
+    print(
+        f"remote-http: {len(sources)} chips of 224 px x 10 bands; local COG {local:.1f} chips/s, "
+        f"loopback HTTP {over_http:.1f} chips/s ({over_http / local:.2f} of local); "
+        f"{statistics.median(per_chip) / 1024:.0f} KiB fetched per chip reading the whole scene "
+        f"(scene files {scene_bytes / 1024:.0f} KiB), {statistics.median(first_chip) / 1024:.0f} KiB "
+        f"for a first chip alone ({statistics.median(first_chip) / scene_bytes:.1%} of the files); "
+        f"median of {rounds} round(s)"
+    )
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"the sample data (default: {DEFAULT_DATA})")
@@ -241,6 +300,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="only measure one reader's peak RSS on a per-band scene of this many px in 1024 px tiles (10980: a "
         "whole L2A tile)",
     )
+    parser.add_argument(
+        "--remote", action="store_true", help="only the remote row: COGs over loopback HTTP against local files"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.readers, args.window_chips, args.rounds = 2240, 2, 3, 2
@@ -249,6 +311,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.remote:
+        remote_http(args.data, 1 if args.quick else 3)
+        return 0
     with tempfile.TemporaryDirectory(prefix="msearch-read-bench-") as tmp:
         scratch = Path(tmp)
         for name, folder in (("HF_HUB_CACHE", "hf-hub"), ("MSEARCH_CARDS", "cards"), ("MSEARCH_CACHE", "cache")):

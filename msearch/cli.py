@@ -191,14 +191,28 @@ def _progress(label: str, unit: str):
 
 @app.command()
 def index(
-    paths: Optional[List[Path]] = typer.Argument(None, help="Folders or files of tiles, searched recursively."),
+    # str, not Path: a URL's '//' would not survive Path.
+    paths: Optional[List[str]] = typer.Argument(
+        None, help="Folders or files of tiles, searched recursively, or URLs of STAC items, collections, catalogues."
+    ),
     index: Optional[Path] = INDEX_OPTION,
     catalogue: Optional[str] = CATALOGUE_OPTION,
     model: Optional[List[str]] = typer.Option(
         None, "--model", "-m", help="Encoder card (repeatable). Default: llama3-ms-clip-base and rs-m-clip."
     ),
     checkpoint: Optional[Path] = typer.Option(None, exists=True, help="Local weights for the (single) --model."),
-    batch_size: int = typer.Option(32, min=1, help="Tiles per encoder forward pass."),
+    batch_size: Optional[int] = typer.Option(
+        None, min=1, help="Tiles per encoder forward pass. Default: 256 on CUDA, 32 on the CPU."
+    ),
+    device: str = typer.Option(
+        "auto",
+        help="Where the encoders run: auto (the first CUDA device torch sees, else the CPU), cpu, cuda or cuda:N.",
+    ),
+    precision: Optional[str] = typer.Option(
+        None,
+        help="fp32 or bf16 (autocast; refused for a model whose bf16 vectors stray from fp32). "
+        "Default: bf16 on CUDA, fp32 on the CPU.",
+    ),
     workers: Optional[int] = typer.Option(
         None,
         min=0,
@@ -240,10 +254,24 @@ def index(
     ray_actors: Optional[int] = typer.Option(
         None, "--ray-actors", min=1, help="Encoder actors of a --ray run (default: one per GPU, else half the CPUs)."
     ),
+    stac_search: Optional[str] = typer.Option(
+        None, help="Index the items a STAC API finds (its URL), read in place from their remote assets."
+    ),
+    collection: Optional[str] = typer.Option(None, help="The collection --stac-search searches (e.g. sentinel-2-l2a)."),
+    bbox: Optional[str] = typer.Option(None, help="--stac-search area: minlon,minlat,maxlon,maxlat."),
+    datetime: Optional[str] = typer.Option(None, help="--stac-search time range, e.g. 2024-06-01/2024-08-31."),
+    max_cloud: Optional[float] = typer.Option(
+        None, min=0.0, max=100.0, help="--stac-search: items of at most this cloud cover (eo:cloud_cover, percent)."
+    ),
+    limit: Optional[int] = typer.Option(None, min=1, help="--stac-search: at most this many items."),
 ):
     """Embed an archive: incremental (only new or changed tiles), resumable and crash-safe."""
-    if not paths and not rebuild_ann:
-        _fail("give the folders or files to index (or --rebuild-ann alone to retrain the search indexes)")
+    search = _stac_search(stac_search, collection, bbox, datetime, max_cloud, limit)
+    if not paths and not search and not rebuild_ann:
+        _fail(
+            "give the folders or files to index, or --stac-search URL --collection NAME "
+            "(or --rebuild-ann alone to retrain the search indexes)"
+        )
     if target_recall is not None and not rebuild_ann:
         _fail("--target-recall applies to --rebuild-ann")
     _require_paths(paths, "to index")
@@ -252,6 +280,7 @@ def index(
     if checkpoint and len(model or []) != 1:
         _fail("--checkpoint names the weights of one model: give exactly one --model with it")
     order = _band_order(band_order)
+    _device_and_precision(device, precision)
 
     from msearch.indexer.pipeline import NothingToIndex, RunInterrupted, rebuild_indexes
     from msearch.indexer.tiles import ReadSettings
@@ -285,10 +314,11 @@ def index(
         CatalogueError,
     )
     failed = False
-    if paths:
+    if paths or search:
         try:
             summary = _index_with_progress(
-                paths,
+                paths or [],
+                stac_search=search,
                 index=index,
                 models=model,
                 checkpoint=checkpoint,
@@ -298,6 +328,8 @@ def index(
                 prune=prune,
                 ray_address=ray,
                 ray_actors=ray_actors,
+                device=device,
+                precision=precision,
                 catalogue=catalogue,
             )
         except CatalogueUnavailableError as exc:
@@ -330,6 +362,47 @@ def _check_ray_available() -> None:
 
     if importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.data") is None:
         _fail("--ray needs Ray Data on this machine: pip install 'msearch[ray]' (and the same on every node)")
+
+
+def _stac_search(url, collection, bbox, datetime, max_cloud, limit):
+    """The STAC search the options describe, or None without --stac-search; usage errors exit 2."""
+    if not url:
+        given = [
+            name
+            for name, value in (
+                ("--collection", collection),
+                ("--bbox", bbox),
+                ("--datetime", datetime),
+                ("--max-cloud", max_cloud),
+                ("--limit", limit),
+            )
+            if value is not None
+        ]
+        if given:
+            _fail(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to --stac-search URL")
+        return None
+    if not collection:
+        _fail("--stac-search needs --collection (e.g. --collection sentinel-2-l2a)")
+    from msearch.indexer.stac_search import StacSearch, parse_bbox
+
+    try:
+        area = parse_bbox(bbox) if bbox else None
+    except ValueError as exc:
+        _fail(str(exc))
+    return StacSearch(url, collection, area, datetime, max_cloud, limit)
+
+
+def _device_and_precision(device: str, precision: Optional[str]) -> None:
+    """The names only (torch-free): whether the device is there is known once torch is imported, which
+    index_archive does first, before anything is loaded or written."""
+    from msearch.models.device import DeviceError, parse_device, parse_precision
+
+    try:
+        parse_device(device)
+        if precision is not None:
+            parse_precision(precision)
+    except DeviceError as exc:
+        _fail(str(exc))
 
 
 def _index_with_progress(paths, **options):
@@ -397,6 +470,9 @@ def _print_summary(summary) -> None:
     if summary.stage_seconds:
         stages = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in summary.stage_seconds.items())
         console.print(f"stages: {stages} (read and encode summed over the cluster's tasks and actors)")
+    if summary.precisions:
+        precisions = ", ".join(f"{space} {p}" for space, p in summary.precisions.items())
+        console.print(f"encoders ran on {summary.device} ({precisions})")
     if summary.missing:
         console.print(
             f"{_plural(summary.missing, 'catalogued tile')} {'is' if summary.missing == 1 else 'are'} gone from disk: "
@@ -471,6 +547,9 @@ def info(
             space["text_tower"],
         )
     console.print(table)
+    if report["spaces"]:
+        written = ", ".join(f"{space['space']} {'+'.join(space['precisions'])}" for space in report["spaces"])
+        console.print(f"vectors written in: {written}")
     for space in report["spaces"]:
         if space["text_tower"] == "torch":
             console.print(
@@ -494,6 +573,9 @@ def info(
             f"last run #{run['id']} ({run['status']}), started {run['started_at']}"
             + (f": {done} in {counts.get('seconds', 0):.1f} s" if done else "")
         )
+        if counts.get("precisions"):
+            precisions = ", ".join(f"{space} {p}" for space, p in counts["precisions"].items())
+            console.print(f"  its encoders ran on {counts['device']} ({precisions})")
     for bridge in report["bridges"]:
         quality = bridge["quality"]
         console.print(

@@ -65,6 +65,8 @@ VECTOR_COLUMN = "vector:"  # + space
 # Object store of a cluster started by `--ray local`: Ray's default (30% of RAM) would pin that much memory.
 LOCAL_OBJECT_STORE_BYTES = 1 << 30
 
+log = logging.getLogger(__name__)
+
 
 # -- the cluster ----------------------------------------------------------------------------------------
 
@@ -125,9 +127,11 @@ def work_units(pending: Sequence[PendingTile], size: int) -> list[list[PendingTi
     """The pending tiles in units of at most `size` tiles, one read task each: whole file groups (the files a
     tile is read from; the chips of one scene share them, so one task reads a scene) packed together while
     they fit, a group larger than a unit cut into consecutive units of its own."""
-    groups: dict[tuple[Path, ...], list[PendingTile]] = {}
+    groups: dict[tuple, list[PendingTile]] = {}
     for item in pending:
-        groups.setdefault(item.source.files, []).append(item)
+        # Remote tiles have no local files (a searched item) or only the item's document: their item's
+        # identity keeps the chips of one remote scene in one task, where GDAL caches its fetched blocks.
+        groups.setdefault((item.source.files, item.source.remote_identity), []).append(item)
     units: list[list[PendingTile]] = []
     current: list[PendingTile] = []
     for group in groups.values():
@@ -184,6 +188,21 @@ class ShardFacts:
         return json.dumps({"format": SHARD_FORMAT, "identities": self.identities, "settings": self.settings})
 
 
+def actor_device() -> str:
+    """Where an encoder actor runs its model: the GPU Ray gave it (Ray sets CUDA_VISIBLE_DEVICES, so it is
+    `cuda` to torch), else the CPU. A GPU that Ray declares but torch cannot use (a logical GPU on a CPU
+    node, a broken driver) is said in the actor's log, not hidden."""
+    import ray
+    import torch
+
+    if not ray.get_gpu_ids():
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    log.warning("Ray gave this actor GPU %s, but torch sees no CUDA device: encoding on the CPU", ray.get_gpu_ids())
+    return "cpu"
+
+
 class ShardEncoder:
     """Ray actor: loads each space's model once, encodes units in forward passes of `batch_size` tiles and
     writes each unit as a shard."""
@@ -191,9 +210,9 @@ class ShardEncoder:
     def __init__(self, spaces: list[str], checkpoint: str | None, facts: str, staging: str, batch_size: int):
         self.facts = json.loads(facts)
         self.staging, self.batch_size = Path(staging), batch_size
-        # A GPU actor sees its GPU alone (Ray sets CUDA_VISIBLE_DEVICES); placing the model on it is the
-        # encoder's device option (--device), which this branch does not have yet: until then it runs on the CPU.
-        self.encoders = {space: load_encoder(space, checkpoint) for space in spaces}
+        device = actor_device()
+        # fp32 on the GPU too: the driver's encoders, whose precision the space manifests record, are fp32.
+        self.encoders = {space: load_encoder(space, checkpoint, device, "fp32") for space in spaces}
         for space, encoder in self.encoders.items():
             expected = self.facts["identities"][space]
             if [encoder.identity.card, encoder.identity.weights_sha256] != expected:

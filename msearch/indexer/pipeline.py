@@ -4,9 +4,10 @@
   incomplete tiles are read (re-checking an unchanged archive reads no pixels and loads no model); a space
   filled by other weights than the ones given is refused before anything is written; what is catalogued
   at or beneath the paths given and no longer found there is gone (dropped with --prune);
-- read: worker processes read pixels, hash the files and apply each encoder's input recipe, so that the
-  main process only runs the encoders (reading is ~20x faster than encoding on a CPU);
-- encode: one forward pass per space per batch;
+- read: worker processes read pixels, hash the files and select each encoder's bands as stored (uint16
+  digital numbers: a quarter of float32's bytes to move), so that the main process only runs the encoders;
+- encode: per space per batch, the input recipe and one forward pass on the encoder's device (CPU or CUDA);
+  on CUDA the next batch's copy to the device runs on a side stream while the current batch computes;
 - write: each batch is one catalogue transaction (tiles, vectors, problems), so a killed run loses at most the
   batch in flight, and the next run redoes exactly the tiles that have no committed vectors.
 """
@@ -30,10 +31,13 @@ import numpy as np
 from sqlalchemy import Table, delete, or_, select
 from sqlalchemy.engine import Connection
 
-from msearch.indexer.readers import LAYOUTS_READ, Discovery, discover, read_scene
+from msearch.indexer.readers import LAYOUTS_READ, Discovery, discover, discover_urls, read_scene
+from msearch.indexer.readers.remote import is_remote, redact
 from msearch.indexer.readers.stack import KNOWN_GRID_SIZES
+from msearch.indexer.stac_search import StacSearch, search_sources
 from msearch.indexer.tiles import IdentityResolver, ReadSettings, SkipTile, Tile, TileSource, tile_locations
 from msearch.models import DEFAULT_MODEL, InputRecipe, ModelNotAvailableError, get_card
+from msearch.models.device import default_batch_size, describe_device, parse_device, resolve_device
 from msearch.models.hub import weights_digest
 from msearch.schema import catalog
 from msearch.schema.bands import canonical_order
@@ -44,6 +48,8 @@ from msearch.store.catalogue import CatalogueError, run_transaction
 from msearch.store.index_store import IndexStore, SpaceIndex, SpaceMismatchError, id_chunks
 
 if TYPE_CHECKING:  # torch and the encoders load only when something needs embedding
+    import torch
+
     from msearch.models import Encoder
 
 DEFAULT_SPACES = (DEFAULT_MODEL, "rs-m-clip")  # English multispectral + ten-language RGB
@@ -71,6 +77,8 @@ class RunSummary:
     committed: int = 0  # tiles whose rows (and vectors) this run committed
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # what changed in the search indexes, or should
+    device: str = ""  # where the encoders ran, e.g. "cuda:0 (NVIDIA H200)" or "cpu"
+    precisions: dict[str, str] = field(default_factory=dict)  # space -> fp32 or bf16, for the spaces encoded
     stage_seconds: dict[str, float] = field(default_factory=dict)  # a Ray run's read, encode and merge time
 
     def record(self, batch: EmbeddedBatch) -> None:
@@ -110,6 +118,8 @@ class RunSummary:
             **(
                 {"stage_seconds": {k: round(v, 2) for k, v in self.stage_seconds.items()}} if self.stage_seconds else {}
             ),
+            "device": self.device,
+            "precisions": self.precisions,
         }
 
 
@@ -314,11 +324,13 @@ def check_weights(
         store.check_space(space, card.name, weights_digest(weights_file(card, checkpoint)), card.embed_dim)
 
 
-def load_encoder(space: str, checkpoint: str | Path | None = None) -> "Encoder":
+def load_encoder(
+    space: str, checkpoint: str | Path | None = None, device="cpu", precision: str | None = None
+) -> "Encoder":
     """msearch.models.load_encoder, imported when first called: torch loads only when a model is needed."""
     from msearch.models import load_encoder as load
 
-    return load(space, checkpoint)
+    return load(space, checkpoint, device, precision)
 
 
 # -- read (in worker processes) -----------------------------------------------------------------------
@@ -333,9 +345,10 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
     return sha.hexdigest()
 
 
-def content_digest(files: Sequence[Path]) -> str:
-    """sha256 over the files' own digests (memoised, so chips of one scene hash it once per process)."""
-    sha = hashlib.sha256()
+def content_digest(files: Sequence[Path], remote_identity: str | None = None) -> str:
+    """sha256 over the files' own digests (memoised, so chips of one scene hash it once per process) and
+    what stands for the content of remote assets, which are never downloaded whole to be hashed."""
+    sha = hashlib.sha256(remote_identity.encode() if remote_identity else b"")
     for path in files:
         stat = path.stat()
         sha.update(_file_digest(str(path), stat.st_size, stat.st_mtime_ns).encode())
@@ -343,11 +356,12 @@ def content_digest(files: Sequence[Path]) -> str:
 
 
 class PreparedTiles:
-    """Reads pending tiles and applies the input recipes of the spaces each needs, in batches of
-    `batch_size`. The unit of work a reader process takes is a scene: all chips of a scene go to one reader,
-    which decodes each block of it once (`read_scene`); whole tiles go in groups of `batch_size`. A tile that
-    lacks what a space needs (an RGB file, for a multispectral space) feeds the others; one that feeds none
-    fails. Plain Python (no torch): reader processes get it through `msearch.indexer.reader_processes`."""
+    """Reads pending tiles and selects the bands of the spaces each needs, as stored (the recipe runs on the
+    encoder's device: `Encoder.stage`), in batches of `batch_size`. The unit of work a reader process takes is
+    a scene: all chips of a scene go to one reader, which decodes each block of it once (`read_scene`); whole
+    tiles go in groups of `batch_size`. A tile that lacks what a space needs (an RGB file, for a multispectral
+    space) feeds the others; one that feeds none, or whose bands are not finite, fails here, alone. Plain
+    Python (no torch): reader processes get it through `msearch.indexer.reader_processes`."""
 
     def __init__(
         self, pending: list[PendingTile], recipes: dict[str, InputRecipe], settings: ReadSettings, batch_size: int
@@ -391,16 +405,16 @@ class PreparedTiles:
                     yield self._result(items[key], exc)
 
     def _result(self, item: PendingTile, tile: Tile | Exception) -> dict:
-        from msearch.models.recipe import prepare
+        from msearch.models.recipe import stored_bands  # imports torch: only when a tile is read
 
         inputs, unfed = {}, {}
         try:
             if isinstance(tile, Exception):
                 raise tile
-            digest = content_digest(item.source.files)
+            digest = content_digest(item.source.files, item.source.remote_identity)
             for space in item.spaces:
                 try:
-                    inputs[space] = prepare(self.recipes[space], [tile.pixels])[0]
+                    inputs[space] = stored_bands(self.recipes[space], tile.pixels)
                 except CannotFeed as exc:
                     unfed[space] = str(exc)
             if not inputs:
@@ -412,7 +426,16 @@ class PreparedTiles:
             return {"item": item, "skipped": str(exc)}
         except Exception as exc:  # any failure of one tile is recorded, never the end of the run
             return {"item": item, "failed": _reason(exc)}
-        return {"item": item, "row": tile_row(tile, item.stat_signature, digest), "inputs": inputs, "unfed": unfed}
+        row = tile_row(tile, item.stat_signature, digest)
+        pixels = tile.pixels
+        return {
+            "item": item,
+            "row": row,
+            "inputs": inputs,
+            "unfed": unfed,
+            "offset": pixels.offset,
+            "full_scale": pixels.full_scale,
+        }
 
 
 def scene_units(pending: list[PendingTile], tiles_per_unit: int) -> list[list[PendingTile]]:
@@ -450,7 +473,7 @@ def tile_row(tile: Tile, stat_signature: str, digest: str) -> dict:
         "reader": source.reader,
         "stat_signature": stat_signature,
         "size": sum(s.st_size for s in stats),
-        "mtime": max(s.st_mtime for s in stats),
+        "mtime": max((s.st_mtime for s in stats), default=None),  # None: read from remote assets only
         "digest": digest,
         "crs": tile.crs,
         "width": tile.width,
@@ -540,19 +563,25 @@ def index_archive(
     models: Sequence[str] | None = None,
     checkpoint: str | Path | None = None,
     settings: ReadSettings = ReadSettings(),
-    batch_size: int = 32,
+    batch_size: int | None = None,
     workers: int | None = None,
     prune: bool = False,
     progress: ProgressCallback | None = None,
     encoders: dict[str, "Encoder"] | None = None,
     ray_address: str | None = None,
     ray_actors: int | None = None,
+    device: str = "auto",
+    precision: str | None = None,
     catalogue: str | None = None,
+    stac_search: StacSearch | None = None,
 ) -> RunSummary:
     """Index the tiles under `paths` into the index directory. Incremental and resumable: run it again
     after a crash, or after new acquisitions land, and it embeds exactly what is missing. Encoders (and
-    torch) are loaded only when something needs embedding. `encoders` lets a caller that already holds
-    loaded encoders (keyed by space) reuse them.
+    torch) are loaded only when something needs embedding.
+    `paths` are folders and files, or URLs of STAC documents; `stac_search` adds the items a STAC API finds.
+    `encoders` lets a caller that already holds loaded encoders (keyed by space) reuse them; otherwise they
+    are loaded on `device` (auto, cpu, cuda, cuda:N) in `precision` (default: bf16 on CUDA, fp32 on the CPU).
+    `batch_size` defaults to the device's (msearch.models.device.DEFAULT_BATCH_SIZE).
     `ray_address` (local, auto or HOST:PORT) reads and encodes on a Ray cluster instead of in this process
     (msearch.indexer.distributed); everything else, from the plan to the search indexes, stays here.
     `catalogue` is the catalogue's URL (default: $MSEARCH_CATALOGUE, else catalogue.sqlite in the index
@@ -561,8 +590,25 @@ def index_archive(
     Raises FileNotFoundError for a path that does not exist and NothingToIndex when the paths hold no tile
     (both before anything is written), RunInterrupted on Ctrl-C (the run is recorded as interrupted)."""
     started = time.perf_counter()
+    if ray_address:
+        # Ray's encoder actors run in fp32 on the GPU Ray gives them, else on a CPU (distributed.actor_device):
+        # the driver's encoders, whose precision the manifests record, must match them.
+        if device not in ("auto", "cpu") or precision not in (None, "fp32"):
+            raise ValueError(
+                "--ray encodes on the cluster's actors (each on its GPU where there are GPUs, in fp32): leave out "
+                "--device and --precision"
+            )
+        device = "cpu"
+    # Checked first: a GPU asked for by name that is not there is an error before anything is written or
+    # loaded. 'auto' and 'cpu' cannot fail: they are resolved (torch imported) only when something needs
+    # embedding, so that an unchanged re-check imports no torch.
+    if encoders:
+        device = next(iter(encoders.values())).device
+    elif parse_device(device)[0] == "cuda":
+        device = resolve_device(device)
     workers = default_workers() if workers is None else workers
-    roots = [Path(p) for p in paths]
+    urls = [str(p) for p in paths if is_remote(str(p))]
+    roots = [Path(p) for p in paths if not is_remote(str(p))]
     for root in roots:
         if not root.exists():
             raise FileNotFoundError(f"{root} does not exist")
@@ -570,6 +616,9 @@ def index_archive(
     if checkpoint and len(spaces) != 1:
         raise ValueError("--checkpoint names the weights of one model: give exactly one --model with it")
     recipes = {space: (encoders[space].card if encoders else get_card(space)).input for space in spaces}
+    # Remote documents and searches first: a search that fails leaves no trace in the index.
+    remote_sources = discover_urls(urls, settings) if urls else []
+    remote_sources += search_sources(stac_search, settings) if stac_search else []
     existing = _existing_store(index, catalogue)
     try:
         token = KNOWN_GRID_SIZES.set(_catalogued_grid_sizes(existing) if existing else {})
@@ -577,6 +626,7 @@ def index_archive(
             found = discover(roots, settings)
         finally:
             KNOWN_GRID_SIZES.reset(token)
+        found.sources += remote_sources
         if not found.sources and not (existing and _catalogued_anything_beneath(existing, found.paths)):
             raise NothingToIndex(nothing_found(roots, found))
     finally:
@@ -601,6 +651,10 @@ def index_archive(
             ray_address,
             ray_actors,
             started,
+            urls,
+            stac_search,
+            device,
+            precision,
         )
     finally:
         store.unlock()
@@ -622,13 +676,21 @@ def _index_locked(
     ray_address,
     ray_actors,
     started,
+    urls,
+    stac_search,
+    device,
+    precision,
 ):
     with store.engine.begin() as conn:
         run_id = conn.execute(
             catalog.runs.insert().values(
                 started_at=_now(),
                 status="running",
-                paths=json.dumps([str(r.resolve()) for r in roots]),
+                paths=json.dumps(
+                    [str(r.resolve()) for r in roots]
+                    + [redact(u) for u in urls]
+                    + ([stac_search.describe()] if stac_search else [])
+                ),
                 spaces=json.dumps(spaces),
             )
         ).inserted_primary_key[0]
@@ -650,14 +712,21 @@ def _index_locked(
             progress(Progress(total=len(pending)))
         encoders = encoders or {}
         check_weights(store, spaces, encoders, checkpoint)
+        if pending and isinstance(device, str):
+            device = resolve_device(device)
+        if not isinstance(device, str):
+            summary.device = describe_device(device)
+            batch_size = batch_size or default_batch_size(device)
         if pending or prune_now or repair:
             for space in spaces:
                 if pending and space not in encoders:
-                    encoders[space] = load_encoder(space, checkpoint)
+                    encoders[space] = load_encoder(space, checkpoint, device, precision)
             for space in spaces:
                 if space in encoders:
-                    identity = encoders[space].identity
-                    store.ensure_space(space, identity.card, identity.weights_sha256, encoders[space].dim)
+                    encoder = encoders[space]
+                    identity = encoder.identity
+                    store.ensure_space(space, identity.card, identity.weights_sha256, encoder.dim, encoder.precision)
+                    summary.precisions[space] = encoder.precision
             views = {
                 space: store.open_space(space) for space in store.manifests() if space in spaces or prune_now or repair
             }
@@ -836,20 +905,68 @@ def _run_batches(store, summary, pending, encoders, views, settings, batch_size,
     recipes = {space: encoder.card.input for space, encoder in encoders.items()}
     tiles = PreparedTiles(pending, recipes, settings, batch_size)
     state = Progress(total=len(pending))
+    # Page-locked batches copy to a GPU without a bounce buffer, and asynchronously (Encoder.stage).
+    pin_memory = any(encoder.device.type == "cuda" for encoder in encoders.values())
     writer = CatalogueWriter(store, summary.run_id, views)
     last_save = time.monotonic()
-    for batch in _read_batches(tiles, batch_size, workers, state, progress):
-        embedded = embed_batch(batch, encoders)
+    batches = _read_batches(tiles, batch_size, workers, state, progress, pin_memory)
+    current = _stage_batch(next(batches, None), encoders)
+    while current is not None:
+        # Queue this batch's forward passes, then read and stage the next batch while the device computes
+        # (on CUDA; on the CPU the passes have run by the time _launch returns).
+        launched = _launch(current, encoders)
+        following = _stage_batch(next(batches, None), encoders)
+        embedded = _finish(current, launched, encoders)
         with _interrupt_after():
             writer.write_batch(embedded.done, embedded.problems)
             summary.record(embedded)
-            state.committed += len(batch)
+            state.committed += current.size
         if progress:
             progress(state)
         if time.monotonic() - last_save > FAISS_CHECKPOINT_SECONDS:
             for view in views.values():
                 store.save_space(view)
             last_save = time.monotonic()
+        current = following
+
+
+@dataclass
+class _StagedBatch:
+    size: int
+    problems: list[tuple[TileSource, str, str]]  # (source, "skipped" or "error", reason)
+    embed: list[dict]  # read results to embed
+    touched: list[dict]  # read results whose files were only touched: their vectors are kept
+    needing: dict[str, list[dict]]  # space -> the results of `embed` that need a vector in it
+    staged: dict[str, object]  # space -> its encoder's StagedBatch of those results
+    unfed: dict[str, int]  # space -> tiles of `embed` and `touched` that lack its bands
+
+
+def _stage_batch(batch: list[dict] | None, encoders: dict[str, Encoder]) -> _StagedBatch | None:
+    """Sort a batch of read results, and start moving what each space embeds to its encoder's device."""
+    if batch is None:
+        return None
+    problems = [
+        (r["item"].source, "skipped", r["skipped"]) if "skipped" in r else (r["item"].source, "error", r["failed"])
+        for r in batch
+        if "row" not in r
+    ]
+    ok = [r for r in batch if "row" in r]
+    # A tile whose files were only touched (same content, all spaces present) keeps its vectors.
+    touched = [r for r in ok if r["item"].complete_digest == r["row"]["digest"]]
+    embed = [r for r in ok if r not in touched]
+    needing = {space: [r for r in embed if space in r["inputs"]] for space in encoders}
+    needing = {space: results for space, results in needing.items() if results}
+    staged = {
+        space: encoders[space].stage(
+            [r["inputs"][space] for r in results], [r["offset"] for r in results], [r["full_scale"] for r in results]
+        )
+        for space, results in needing.items()
+    }
+    unfed: dict[str, int] = {}
+    for r in ok:
+        for space in r["unfed"]:
+            unfed[space] = unfed.get(space, 0) + 1
+    return _StagedBatch(len(batch), problems, embed, touched, needing, staged, unfed)
 
 
 @dataclass
@@ -863,33 +980,25 @@ class EmbeddedBatch:
 
 
 def embed_batch(batch: list[dict], encoders: dict[str, "Encoder"]) -> EmbeddedBatch:
-    """Problems recorded, touched tiles kept, the rest encoded: one forward pass per space."""
-    import torch
+    """Problems recorded, touched tiles kept, the rest encoded: the recipe and one forward pass per space,
+    on each encoder's device."""
+    staged = _stage_batch(batch, encoders)
+    return _finish(staged, _launch(staged, encoders), encoders)
 
-    problems = []
-    for result in batch:
-        item: PendingTile = result["item"]
-        if "skipped" in result:
-            problems.append((item.source, "skipped", result["skipped"]))
-        elif "failed" in result:
-            problems.append((item.source, "error", result["failed"]))
-    ok = [r for r in batch if "row" in r]
-    unfed: dict[str, int] = {}
-    for r in ok:
-        for space in r["unfed"]:
-            unfed[space] = unfed.get(space, 0) + 1
-    # A tile whose files were only touched (same content, all spaces present) keeps its vectors.
-    touched = [r for r in ok if r["item"].complete_digest == r["row"]["digest"]]
-    embed = [r for r in ok if r not in touched]
-    vectors = {id(r): {} for r in embed}
-    for space, encoder in encoders.items():
-        needing = [r for r in embed if space in r["inputs"]]
-        if needing:
-            out = encoder.encode_images(torch.stack([r["inputs"][space] for r in needing]))
-            for r, vector in zip(needing, out):
-                vectors[id(r)][space] = vector
-    done = [(r["row"], vectors[id(r)]) for r in embed] + [(r["row"], {}) for r in touched]
-    return EmbeddedBatch(done, problems, len(embed), unfed)
+
+def _launch(staged: _StagedBatch, encoders: dict[str, "Encoder"]) -> dict[str, "torch.Tensor"]:
+    """Queue each space's forward pass of a staged batch (on CUDA, without waiting for it)."""
+    return {space: encoders[space].launch(batch) for space, batch in staged.staged.items()}
+
+
+def _finish(staged: _StagedBatch, launched: dict[str, "torch.Tensor"], encoders: dict[str, "Encoder"]) -> EmbeddedBatch:
+    """Wait for the launched forward passes: the batch's rows with their vectors, and its problems."""
+    vectors = {id(r): {} for r in staged.embed}
+    for space, features in launched.items():
+        for r, vector in zip(staged.needing[space], encoders[space].collect(features)):
+            vectors[id(r)][space] = vector
+    done = [(r["row"], vectors[id(r)]) for r in staged.embed] + [(r["row"], {}) for r in staged.touched]
+    return EmbeddedBatch(done, staged.problems, len(staged.embed), staged.unfed)
 
 
 @contextlib.contextmanager
@@ -909,9 +1018,10 @@ def _interrupt_after():
         raise KeyboardInterrupt
 
 
-def _read_batches(tiles: PreparedTiles, batch_size: int, workers: int, state: Progress, progress):
-    """Batches of prepared tiles. Read in the main process, the count of tiles read moves tile by tile;
-    with reader processes, a batch at a time as it arrives."""
+def _read_batches(tiles: PreparedTiles, batch_size: int, workers: int, state: Progress, progress, pin_memory: bool):
+    """Batches of read tiles. Read in the main process, the count of tiles read moves tile by tile; with
+    reader processes, a batch at a time as it arrives (their stored bands as tensors, pinned when
+    `pin_memory`)."""
     if not workers:
         batch = []
         for result in tiles.results():
@@ -927,7 +1037,7 @@ def _read_batches(tiles: PreparedTiles, batch_size: int, workers: int, state: Pr
         return
     from msearch.indexer.reader_processes import reader_loader  # torch, only when there is something to read
 
-    for batch in reader_loader(tiles, workers):
+    for batch in reader_loader(tiles, workers, pin_memory):
         state.read += len(batch)
         if progress:
             progress(state)

@@ -24,7 +24,13 @@ class ReaderShares(torch.utils.data.IterableDataset):
         return self.tiles.batches(worker.id, worker.num_workers)
 
 
-def _as_is(batch: list[dict]) -> list[dict]:
+def _with_tensors(batch: list[dict]) -> list[dict]:
+    """The loader's batch: stored bands as tensors, which leave a reader process through shared memory and
+    which the loader pins on CUDA. (Items stay numpy arrays: Ray pickles them, and torch cannot unpickle a
+    uint16 tensor.)"""
+    for result in batch:
+        if "inputs" in result:
+            result["inputs"] = {space: torch.from_numpy(values) for space, values in result["inputs"].items()}
     return batch
 
 
@@ -32,12 +38,15 @@ def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)  # the encoder in the main process gets the cores
 
 
-def reader_loader(tiles: PreparedTiles, workers: int) -> torch.utils.data.DataLoader:
+def reader_loader(tiles: PreparedTiles, workers: int, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """`pin_memory`: page-locked batches copy to a GPU without a bounce buffer, and asynchronously
+    (Encoder.stage)."""
     return torch.utils.data.DataLoader(
         ReaderShares(tiles),
         batch_size=None,  # the dataset yields whole batches
         num_workers=workers,
-        collate_fn=_as_is,
+        collate_fn=_with_tensors,
         worker_init_fn=_worker_init,
         prefetch_factor=2,
+        pin_memory=pin_memory,
     )

@@ -42,6 +42,9 @@ class TileSource:
     reader: str
     window: tuple[int, int, int, int] | None = None  # col_off, row_off, width, height on the 10 m grid
     options: tuple[tuple[str, object], ...] = ()  # reader-specific facts found at discovery
+    # Tiles read from remote assets (URLs, not among `files`): what stands for their content, e.g. the STAC
+    # item's id and `updated`. Remote files have no size and mtime to stat and are never downloaded to hash.
+    remote_identity: str | None = None
 
     @property
     def scene(self) -> tuple:
@@ -57,13 +60,14 @@ class TileSource:
         return dict(self.options).get(name, default)
 
     def stat_signature(self) -> str:
-        return stat_signature(self.files)
+        return stat_signature(self.files, self.remote_identity)
 
 
-def stat_signature(files: tuple[Path, ...]) -> str:
-    """Changes whenever any file's size or modification time does (no file contents read). Files are named
-    by their resolved paths, so the signature is the same whatever root or symbolic link led to them."""
-    parts = []
+def stat_signature(files: tuple[Path, ...], remote_identity: str | None = None) -> str:
+    """Changes whenever any file's size or modification time does (no file contents read), or the remote
+    identity (`TileSource.remote_identity`). Files are named by their resolved paths, so the signature is the
+    same whatever root or symbolic link led to them."""
+    parts = [remote_identity] if remote_identity else []
     for path in files:
         stat = os.stat(path)
         parts.append(f"{os.path.realpath(path)}|{stat.st_size}|{stat.st_mtime_ns}")

@@ -72,6 +72,23 @@ COMMON_NAMES: dict[str, str] = {
     "swir22": "B12",
 }
 
+# What STAC catalogues append to a band's asset key: Earth Search's JP2 copies ("blue-jp2") and the
+# resolution of the Copernicus Data Space's resampled copies ("B02_20m").
+_ASSET_KEY_SUFFIX = re.compile(r"(?:[-_](?:jp2|\d+m))+$", re.IGNORECASE)
+
+
+def asset_band(name: str) -> str | None:
+    """The band a STAC asset key or band entry names: an eo common name ("blue", "nir08", "swir16"), or a
+    band name ("B02", "B2", "b8a"), with an optional "-jp2" or "_20m" suffix; None when it names no band."""
+    key = _ASSET_KEY_SUFFIX.sub("", name.strip())
+    if key.lower() in COMMON_NAMES:
+        return COMMON_NAMES[key.lower()]
+    try:
+        return canonical_band(key)
+    except ValueError:
+        return None
+
+
 _BAND_RE = re.compile(r"^B?0*(\d{1,2})(A?)$", re.IGNORECASE)
 
 

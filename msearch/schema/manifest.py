@@ -23,6 +23,10 @@ class SpaceManifest:
     synced_seq: int = 0
     generation: int = 0
     vectors: int = 0
+    # The precisions of the image towers that wrote its vectors (fp32, bf16: msearch.models.device); their
+    # vectors agree to a cosine of 0.999 (checked at load), so one space may hold both. Manifests written
+    # before precisions were recorded come from fp32 runs, the only precision there was.
+    precisions: list[str] = field(default_factory=lambda: ["fp32"])
     # The catalogue the FAISS file was built from (msearch.store.catalogue): its id, and where it was (for
     # messages; password hidden). None: written before catalogues had ids, by the directory's SQLite.
     catalogue_id: str | None = None

@@ -32,14 +32,19 @@ class Pixels:
 
     def select(self, names: tuple[str, ...]) -> np.ndarray:
         """The named bands, in the order asked for, on the offset-free scale, as float32."""
+        selected = self.select_stored(names).astype(np.float32)
+        if self.offset:
+            selected -= np.float32(self.offset)
+        return selected
+
+    def select_stored(self, names: tuple[str, ...]) -> np.ndarray:
+        """The named bands, in the order asked for, as stored (dtype and offset kept): what travels to an
+        encoder's device, where the recipe converts it (a uint16 tile is half the bytes of a float32 one)."""
         index = {name: i for i, name in enumerate(self.bands)}
         missing = [name for name in names if name not in index]
         if missing:
             raise MissingBandsError(missing, self.bands)
-        selected = self.data[[index[name] for name in names]].astype(np.float32)
-        if self.offset:
-            selected -= np.float32(self.offset)
-        return selected
+        return self.data[[index[name] for name in names]]
 
 
 class CannotFeed(ValueError):

@@ -175,16 +175,23 @@ class IndexStore:
             )
         return manifest
 
-    def ensure_space(self, space: str, card: str, weights_sha256: str, dim: int) -> SpaceManifest:
-        """The space's manifest, created on first use; a different encoder identity is an error."""
+    def ensure_space(
+        self, space: str, card: str, weights_sha256: str, dim: int, precision: str = "fp32"
+    ) -> SpaceManifest:
+        """The space's manifest, created on first use, with `precision` among the precisions that wrote its
+        vectors; a different encoder identity is an error."""
         manifest = self.check_space(space, card, weights_sha256, dim)
         if manifest is not None:
+            if precision not in manifest.precisions:
+                manifest.precisions = sorted([*manifest.precisions, precision])
+                manifest.write(self.space_dir(space))
             return manifest
         manifest = SpaceManifest(
             space=space,
             card=card,
             weights_sha256=weights_sha256,
             dim=dim,
+            precisions=[precision],
             catalogue_id=self.catalogue_id,
             catalogue_url=display_url(self.url),
         )

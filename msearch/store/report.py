@@ -61,6 +61,7 @@ def _space_report(manifest, vectors: int) -> dict:
         "identity": manifest.identity,
         "dim": manifest.dim,
         "metric": manifest.metric,
+        "precisions": manifest.precisions,
         "index": info.to_dict(),
         "search": info.describe(),
         "vectors": vectors,

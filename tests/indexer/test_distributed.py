@@ -288,3 +288,13 @@ def test_without_ray_option_nothing_imports_ray(shared_data, tmp_path):
     done = subprocess.run([sys.executable, "-c", script], env=subprocess_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_an_actor_without_a_gpu_encodes_on_the_cpu(ray_cluster):
+    import ray
+
+    from msearch.indexer.distributed import actor_device
+
+    # The test cluster has CPUs only: an actor gets no GPU from Ray and places its models on the CPU. (A GPU
+    # actor's `cuda` needs a GPU machine: see bench/index_throughput.py --ray.)
+    assert ray.get(ray.remote(num_cpus=0)(actor_device).remote()) == "cpu"

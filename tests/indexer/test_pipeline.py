@@ -58,9 +58,9 @@ def load_calls(monkeypatch):
     calls = []
     real = pipeline.load_encoder
 
-    def counting(space, checkpoint=None):
+    def counting(space, *args, **kwargs):
         calls.append(space)
-        return real(space, checkpoint)
+        return real(space, *args, **kwargs)
 
     monkeypatch.setattr(pipeline, "load_encoder", counting)
     return calls

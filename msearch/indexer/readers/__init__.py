@@ -11,13 +11,15 @@ from pathlib import Path
 
 from msearch.indexer.readers.geotiff import MultibandGeoTIFFReader
 from msearch.indexer.readers.perband import PerBandFolderReader
+from msearch.indexer.readers.remote import is_remote, redact
 from msearch.indexer.readers.safe import SafeReader
 from msearch.indexer.readers.stac import StacReader
 from msearch.indexer.tiles import Reader, ReadSettings, SkipTile, TileSource, is_raster_name, iter_files, quiet_rasterio
 
 # SAFE first: its L1C IMG_DATA folders look like per-band folders. STAC before per-band folders: an item
 # describing band files says more than their names. The plain multiband GeoTIFF reader takes what is left.
-READERS: tuple[Reader, ...] = (SafeReader(), StacReader(), PerBandFolderReader(), MultibandGeoTIFFReader())
+STAC_READER = StacReader()
+READERS: tuple[Reader, ...] = (SafeReader(), STAC_READER, PerBandFolderReader(), MultibandGeoTIFFReader())
 READERS_BY_NAME = {reader.name: reader for reader in READERS}
 
 
@@ -52,6 +54,21 @@ def discover(roots: list[Path], settings: ReadSettings) -> Discovery:
             files = [f for f in files if f not in claimed]
         found.ignored.extend(f for f in files if not is_raster_name(f))
     return found
+
+
+def discover_urls(urls: list[str], settings: ReadSettings, root: str | None = None) -> list[TileSource]:
+    """The tiles of STAC documents (items, item collections, catalogues) at http(s) URLs, keyed under their
+    own folder URL or `root`."""
+    sources = []
+    for url in urls:
+        try:
+            sources.extend(STAC_READER.discover_url(url, settings, root))
+        except Exception as exc:  # pystac wraps urllib's errors (HTTPError, URLError) in a bare Exception
+            cause = exc.__cause__ or exc
+            code = getattr(cause, "code", None)
+            why = f"HTTP {code} ({cause.reason})" if code else str(getattr(cause, "reason", None) or cause)
+            raise ValueError(f"cannot read the STAC document {redact(url)}: {why}") from None
+    return sources
 
 
 def read_tile(source: TileSource, settings: ReadSettings):
@@ -101,8 +118,21 @@ class ArchivePixels:
             offset=row["offset"],
         )
         window = tuple(int(v) for v in row["window"].split(",")) if row["window"] else None
-        found = discover([Path(row["root"]) / row["path"]], settings)
-        source = next((s for s in found.sources if s.window == window), None)
+        if is_remote(row["root"]):
+            # root/path is the item's URL (a STAC API's item, or an item file of a remote catalogue); an item of
+            # a remote item collection is keyed below the collection's file.
+            candidates = [row["path"], row["path"].rsplit("/", 1)[0]]
+            sources = []
+            for path in dict.fromkeys(candidates):
+                try:
+                    sources = discover_urls([f"{row['root']}/{path}"], settings, row["root"])
+                except ValueError:
+                    continue
+                break
+            sources = [s for s in sources if s.key.split("#", 1)[0] == row["path"]]
+        else:
+            sources = discover([Path(row["root"]) / row["path"]], settings).sources
+        source = next((s for s in sources if s.window == window), None)
         if source is None:
             raise FileNotFoundError(f"{row['path']} is no longer readable under {row['root']}")
         return read_tile(source, settings).pixels

@@ -35,6 +35,8 @@ from msearch.schema.bands import BANDS_BY_NAME, RADIOMETRIC_OFFSET
 from msearch.schema.catalog import normal_time
 from msearch.schema.pixels import Pixels
 
+UNREADABLE = "not a readable raster"  # how a read that GDAL could not do begins its reason
+
 
 @dataclass(frozen=True)
 class BandFile:
@@ -156,14 +158,16 @@ def scene_sources(
     grid_path: str | None,
     settings: ReadSettings,
     options: tuple[tuple[str, object], ...] = (),
+    grid_size: tuple[int, int] | None = None,
 ) -> list[TileSource]:
     """One TileSource for a tile, or one per chip when the raster at `grid_path` is a scene. Only the
-    header is read (none for a tile catalogued unchanged); a raster that cannot be opened stays one source
-    so that reading it reports why."""
-    windows = None
-    if grid_path is not None:
+    header is read, and not even that when metadata gives the grid's (width, height) as `grid_size` or the
+    tile is catalogued unchanged (`KNOWN_GRID_SIZES`); a raster that cannot be opened stays one source so
+    that reading it reports why."""
+    size = grid_size
+    if size is None and grid_path is not None:
         size = _known_grid_size(files) or _grid_size(grid_path)
-        windows = chip_windows(*size, settings) if size else None
+    windows = chip_windows(*size, settings) if size else None
     if windows is None:
         return [TileSource(root=root, key=key, files=files, reader=reader, options=options)]
     return [
@@ -194,7 +198,7 @@ def read_stack(
         data = _read_bands(bands, grid, window)
         mask_fractions = _mask_fractions(cloud_mask, _read_classes(cloud_mask, grid, window)) if cloud_mask else {}
     except RasterioIOError as exc:
-        raise ValueError(f"not a readable raster ({exc.__cause__ or exc})") from None
+        raise ValueError(f"{UNREADABLE} ({exc.__cause__ or exc})") from None
     return _make_tile(source, settings, bands, facts, grid, data, mask_fractions)
 
 
@@ -285,7 +289,7 @@ def _readable_error(exc: Exception) -> Exception:
     from rasterio.errors import RasterioIOError
 
     if isinstance(exc, RasterioIOError):
-        return ValueError(f"not a readable raster ({exc.__cause__ or exc})")
+        return ValueError(f"{UNREADABLE} ({exc.__cause__ or exc})")
     return exc
 
 
