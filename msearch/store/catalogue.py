@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import sqlite3
 import time
 import zlib
 from pathlib import Path
@@ -132,12 +133,26 @@ def _sqlite_engine(url: str, create: bool) -> Engine:
         # them and wastes the rest (1 KB float16 rows measured 2.04 KB per tile per space with 4 KB pages,
         # 1.72 KB with 16 KB ones; bench/vector_storage.py).
         cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
-        cursor.execute("PRAGMA journal_mode=WAL")  # readers see a consistent snapshot while a run writes
+        _use_wal(cursor)  # readers see a consistent snapshot while a run writes
         cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses no commit
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     return engine
+
+
+def _use_wal(cursor, seconds: float = 60.0) -> None:
+    """Switch a catalogue to WAL once (the mode is stored in the file). Two processes opening a new catalogue
+    at the same moment both try the switch, and SQLite answers the loser "database is locked" at once,
+    without its busy timeout: wait and look again (the winner's switch is usually what it finds)."""
+    deadline = time.monotonic() + seconds
+    while cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def has_tables(conn: Connection) -> set[str]:
