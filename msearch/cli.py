@@ -160,6 +160,27 @@ class _RateColumn(ProgressColumn):
         return Text(f"{task.speed:.1f} {self.unit}/s" if task.speed else f"- {self.unit}/s")
 
 
+def _search_errors() -> tuple[type[Exception], ...]:
+    """What a search, eval or route comparison answers with a one-line message and exit 2: the user's input
+    (query, query set, weights, index, catalogue) is what has to change. Imported late: they live in the
+    library layers, which load only once the arguments are checked."""
+    from msearch.models import CardError, ModelNotAvailableError
+    from msearch.search.querysets import QuerySetError
+    from msearch.search.searcher import QueryError
+    from msearch.store import SpaceMismatchError
+    from msearch.store.catalogue import CatalogueError
+
+    return (
+        QueryError,
+        QuerySetError,
+        FileNotFoundError,
+        CardError,
+        ModelNotAvailableError,
+        SpaceMismatchError,
+        CatalogueError,
+    )
+
+
 @contextmanager
 def _progress(label: str, unit: str):
     """A progress bar on stderr with the rate and the time left; yields `report(done, total)`. It appears at
@@ -685,11 +706,8 @@ def query(
 
     from msearch.indexer.readers import ArchivePixels
     from msearch.indexer.tiles import ReadSettings
-    from msearch.models import CardError, ModelNotAvailableError
     from msearch.search import formats
-    from msearch.search.searcher import Filters, QueryError, Searcher
-    from msearch.store import SpaceMismatchError
-    from msearch.store.catalogue import CatalogueError
+    from msearch.search.searcher import Filters, Searcher
 
     try:
         filters = Filters(bbox=bounds, date_from=dates[0], date_to=dates[1], max_cloud=max_cloud, tile_id=tile_id)
@@ -700,14 +718,7 @@ def query(
             answer = searcher.like(like, top_k=top_k, space=space, filters=filters)
         else:
             answer = searcher.query(text, top_k=top_k, lang=lang, space=space, fuse=fuse, filters=filters, route=route)
-    except (
-        QueryError,
-        FileNotFoundError,
-        CardError,
-        ModelNotAvailableError,
-        SpaceMismatchError,
-        CatalogueError,
-    ) as exc:
+    except _search_errors() as exc:
         _fail(str(exc))
     if answer.truncated:
         err_console.print(
@@ -784,12 +795,8 @@ def evaluate(
         _check_output(out.with_suffix(".json"), "--out")
     prompts = _templates(templates)
 
-    from msearch.models import CardError, ModelNotAvailableError
     from msearch.search.evaluate import evaluate_classification, evaluate_retrieval
-    from msearch.search.querysets import QuerySetError
-    from msearch.search.searcher import QueryError, Searcher
-    from msearch.store import SpaceMismatchError
-    from msearch.store.catalogue import CatalogueError
+    from msearch.search.searcher import Searcher
 
     if routes:
         return _evaluate_routes(queryset, index, k, as_json, save_routes, catalogue)
@@ -800,15 +807,7 @@ def evaluate(
         else:
             with _progress("evaluating", "queries") as report:
                 result = evaluate_retrieval(searcher, queryset, space, k, prompts, label_column, progress=report)
-    except (
-        QueryError,
-        QuerySetError,
-        FileNotFoundError,
-        CardError,
-        ModelNotAvailableError,
-        SpaceMismatchError,
-        CatalogueError,
-    ) as exc:
+    except _search_errors() as exc:
         _fail(str(exc))
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/yellow] {warning}")
@@ -878,26 +877,14 @@ def evaluate(
 def _evaluate_routes(
     queryset: Path, index: Optional[Path], k: int, as_json: bool, save: bool, catalogue: Optional[str] = None
 ) -> None:
-    from msearch.models import CardError, ModelNotAvailableError
     from msearch.search.evaluate import evaluate_routes
-    from msearch.search.querysets import QuerySetError
-    from msearch.search.searcher import QueryError, Searcher
-    from msearch.store import SpaceMismatchError
+    from msearch.search.searcher import Searcher
     from msearch.store.bridges import ROUTES, save_routes
-    from msearch.store.catalogue import CatalogueError
 
     try:
         searcher = Searcher(index, catalogue=catalogue)
         comparison = evaluate_routes(searcher, queryset, k)
-    except (
-        QueryError,
-        QuerySetError,
-        FileNotFoundError,
-        CardError,
-        ModelNotAvailableError,
-        SpaceMismatchError,
-        CatalogueError,
-    ) as exc:
+    except _search_errors() as exc:
         _fail(str(exc))
     for warning in comparison.warnings:
         err_console.print(f"[yellow]warning:[/yellow] {warning}")
