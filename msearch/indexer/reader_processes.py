@@ -25,12 +25,12 @@ class ReaderShares(torch.utils.data.IterableDataset):
 
 
 def _with_tensors(batch: list[dict]) -> list[dict]:
-    """The loader's batch: stored bands as tensors, which leave a reader process through shared memory and
-    which the loader pins on CUDA. (Items stay numpy arrays: Ray pickles them, and torch cannot unpickle a
-    uint16 tensor.)"""
+    """The loader's batch: stored bands (their planes) as tensors, which leave a reader process through shared
+    memory and which the loader pins on CUDA (`NativeBands.pin_memory`). (Items stay numpy arrays: Ray
+    pickles them, and torch cannot unpickle a uint16 tensor.)"""
     for result in batch:
         if "inputs" in result:
-            result["inputs"] = {space: torch.from_numpy(values) for space, values in result["inputs"].items()}
+            result["inputs"] = {space: bands.map(torch.from_numpy) for space, bands in result["inputs"].items()}
     return batch
 
 

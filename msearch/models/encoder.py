@@ -14,7 +14,7 @@ from msearch.models.device import parse_precision, resolve_device, resolve_preci
 from msearch.models.hub import weights_digest
 from msearch.models.loading import LoadedModel, load_model, load_text_model
 from msearch.models.recipe import prepare, prepare_stored
-from msearch.schema.pixels import Pixels
+from msearch.schema.pixels import NativeBands, Pixels
 
 
 class TextEncoder:
@@ -81,18 +81,21 @@ class Encoder(TextEncoder):
 
     def stage(
         self,
-        stored: Sequence["torch.Tensor | np.ndarray"],
+        stored: Sequence[NativeBands],
         offsets: Sequence[float],
         full_scales: Sequence[float | None] | None = None,
     ) -> "StagedBatch":
-        """Start moving tiles' stored bands (`recipe.stored_bands`, as tensors pinned by the loader on CUDA, or
-        as arrays) to the device; on CUDA the copies run on a side stream and this returns at once.
+        """Start moving tiles' stored bands (`recipe.stored_bands`, their planes tensors pinned by the loader
+        on CUDA, or arrays) to the device; on CUDA the copies run on a side stream and this returns at once.
         `full_scales`: each tile's `Pixels.full_scale` (brightness tiles), None when all are digital numbers."""
         scales = list(full_scales) if full_scales is not None else None
         if self._copy_stream is None:
-            return StagedBatch([torch.as_tensor(t).to(self.device) for t in stored], list(offsets), None, scales)
+            moved = [tile.map(lambda plane: torch.as_tensor(plane).to(self.device)) for tile in stored]
+            return StagedBatch(moved, list(offsets), None, scales)
         with torch.cuda.stream(self._copy_stream):
-            moved = [torch.as_tensor(t).to(self.device, non_blocking=True) for t in stored]
+            moved = [
+                tile.map(lambda plane: torch.as_tensor(plane).to(self.device, non_blocking=True)) for tile in stored
+            ]
             ready = torch.cuda.Event()
             ready.record(self._copy_stream)
         return StagedBatch(moved, list(offsets), ready, scales)
@@ -105,8 +108,9 @@ class Encoder(TextEncoder):
             if batch.ready is not None:
                 compute = torch.cuda.current_stream(self.device)
                 compute.wait_event(batch.ready)
-                for tensor in batch.stored:  # allocated on the copy stream, used on this one
-                    tensor.record_stream(compute)
+                for tile in batch.stored:  # allocated on the copy stream, used on this one
+                    for plane in tile.planes:
+                        plane.record_stream(compute)
             batch = prepare_stored(self.card.input, batch.stored, batch.offsets, batch.full_scales)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=(precision or self.precision) == "bf16"):
             features = self.model.encode_image(batch, normalize=False)
@@ -120,7 +124,7 @@ class Encoder(TextEncoder):
 
     def encode_stored(
         self,
-        stored: Sequence[torch.Tensor],
+        stored: Sequence[NativeBands],
         offsets: Sequence[float],
         full_scales: Sequence[float | None] | None = None,
     ) -> np.ndarray:
@@ -163,7 +167,7 @@ BF16_MIN_COSINE = 0.999
 
 @dataclass
 class StagedBatch:
-    stored: list[torch.Tensor]  # each tile's stored bands, on the encoder's device (or on their way there)
+    stored: list[NativeBands]  # each tile's stored bands, on the encoder's device (or on their way there)
     offsets: list[float]
     ready: "torch.cuda.Event | None"  # recorded on the copy stream once the copies are done
     full_scales: list[float | None] | None = None  # each tile's brightness full scale; None: digital numbers

@@ -10,10 +10,13 @@ Steps, in the order the models were trained with (../shared/reference/MODELS.md)
 4. resize so the shorter side is `resize` (bicubic, antialiased as torchvision does), centre-crop `crop`;
 5. normalise per band, (x - mean) / std.
 
-Two ways in, one definition of the steps: `prepare` takes Pixels on the host (numpy); `prepare_stored` takes
-the bands as stored (uint16 digital numbers, `stored_bands`) already on the encoder's device and runs every
-step there as torch ops. Both apply `_offset_and_scale` and `_resize_crop_normalise`, which read the card's
-InputRecipe and work on numpy arrays and torch tensors alike, so the two cannot drift apart.
+Two ways in, one definition of the steps: `prepare` takes Pixels on the host (numpy, on the tile's grid);
+`prepare_stored` takes the bands as stored (uint16 digital numbers, each band at its own resolution:
+`stored_bands`) already on the encoder's device and runs every step there as torch ops, starting with the
+nearest-neighbour resampling of the 20 m and 60 m bands onto the tile's grid that `Pixels.data` does on the
+host (the same pixels: `msearch.schema.pixels.BandGroup`). Both apply `_offset_and_scale` and
+`_resize_crop_normalise`, which read the card's InputRecipe and work on numpy arrays and torch tensors alike,
+so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from msearch.models.card import InputRecipe
-from msearch.schema.pixels import CannotFeed, Pixels
+from msearch.schema.pixels import CannotFeed, NativeBands, Pixels
 
 _INTERPOLATION = {
     "bicubic": InterpolationMode.BICUBIC,
@@ -61,18 +64,18 @@ def _divisor(recipe: InputRecipe, full_scale: float | None) -> float | None:
 
 
 def scaled_bands(recipe: InputRecipe, pixels: Pixels) -> np.ndarray:
-    """Steps 1-3 for one tile: (len(recipe.bands), H, W) float32."""
-    values = stored_bands(recipe, pixels).astype(np.float32)
+    """Steps 1-3 for one tile on the host: (len(recipe.bands), H, W) float32 on the tile's grid."""
+    values = stored_bands(recipe, pixels).on_grid().astype(np.float32)
     divide, _ = tile_scale(recipe, pixels)
     return _offset_and_scale(recipe, values, np.float32(pixels.offset), divide)
 
 
-def stored_bands(recipe: InputRecipe, pixels: Pixels) -> np.ndarray:
-    """Step 1 without the conversion: the card's bands as stored (their dtype kept), checked for values that
-    no recipe can use. What a reader hands to `prepare_stored`."""
-    values = pixels.select_stored(recipe.bands)
+def stored_bands(recipe: InputRecipe, pixels: Pixels) -> NativeBands:
+    """Step 1 without the conversion or the resampling: the card's bands as stored (their dtype kept, each at
+    its own resolution), checked for values that no recipe can use. What a reader hands to `prepare_stored`."""
+    values = pixels.select_native(recipe.bands)
     # Checked before scaling: clipping would turn an infinity into an ordinary value.
-    if values.dtype.kind == "f" and not np.isfinite(values).all():
+    if values.dtype.kind == "f" and not all(np.isfinite(plane).all() for plane in values.planes):
         raise ValueError("pixel values contain NaN or infinity")
     tile_scale(recipe, pixels)  # raises CannotFeed before anything is handed on
     return values
@@ -102,11 +105,11 @@ def _resize_crop_normalise(recipe: InputRecipe, batch: torch.Tensor) -> torch.Te
     return (cropped - mean) / std
 
 
-def _by_shape(shapes: Sequence[tuple[int, ...]]) -> list[list[int]]:
-    """Positions of tiles of one size, to be resized together (the result keeps the input order)."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, shape in enumerate(shapes):
-        groups.setdefault(tuple(shape[-2:]), []).append(i)
+def _by_key(keys: Sequence) -> list[list[int]]:
+    """Positions of the items of each key, in the order keys first appear."""
+    groups: dict = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
     return list(groups.values())
 
 
@@ -115,7 +118,7 @@ def prepare(recipe: InputRecipe, tiles: Sequence[Pixels]) -> torch.Tensor:
     together; the result keeps the input order."""
     out = torch.empty((len(tiles), len(recipe.bands), recipe.crop, recipe.crop), dtype=torch.float32)
     scaled = [scaled_bands(recipe, tile) for tile in tiles]
-    for positions in _by_shape([values.shape for values in scaled]):
+    for positions in _by_key([values.shape[-2:] for values in scaled]):
         batch = torch.from_numpy(np.stack([scaled[i] for i in positions]))
         out[positions] = _resize_crop_normalise(recipe, batch)
     return out
@@ -124,21 +127,40 @@ def prepare(recipe: InputRecipe, tiles: Sequence[Pixels]) -> torch.Tensor:
 @torch.inference_mode()
 def prepare_stored(
     recipe: InputRecipe,
-    stored: Sequence[torch.Tensor],
+    stored: Sequence[NativeBands],
     offsets: Sequence[float],
     full_scales: Sequence[float | None] | None = None,
 ) -> torch.Tensor:
-    """The whole recipe on the tensors' device: `stored` holds each tile's bands as `stored_bands` gives them
-    (any sizes, e.g. uint16 digital numbers), `offsets` the offset each tile carries and `full_scales` each
-    tile's `Pixels.full_scale` (None for digital numbers; all None when not given). Same result as `prepare`
-    on the same tiles."""
-    device = stored[0].device if stored else torch.device("cpu")
+    """The whole recipe on the planes' device: `stored` holds each tile's bands as `stored_bands` gives them
+    (planes as tensors, e.g. uint16 digital numbers at native resolution, of any sizes), `offsets` the offset
+    each tile carries and `full_scales` each tile's `Pixels.full_scale` (None for digital numbers; all None
+    when not given). Same result as `prepare` on the same tiles."""
+    device = stored[0].planes[0].device if stored else torch.device("cpu")
     out = torch.empty((len(stored), len(recipe.bands), recipe.crop, recipe.crop), dtype=torch.float32, device=device)
-    for positions in _by_shape([values.shape for values in stored]):
-        batch = torch.stack([stored[i].to(torch.float32) for i in positions])  # tiles of one batch may differ in dtype
+    for positions in _by_key([tile.size for tile in stored]):
+        size = stored[positions[0]].size
+        batch = torch.empty((len(positions), len(recipe.bands), *size), dtype=torch.float32, device=device)
+        for same in _by_key([stored[i].layout for i in positions]):
+            batch[same] = _onto_grid([stored[positions[i]] for i in same])
         offset = torch.tensor([offsets[i] for i in positions], dtype=torch.float32, device=device)
         divisors = [_divisor(recipe, full_scales[i] if full_scales else None) for i in positions]
         divide = torch.tensor([1.0 if d is None else d for d in divisors], dtype=torch.float32, device=device)
         scaled = _offset_and_scale(recipe, batch, offset.view(-1, 1, 1, 1), divide.view(-1, 1, 1, 1))
         out[positions] = _resize_crop_normalise(recipe, scaled)
+    return out
+
+
+def _onto_grid(tiles: Sequence[NativeBands]) -> torch.Tensor:
+    """Tiles of one layout -> (n, bands, height, width) float32 on their grid, on the planes' device: each
+    group of bands converted at its own size, then resampled by the rows and columns its BandGroup names."""
+    first = tiles[0]
+    device = first.planes[0].device
+    out = torch.empty((len(tiles), first.count, *first.size), dtype=torch.float32, device=device)
+    for g, group in enumerate(first.groups):
+        # Converted tile by tile: torch has few kernels for uint16, and tiles of one batch may differ in dtype.
+        planes = torch.stack([tile.planes[g].to(torch.float32) for tile in tiles])
+        if not group.on_grid:
+            planes = planes.index_select(2, torch.tensor(group.rows, device=device))
+            planes = planes.index_select(3, torch.tensor(group.cols, device=device))
+        out[:, list(group.positions)] = planes
     return out

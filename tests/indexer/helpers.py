@@ -112,3 +112,29 @@ def index_command(src: Path, index: Path, batch_size: int) -> list[str]:
         "--batch-size",
         str(batch_size),
     ]
+
+
+def gdal_on_grid(source, settings: ReadSettings) -> np.ndarray:
+    """The reference for what readers hand over: a tile's (or chip's) bands each resampled onto the grid by
+    GDAL itself (nearest neighbour, the window scaled to the band's own pixels), as msearch read tiles before
+    readers kept the bands at their own resolution."""
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.windows import Window
+
+    from msearch.indexer.readers import READERS_BY_NAME
+    from msearch.indexer.readers.stack import reference_band
+
+    bands, _, _ = READERS_BY_NAME[source.reader].parts(source, settings)
+    with rasterio.open(reference_band(bands).path) as grid:
+        grid_width, grid_height = grid.width, grid.height
+    col, row, width, height = source.window or (0, 0, grid_width, grid_height)
+    planes = []
+    for band in bands:
+        with rasterio.open(band.path) as raster:
+            x, y = raster.width / grid_width, raster.height / grid_height
+            window = Window(col * x, row * y, width * x, height * y)
+            planes.append(
+                raster.read(band.index, window=window, out_shape=(height, width), resampling=Resampling.nearest)
+            )
+    return np.stack(planes)

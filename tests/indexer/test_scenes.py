@@ -16,7 +16,7 @@ from msearch.schema.bands import BAND_LAYOUTS
 from msearch.schema.catalog import normal_time
 from msearch.store.index_store import IndexStore
 from msearch.store.vector_codec import VECTOR_ATOL
-from tests.indexer.helpers import EUROSAT, copy_eurosat, tiles_by_key, vectors_by_key
+from tests.indexer.helpers import EUROSAT, copy_eurosat, gdal_on_grid, tiles_by_key, vectors_by_key
 from tests.indexer.safe_products import GRANULE, PRODUCT, build_safe, build_scene_safe
 
 MAJORTOM_CELL = "majortom-core-s2l2a/199U/199U_1099R"
@@ -32,15 +32,18 @@ def jp2_scene(shared_data, tmp_path_factory):
 
 
 def assert_same_tiles(sources, settings):
-    """Every chip read with its scene equals the same window read on its own, pixel for pixel and fact for fact."""
+    """Every chip read with its scene equals the same window read on its own, pixel for pixel and fact for fact,
+    and both equal the window as GDAL resamples it onto the 10 m grid."""
     together = dict(read_scene(sources, settings))
     assert list(together) == sorted(sources, key=lambda s: (s.window[1], s.window[3], s.window[0]))
     for source in sources:
         alone, chip = read_tile(source, settings), together[source]
         assert not isinstance(chip, Exception), chip
         assert chip.pixels.bands == alone.pixels.bands and chip.pixels.offset == alone.pixels.offset
+        assert chip.pixels.native.layout == alone.pixels.native.layout
         assert chip.pixels.data.dtype == alone.pixels.data.dtype
         np.testing.assert_array_equal(chip.pixels.data, alone.pixels.data)
+        np.testing.assert_array_equal(chip.pixels.data, gdal_on_grid(source, settings))
         assert (chip.cloud_cover, chip.extra, chip.nodata_fraction) == (
             alone.cloud_cover,
             alone.extra,

@@ -10,6 +10,9 @@ Decisions (documented once, here):
   an exact stored digital number (each 20 m pixel becomes a 2x2 block), never blends nodata fill into
   valid pixels at swath edges, and is what Earth Engine exports (SSL4EO-S12, Major TOM) use. The encoders
   resize the chip (bicubic) anyway, so smoothing here would only be applied twice.
+- Readers do not resample: a tile's coarser bands stay at their own resolution, with the rows and columns
+  that nearest neighbour takes for each grid pixel (GDAL's rule, `_nearest`), and the resampling runs where
+  the pixels are used (`msearch.schema.pixels`): on the encoder's device when indexing.
 - Scenes: a raster is cut into chips when either side is longer than 2 x chip_size (448 px by default),
   so 224-448 px tiles (TerraMesh, SSL4EO-S12's 264 px, BigEarthNet) stay whole; the encoder's own resize
   handles them.
@@ -33,7 +36,7 @@ from msearch.indexer.naming import NameFacts
 from msearch.indexer.tiles import ReadSettings, SkipTile, Tile, TileSource, stat_signature, wgs84_geometry
 from msearch.schema.bands import BANDS_BY_NAME, RADIOMETRIC_OFFSET
 from msearch.schema.catalog import normal_time
-from msearch.schema.pixels import Pixels
+from msearch.schema.pixels import BandGroup, NativeBands, Pixels
 
 UNREADABLE = "not a readable raster"  # how a read that GDAL could not do begins its reason
 
@@ -195,11 +198,11 @@ def read_stack(
         grid = grid_of(reference.path)
         col, row, width, height = source.window or (0, 0, grid.width, grid.height)
         window = Window(col, row, width, height)
-        data = _read_bands(bands, grid, window)
+        native = _read_bands(bands, grid, window)
         mask_fractions = _mask_fractions(cloud_mask, _read_classes(cloud_mask, grid, window)) if cloud_mask else {}
     except RasterioIOError as exc:
         raise ValueError(f"{UNREADABLE} ({exc.__cause__ or exc})") from None
-    return _make_tile(source, settings, bands, facts, grid, data, mask_fractions)
+    return _make_tile(source, settings, bands, facts, grid, native, mask_fractions)
 
 
 def read_chips(
@@ -232,11 +235,7 @@ def read_chips(
             chip_rows.setdefault((row, height), []).append(source)
         for (row, height), chips in sorted(chip_rows.items()):
             try:
-                planes: list[np.ndarray | None] = [None] * len(bands)
-                for rows, positions in files:
-                    for plane, i in zip(rows.on_grid(row, height), positions):
-                        planes[i] = plane
-                strip = _stacked(planes)
+                strips = [(rows.native(row, height), rows, positions) for rows, positions in files]
                 classes = mask_rows.on_grid(row, height)[0] if mask_rows else None
             except (RasterioIOError, ValueError) as exc:
                 error = _readable_error(exc)
@@ -247,11 +246,18 @@ def read_chips(
                 col, _, width, _ = source.window or (0, 0, grid.width, grid.height)
                 try:
                     fractions = _mask_fractions(cloud_mask, classes[:, col : col + width]) if cloud_mask else {}
-                    data = strip[:, :, col : col + width].copy()  # a chip must not keep its whole strip alive
-                    yield source, _make_tile(source, settings, bands, facts, grid, data, fractions)
+                    # No name holds the strips' views past this row: they keep the file's block rows alive.
+                    native = _native_bands(
+                        [
+                            (*rows.chip_columns(strip, col, width), strip_rows, positions)
+                            for (strip, strip_rows), rows, positions in strips
+                        ],
+                        (height, width),
+                    )
+                    yield source, _make_tile(source, settings, bands, facts, grid, native, fractions)
                 except (SkipTile, ValueError) as exc:
                     yield source, exc
-            del strip, planes, classes
+            del strips, classes
 
 
 def read_scene_with(
@@ -299,7 +305,7 @@ def _make_tile(
     bands: tuple[BandFile, ...],
     facts: SceneFacts,
     grid: Grid,
-    data: np.ndarray,
+    native: NativeBands,
     mask_fractions: dict[str, float],
 ) -> Tile:
     """The Tile of a window's pixels: nodata and value checks, offset, geometry and facts."""
@@ -308,19 +314,19 @@ def _make_tile(
 
     col, row, width, height = source.window or (0, 0, grid.width, grid.height)
     transform = window_transform(Window(col, row, width, height), grid.transform)
-    nodata_fraction = nodata_fraction_of(data, grid.nodata)
+    nodata_fraction = nodata_fraction_of(native, grid.nodata)
     if nodata_fraction >= 1.0:
         raise SkipTile("every pixel is nodata")
     if nodata_fraction > settings.max_nodata:
         raise SkipTile(
             f"{nodata_fraction:.0%} of the pixels are nodata (more than --max-nodata {settings.max_nodata:.0%})"
         )
-    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+    if native.dtype.kind == "f" and not all(np.isfinite(plane).all() for plane in native.planes):
         raise ValueError("pixel values contain NaN or infinity")
 
     names = facts.names
     # 8 bits cannot hold digital numbers (reflectance x 10000): such files are true-colour brightness.
-    full_scale = float(np.iinfo(np.uint8).max) if data.dtype == np.uint8 else None
+    full_scale = float(np.iinfo(np.uint8).max) if native.dtype == np.uint8 else None
     if full_scale is not None:
         offset = 0.0
     elif settings.offset is not None:
@@ -336,7 +342,7 @@ def _make_tile(
     cloud_cover = mask_fractions.get("cloud", facts.cloud_cover)
     return Tile(
         source=source,
-        pixels=Pixels(data, tuple(b.band for b in bands), offset, full_scale),
+        pixels=Pixels.at_native_resolution(native, tuple(b.band for b in bands), offset, full_scale),
         crs=grid.crs.to_string() if grid.crs else None,
         width=width,
         height=height,
@@ -363,26 +369,51 @@ def _by_path(bands) -> dict[str, list[int]]:
     return by_path
 
 
-def _stacked(planes: list[np.ndarray]) -> np.ndarray:
-    dtypes = {plane.dtype for plane in planes}
+def _native_bands(parts, size: tuple[int, int]) -> NativeBands:
+    """A tile's bands from what each file gave: (planes, cols, rows, positions) with the rows and columns of
+    the grid's nearest pixels in the planes (None: on the grid). Files of one resolution form one group."""
+    dtypes = {planes.dtype for planes, *_ in parts}
     if len(dtypes) > 1:
         raise ValueError(f"bands are stored with different data types ({', '.join(sorted(map(str, dtypes)))})")
-    return np.stack(planes)
+    grouped: dict[tuple, list] = {}
+    for planes, cols, rows, positions in parts:
+        key = (None, None) if rows is None else (tuple(rows.tolist()), tuple(cols.tolist()))
+        grouped.setdefault((planes.shape[1:], *key), []).append((planes, positions))
+    groups, stacked = [], []
+    for (_, rows, cols), members in grouped.items():
+        # A copy even of one file's planes: a chip must not keep its whole strip alive.
+        stacked.append(np.concatenate([planes for planes, _ in members]))
+        groups.append(BandGroup(tuple(i for _, positions in members for i in positions), rows, cols))
+    return NativeBands(tuple(stacked), tuple(groups), size)
 
 
-def _read_bands(bands, grid: Grid, window) -> np.ndarray:
-    """Each file is opened once; bands on the reference grid are read exactly, others resampled."""
+def _read_bands(bands, grid: Grid, window) -> NativeBands:
+    """The window of every band, each file opened once: bands on the reference grid read exactly, coarser
+    ones at their own resolution (the pixels that cover the window)."""
     import rasterio
 
-    planes: list[np.ndarray | None] = [None] * len(bands)
+    parts = []
     for path, positions in _by_path(bands).items():
         with rasterio.open(path) as raster:
             _check_same_area(raster, grid, path)
             indexes = [bands[i].index for i in positions]
-            values = _read_window(raster, indexes, grid, window)
-            for plane, i in zip(values, positions):
-                planes[i] = plane
-    return _stacked(planes)
+            parts.append((*_read_native_window(raster, indexes, grid, window), positions))
+    return _native_bands(parts, (int(window.height), int(window.width)))
+
+
+def _read_native_window(raster, indexes: list[int], grid: Grid, window):
+    """(planes, cols, rows): the band's own pixels that nearest neighbour takes for the window of the grid, and
+    which of them each grid column and row takes (None, None: read on the grid)."""
+    from rasterio.windows import Window
+
+    coarser = raster.width <= grid.width and raster.height <= grid.height
+    if (raster.width, raster.height) == (grid.width, grid.height) or not coarser:
+        return _read_window(raster, indexes, grid, window), None, None
+    col, row, width, height = (int(v) for v in (window.col_off, window.row_off, window.width, window.height))
+    rows = _nearest(grid.height, raster.height)[row : row + height]
+    cols = _nearest(grid.width, raster.width)[col : col + width]
+    own = Window(int(cols[0]), int(rows[0]), int(cols[-1] - cols[0]) + 1, int(rows[-1] - rows[0]) + 1)
+    return raster.read(indexes, window=own), cols - cols[0], rows - rows[0]
 
 
 def _read_window(raster, indexes: list[int], grid: Grid, window) -> np.ndarray:
@@ -484,15 +515,28 @@ class BlockRows:
 
     def on_grid(self, row: int, height: int) -> np.ndarray:
         """(bands, height, grid width): rows row .. row + height of the grid."""
+        strip, rows = self.native(row, height)
+        return strip if rows is None else strip[:, rows][:, :, self.columns]
+
+    def native(self, row: int, height: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(planes, rows): the file's own rows that rows row .. row + height of the grid take, all columns,
+        and which of them each grid row takes (None: the planes are those rows of the grid)."""
         if self.finer:
             from rasterio.windows import Window
 
-            return _read_window(self.raster, self.indexes, self.grid, Window(0, row, self.grid.width, height))
+            return _read_window(self.raster, self.indexes, self.grid, Window(0, row, self.grid.width, height)), None
         if self.same_grid:
-            return self._own_rows(row, row + height)
+            return self._own_rows(row, row + height), None
         own = _nearest(self.grid.height, self.raster.height)[row : row + height]
-        rows = self._own_rows(int(own[0]), int(own[-1]) + 1)
-        return rows[:, own - own[0]][:, :, self.columns]
+        return self._own_rows(int(own[0]), int(own[-1]) + 1), own - own[0]
+
+    def chip_columns(self, strip: np.ndarray, col: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(planes, cols): the columns of a `native` strip that grid columns col .. col + width take, and
+        which of them each grid column takes (None: on the grid)."""
+        if self.finer or self.same_grid:
+            return strip[:, :, col : col + width], None
+        cols = self.columns[col : col + width]
+        return strip[:, :, cols[0] : cols[-1] + 1], cols - cols[0]
 
     def _own_rows(self, first: int, stop: int) -> np.ndarray:
         """The file's own rows first .. stop, reading only block rows not already held."""
@@ -517,10 +561,14 @@ def _nearest(grid_size: int, own_size: int) -> np.ndarray:
     return np.minimum(((np.arange(grid_size) + 0.5) * (own_size / grid_size)).astype(np.int64), own_size - 1)
 
 
-def nodata_fraction_of(data: np.ndarray, nodata: float | None) -> float:
-    """Fraction of pixels where every band is nodata (0 for Sentinel-2 products when the file declares none)."""
-    if nodata is not None and isinstance(nodata, float) and np.isnan(nodata):
-        empty = np.isnan(data).all(axis=0)
-    else:
-        empty = (data == (0 if nodata is None else nodata)).all(axis=0)
+def nodata_fraction_of(native: NativeBands, nodata: float | None) -> float:
+    """Fraction of the grid's pixels where every band is nodata (0 for Sentinel-2 products when the file
+    declares none), found at each band's own resolution."""
+    empty = np.ones(native.size, dtype=bool)
+    for planes, group in zip(native.planes, native.groups):
+        if nodata is not None and isinstance(nodata, float) and np.isnan(nodata):
+            own = np.isnan(planes).all(axis=0)
+        else:
+            own = (planes == (0 if nodata is None else nodata)).all(axis=0)
+        empty &= group.resample(own)
     return float(empty.mean())
