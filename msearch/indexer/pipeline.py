@@ -195,6 +195,7 @@ def plan(
             problems_of.setdefault(identity, []).append(row)
 
     pending, unchanged, duplicate_tiles, duplicate_problems, kept_sources = [], 0, [], [], []
+    signatures: dict[tuple, str] = {}
     for identity, source in sources.items():
         copies = rows_of.get(identity, [])
         entry = known.get((str(source.root), source.key)) or min(copies, key=lambda r: r.id, default=None)
@@ -205,8 +206,11 @@ def plan(
         duplicate_problems += [
             row.id for row in problems_of.get(identity, []) if (row.root, row.key) != (str(source.root), source.key)
         ]
+        files = (source.files, source.remote_identity)  # the chips of a scene share their files
         try:
-            signature = source.stat_signature()
+            if files not in signatures:
+                signatures[files] = source.stat_signature()
+            signature = signatures[files]
         except OSError:
             signature = ""  # unreadable now: the read reports why
         feedable = feedable_spaces(spaces, recipes, entry.bands if entry is not None else None)

@@ -82,13 +82,14 @@ def stored_bands(recipe: InputRecipe, pixels: Pixels) -> NativeBands:
 
 
 def _offset_and_scale(recipe: InputRecipe, values, offset, divide):
-    """Steps 2-3 on float32 values, a numpy array or a torch tensor (on any device); `offset` and `divide`
-    (`tile_scale`'s divisor) are scalars, or one value per tile broadcast over (n, 1, 1, 1)."""
+    """Steps 2-3, in place, on float32 values of the caller's own, a numpy array or a torch tensor (on any
+    device); `offset` and `divide` (`tile_scale`'s divisor) are scalars, or one value per tile broadcast over
+    (n, 1, 1, 1)."""
     if recipe.remove_offset:
-        values = values - offset
+        values -= offset
     scale = recipe.scale
     if scale["kind"] == "linear":
-        values = values / divide
+        values /= divide
         lo, hi = scale.get("clip", (None, None))
         if lo is not None or hi is not None:
             values = values.clip(lo, hi)
@@ -96,13 +97,14 @@ def _offset_and_scale(recipe: InputRecipe, values, offset, divide):
 
 
 def _resize_crop_normalise(recipe: InputRecipe, batch: torch.Tensor) -> torch.Tensor:
-    """Steps 4-5 on a float32 batch (n, bands, H, W) of one size, on its own device."""
+    """Steps 4-5 on a float32 batch (n, bands, H, W) of one size, on its own device (normalised in place:
+    the batch is the caller's own)."""
     interpolation = _INTERPOLATION[recipe.interpolation]
     resized = TF.resize(batch, [recipe.resize], interpolation=interpolation, antialias=True)
     cropped = TF.center_crop(resized, [recipe.crop, recipe.crop])
     mean = torch.tensor(recipe.mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
     std = torch.tensor(recipe.std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
-    return (cropped - mean) / std
+    return cropped.sub_(mean).div_(std)
 
 
 def _by_key(keys: Sequence) -> list[list[int]]:
@@ -135,18 +137,29 @@ def prepare_stored(
     (planes as tensors, e.g. uint16 digital numbers at native resolution, of any sizes), `offsets` the offset
     each tile carries and `full_scales` each tile's `Pixels.full_scale` (None for digital numbers; all None
     when not given). Same result as `prepare` on the same tiles."""
-    device = stored[0].planes[0].device if stored else torch.device("cpu")
-    out = torch.empty((len(stored), len(recipe.bands), recipe.crop, recipe.crop), dtype=torch.float32, device=device)
+    if not stored:
+        return torch.empty((0, len(recipe.bands), recipe.crop, recipe.crop))
+    device = stored[0].planes[0].device
+    out = None
     for positions in _by_key([tile.size for tile in stored]):
-        size = stored[positions[0]].size
-        batch = torch.empty((len(positions), len(recipe.bands), *size), dtype=torch.float32, device=device)
-        for same in _by_key([stored[i].layout for i in positions]):
-            batch[same] = _onto_grid([stored[positions[i]] for i in same])
+        layouts = _by_key([stored[i].layout for i in positions])
+        if len(layouts) == 1:  # the usual batch: chips of scenes, or tiles of one product type
+            batch = _onto_grid([stored[i] for i in positions])
+        else:
+            size = stored[positions[0]].size
+            batch = torch.empty((len(positions), len(recipe.bands), *size), dtype=torch.float32, device=device)
+            for same in layouts:
+                batch[same] = _onto_grid([stored[positions[i]] for i in same])
         offset = torch.tensor([offsets[i] for i in positions], dtype=torch.float32, device=device)
         divisors = [_divisor(recipe, full_scales[i] if full_scales else None) for i in positions]
         divide = torch.tensor([1.0 if d is None else d for d in divisors], dtype=torch.float32, device=device)
         scaled = _offset_and_scale(recipe, batch, offset.view(-1, 1, 1, 1), divide.view(-1, 1, 1, 1))
-        out[positions] = _resize_crop_normalise(recipe, scaled)
+        prepared = _resize_crop_normalise(recipe, scaled)
+        if len(positions) == len(stored):
+            return prepared
+        if out is None:
+            out = torch.empty((len(stored), *prepared.shape[1:]), dtype=torch.float32, device=device)
+        out[positions] = prepared
     return out
 
 
@@ -157,10 +170,11 @@ def _onto_grid(tiles: Sequence[NativeBands]) -> torch.Tensor:
     device = first.planes[0].device
     out = torch.empty((len(tiles), first.count, *first.size), dtype=torch.float32, device=device)
     for g, group in enumerate(first.groups):
-        # Converted tile by tile: torch has few kernels for uint16, and tiles of one batch may differ in dtype.
-        planes = torch.stack([tile.planes[g].to(torch.float32) for tile in tiles])
-        if not group.on_grid:
-            planes = planes.index_select(2, torch.tensor(group.rows, device=device))
+        planes = torch.empty((len(tiles), *first.planes[g].shape), dtype=torch.float32, device=device)
+        for i, tile in enumerate(tiles):
+            planes[i].copy_(tile.planes[g])  # converts the stored dtype; tiles of one batch may differ in it
+        if not group.on_grid:  # columns first: the rows are then copied whole
             planes = planes.index_select(3, torch.tensor(group.cols, device=device))
+            planes = planes.index_select(2, torch.tensor(group.rows, device=device))
         out[:, list(group.positions)] = planes
     return out

@@ -373,27 +373,36 @@ class IndexStore:
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
         def write(conn: Connection) -> None:
+            # One statement per kind, built once and run with each tile's values: building and compiling
+            # a statement per tile cost more than running it.
+            upserts: dict[tuple[str, ...], object] = {}
+            vectors_by_space: dict[str, list[dict]] = {}
+            written_keys: dict[str, list[str]] = {}
             for row, vectors in done:
                 values = dict(row, run_id=run_id, indexed_at=now)
-                statement = dialect_insert(conn, catalog.tiles).values(values)
-                statement = statement.on_conflict_do_update(
-                    index_elements=["root", "key"],
-                    set_={k: statement.excluded[k] for k in values if k not in ("root", "key")},
-                ).returning(catalog.tiles.c.id)
-                tile_id = conn.execute(statement).scalar_one()
+                columns = tuple(values)
+                if columns not in upserts:
+                    statement = dialect_insert(conn, catalog.tiles)
+                    upserts[columns] = statement.on_conflict_do_update(
+                        index_elements=["root", "key"],
+                        set_={k: statement.excluded[k] for k in columns if k not in ("root", "key")},
+                    ).returning(catalog.tiles.c.id)
+                tile_id = conn.execute(upserts[columns], values).scalar_one()
                 for space, vector in vectors.items():
-                    conn.execute(
-                        delete(catalog.vectors).where(
-                            catalog.vectors.c.tile_id == tile_id, catalog.vectors.c.space == space
-                        )
+                    vectors_by_space.setdefault(space, []).append(
+                        {"tile_id": tile_id, "space": space, "vector": vector_bytes(vector)}
                     )
-                    conn.execute(
-                        catalog.vectors.insert().values(tile_id=tile_id, space=space, vector=vector_bytes(vector))
-                    )
+                written_keys.setdefault(row["root"], []).append(row["key"])
+            for space, rows in vectors_by_space.items():
                 conn.execute(
-                    delete(catalog.problems).where(
-                        catalog.problems.c.root == row["root"], catalog.problems.c.key == row["key"]
+                    delete(catalog.vectors).where(
+                        catalog.vectors.c.space == space, catalog.vectors.c.tile_id.in_([r["tile_id"] for r in rows])
                     )
+                )
+                conn.execute(catalog.vectors.insert(), rows)
+            for root, keys in written_keys.items():
+                conn.execute(
+                    delete(catalog.problems).where(catalog.problems.c.root == root, catalog.problems.c.key.in_(keys))
                 )
             for root, key, kind, reason in problems:
                 statement = dialect_insert(conn, catalog.problems).values(
