@@ -16,6 +16,13 @@ largest reader process's max RSS.
     python bench/index_throughput.py --tiny --limit 64 --ray local     # on Ray against the local pipeline
     python bench/index_throughput.py --random-full-size --device cuda --limit 2048 --workers 8
     python bench/index_throughput.py --tiny --data ../shared/data/terramesh-examples/S2L2A --band-order l2a
+    python bench/index_throughput.py --random-full-size --jp2-scene 1120      # a JPEG 2000 SAFE scene, 25 chips
+    python bench/index_throughput.py --random-full-size --device cuda --jp2-scene 10980 --workers 8
+
+--jp2-scene SIZE builds a real-format L2A SAFE product of SIZE x SIZE px at 10 m (lossless JPEG 2000 in 1024 px
+tiles, each band at its native resolution: `tests/indexer/safe_products.build_scene_safe`) and indexes it cut
+into 224 px chips, as `msearch index` does a scene: every block decoded once, the 20 m bands resampled on
+the encoder's device. Its bare-encoder batches are read the same way, outside the timings.
 
 --random-full-size measures the real Llama3-MS-CLIP ViT-B/16 cost without downloadable weights: a randomly
 initialised 10-band model in the release's checkpoint layout, loaded through the normal strict loader.
@@ -73,6 +80,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--limit", type=int, default=None, help="index only the first N tiles")
     parser.add_argument(
+        "--jp2-scene",
+        type=int,
+        metavar="SIZE",
+        default=None,
+        help="instead of --data: a JPEG 2000 SAFE scene of SIZE px at 10 m, built here, cut into 224 px chips "
+        "(10980: a whole Sentinel-2 granule, 2401 chips)",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=3,
@@ -87,6 +102,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--ray-actors", type=int, default=None, help="encoder actors of the Ray runs")
     args = parser.parse_args(argv)
+    if args.jp2_scene and args.limit:
+        parser.error("--limit takes the first tiles of --data; size a --jp2-scene by its SIZE instead")
     if args.random_full_size and args.model not in (None, FULL_SIZE_MODEL):
         parser.error(f"--random-full-size builds a {FULL_SIZE_MODEL} checkpoint; it cannot stand in for {args.model}")
     return args
@@ -136,6 +153,22 @@ def link_tiles(data: Path, settings, limit: int | None, folder: Path) -> list:
     return discover([folder], settings).sources
 
 
+def read_pixels(sources: list, settings) -> list:
+    """Every tile's pixels as indexing reads them: the chips of a scene together, each block decoded once."""
+    from msearch.indexer.readers import read_scene
+
+    units: dict[object, list] = {}
+    for source in sources:
+        units.setdefault(source.scene if source.window else source.key, []).append(source)
+    pixels = []
+    for unit in units.values():
+        for _, tile in read_scene(unit, settings):
+            if isinstance(tile, Exception):
+                raise tile
+            pixels.append(tile.pixels)
+    return pixels
+
+
 def peak_memory_mib() -> tuple[float, float]:
     """(this process's peak RSS from VmHWM, the largest waited-for child's peak RSS), in MiB."""
     status = Path("/proc/self/status").read_text()
@@ -153,7 +186,6 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         from msearch.indexer.pipeline import default_workers, index_archive
-        from msearch.indexer.readers import read_tile
         from msearch.indexer.tiles import ReadSettings
         from msearch.models import load_encoder
         from msearch.models.device import default_batch_size, describe_device, resolve_device
@@ -162,17 +194,25 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)  # before building anything: cuda where there is none is an error
         batch_size = args.batch_size = args.batch_size or default_batch_size(device)
         model, checkpoint = model_and_checkpoint(args, scratch)
-        settings = ReadSettings(band_order=parse_band_order(args.band_order) if args.band_order else None)
-        tiles_dir = scratch / "tiles"
-        sources = link_tiles(args.data.resolve(), settings, args.limit, tiles_dir)
+        if args.jp2_scene:
+            from msearch.indexer.readers import discover
+            from tests.indexer.safe_products import build_scene_safe
+
+            tiles_dir = scratch / "scene"  # the product is built here: both measurements read it
+            args.data = build_scene_safe(DEFAULT_DATA.parent, tiles_dir, args.jp2_scene, block=1024)
+            settings = ReadSettings()  # a SAFE product names its bands
+            sources = discover([tiles_dir], settings).sources
+        else:
+            settings = ReadSettings(band_order=parse_band_order(args.band_order) if args.band_order else None)
+            tiles_dir = scratch / "tiles"
+            sources = link_tiles(args.data.resolve(), settings, args.limit, tiles_dir)
         if not sources:
             print(f"no tiles under {args.data}", file=sys.stderr)
             return 2
         encoder = load_encoder(model, checkpoint, device, args.precision)  # bf16 is checked against fp32 here
-        batches = [
-            encoder.prepare([read_tile(s, settings).pixels for s in sources[i : i + batch_size]]).to(device)
-            for i in range(0, len(sources), batch_size)
-        ]
+        pixels = read_pixels(sources, settings)
+        batches = [encoder.prepare(pixels[i : i + batch_size]).to(device) for i in range(0, len(pixels), batch_size)]
+        del pixels
         for precision in PRECISIONS:  # first-call setup (allocator, kernels) is in no timing
             encoder.encode_images(batches[0][:2], precision)
         if args.ray:
@@ -210,8 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     ratio = statistics.median(ratios)
     main_mib, child_mib = peak_memory_mib()
     weights = "random full-size" if args.random_full_size else ("tiny" if args.tiny else "released")
+    what = (
+        f"a {args.jp2_scene} px JPEG 2000 SAFE scene in {tiles} chips"
+        if args.jp2_scene
+        else f"{tiles} tiles from {args.data}"
+    )
     print(
-        f"model {model} ({weights} weights), {tiles} tiles from {args.data}, device {describe_device(device)}, "
+        f"model {model} ({weights} weights), {what}, device {describe_device(device)}, "
         f"pipeline in {encoder.precision}, batch {batch_size}, "
         f"workers {default_workers() if args.workers is None else args.workers}, torch threads {torch.get_num_threads()}, cores {os.cpu_count()}, "
         f"{args.rounds} alternating rounds"

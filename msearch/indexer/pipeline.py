@@ -636,68 +636,76 @@ def index_archive(
     finally:
         if existing:
             existing.engine.dispose()
+    request = RunRequest(
+        roots=roots,
+        urls=urls,
+        stac_search=stac_search,
+        spaces=spaces,
+        recipes=recipes,
+        checkpoint=checkpoint,
+        settings=settings,
+        batch_size=batch_size,
+        workers=workers,
+        prune=prune,
+        progress=progress,
+        ray_address=ray_address,
+        ray_actors=ray_actors,
+        device=device,
+        precision=precision,
+        started=started,
+    )
     store = IndexStore(index, create=True, catalogue=catalogue)
     store.lock_for_writing("msearch index")
     try:
-        return _index_locked(
-            store,
-            roots,
-            found,
-            spaces,
-            recipes,
-            checkpoint,
-            settings,
-            batch_size,
-            workers,
-            prune,
-            progress,
-            encoders,
-            ray_address,
-            ray_actors,
-            started,
-            urls,
-            stac_search,
-            device,
-            precision,
-        )
+        return _index_locked(store, request, found, encoders or {})
     finally:
         store.unlock()
 
 
-def _index_locked(
-    store,
-    roots,
-    found,
-    spaces,
-    recipes,
-    checkpoint,
-    settings,
-    batch_size,
-    workers,
-    prune,
-    progress,
-    encoders,
-    ray_address,
-    ray_actors,
-    started,
-    urls,
-    stac_search,
-    device,
-    precision,
-):
+@dataclass(frozen=True)
+class RunRequest:
+    """What an `index_archive` run was asked for, its arguments checked (see there)."""
+
+    roots: list[Path]
+    urls: list[str]
+    stac_search: StacSearch | None
+    spaces: list[str]
+    recipes: dict[str, InputRecipe]
+    checkpoint: str | Path | None
+    settings: ReadSettings
+    batch_size: int | None  # None: the device's default, once the device is known
+    workers: int
+    prune: bool
+    progress: ProgressCallback | None
+    ray_address: str | None
+    ray_actors: int | None
+    device: object  # 'auto'/'cpu' until something needs embedding, else a torch.device
+    precision: str | None
+    started: float  # time.perf_counter() when the run was called
+
+    def paths_json(self) -> str:
+        """The run's paths as `msearch info` lists them (URLs without credentials)."""
+        return json.dumps(
+            [str(r.resolve()) for r in self.roots]
+            + [redact(u) for u in self.urls]
+            + ([self.stac_search.describe()] if self.stac_search else [])
+        )
+
+
+def _index_locked(store: IndexStore, request: RunRequest, found: Discovery, encoders: dict[str, "Encoder"]):
+    """The run, with the catalogue locked for writing: `encoders` holds those the caller gave, and gets the
+    ones this run loads."""
     with store.engine.begin() as conn:
         run_id = conn.execute(
             catalog.runs.insert().values(
                 started_at=_now(),
                 status="running",
-                paths=json.dumps(
-                    [str(r.resolve()) for r in roots]
-                    + [redact(u) for u in urls]
-                    + ([stac_search.describe()] if stac_search else [])
-                ),
-                spaces=json.dumps(spaces),
+                paths=request.paths_json(),
+                spaces=json.dumps(request.spaces),
             )
         ).inserted_primary_key[0]
+    spaces, settings, progress, checkpoint = request.spaces, request.settings, request.progress, request.checkpoint
+    device, batch_size = request.device, request.batch_size  # resolved below once something needs embedding
     summary = RunSummary(run_id=run_id, spaces=spaces)
     summary.discovered, summary.ignored = len(found.sources), len(found.ignored)
     summary.ignored_files = [str(path) for path in found.ignored[:IGNORED_NAMED]]
@@ -705,16 +713,15 @@ def _index_locked(
     views: dict[str, SpaceIndex] = {}
     status = "failed"
     try:
-        planned = plan(store, found, spaces, recipes)
+        planned = plan(store, found, spaces, request.recipes)
         pending, summary.unchanged, gone = planned.pending, planned.unchanged, planned.gone_tiles
         summary.duplicates = planned.duplicates
-        prune_now = prune and bool(gone or planned.gone_problems)
+        prune_now = request.prune and bool(gone or planned.gone_problems)
         repair = bool(planned.duplicate_tiles or planned.duplicate_problems)
-        if not prune:
+        if not request.prune:
             summary.missing = len(gone)
         if progress:
             progress(Progress(total=len(pending)))
-        encoders = encoders or {}
         check_weights(store, spaces, encoders, checkpoint)
         if pending and isinstance(device, str):
             device = resolve_device(device)
@@ -724,7 +731,7 @@ def _index_locked(
         if pending or prune_now or repair:
             for space in spaces:
                 if pending and space not in encoders:
-                    encoders[space] = load_encoder(space, checkpoint, device, precision)
+                    encoders[space] = load_encoder(space, checkpoint, device, request.precision)
             for space in spaces:
                 if space in encoders:
                     encoder = encoders[space]
@@ -744,7 +751,7 @@ def _index_locked(
                         conn.execute(delete(catalog.problems).where(catalog.problems.c.id.in_(chunk)))
             summary.repaired = len(planned.duplicate_tiles)
             summary.removed = len(gone) if prune_now else 0
-            if ray_address and pending:
+            if request.ray_address and pending:
                 from msearch.indexer.distributed import index_on_ray  # imports Ray: only when it is asked for
 
                 index_on_ray(
@@ -756,12 +763,12 @@ def _index_locked(
                     settings,
                     batch_size,
                     progress,
-                    address=ray_address,
-                    actors=ray_actors,
+                    address=request.ray_address,
+                    actors=request.ray_actors,
                     checkpoint=checkpoint,
                 )
             else:
-                _run_batches(store, summary, pending, encoders, views, settings, batch_size, workers, progress)
+                _run_batches(store, summary, pending, encoders, views, settings, batch_size, request.workers, progress)
             for space, view in views.items():
                 if (
                     ann.choose_kind(view.ntotal, view.ann.exact_threshold, view.ann.compressed_threshold)
@@ -785,7 +792,7 @@ def _index_locked(
     finally:
         for view in views.values():
             store.save_space(view)
-        summary.seconds = time.perf_counter() - started
+        summary.seconds = time.perf_counter() - request.started
         finished = (
             catalog.runs.update()
             .where(catalog.runs.c.id == run_id)
