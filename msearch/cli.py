@@ -232,7 +232,7 @@ def index(
     precision: Optional[str] = typer.Option(
         None,
         help="fp32 or bf16 (autocast; refused for a model whose bf16 vectors stray from fp32). "
-        "Default: bf16 on CUDA, fp32 on the CPU.",
+        "Default: bf16 on CUDA, fp32 on the CPU and with --ray (whose actors take this precision).",
     ),
     workers: Optional[int] = typer.Option(
         None,

@@ -148,8 +148,10 @@ def work_units(pending: Sequence[PendingTile], size: int) -> list[list[PendingTi
 
 
 def read_task_memory(recipes: dict, unit_tiles: int) -> int:
-    """Bytes a read task holds at its peak: its unit's prepared inputs (float32, each space's), twice (the
-    tensors and their pickled copy). Declared to Ray, so that a node runs no more reads than its memory holds;
+    """Bytes a read task holds at its peak: its unit's inputs, each space's, twice (the arrays and their
+    pickled copy). An input is the card's bands as stored at their own resolutions (uint16: at most 2 bytes a
+    band and 10 m pixel); counted as 4 bytes a band pixel of the crop, it covers tiles up to 1.4 times the
+    crop's side (a scene's chips are the crop's size). Declared to Ray, so that a node runs no more reads than its memory holds;
     and a read operator that asks for other resources than the encoder's is not fused into the encoder actors
     by Ray Data, which would read on the GPU nodes' few CPUs while their GPUs wait."""
     per_tile = sum(4 * len(recipe.bands) * recipe.crop * recipe.crop for recipe in recipes.values())
@@ -207,12 +209,15 @@ class ShardEncoder:
     """Ray actor: loads each space's model once, encodes units in forward passes of `batch_size` tiles and
     writes each unit as a shard."""
 
-    def __init__(self, spaces: list[str], checkpoint: str | None, facts: str, staging: str, batch_size: int):
+    def __init__(self, precisions: dict[str, str], checkpoint: str | None, facts: str, staging: str, batch_size: int):
         self.facts = json.loads(facts)
         self.staging, self.batch_size = Path(staging), batch_size
         device = actor_device()
-        # fp32 on the GPU too: the driver's encoders, whose precision the space manifests record, are fp32.
-        self.encoders = {space: load_encoder(space, checkpoint, device, "fp32") for space in spaces}
+        # Each space in the driver's encoder's precision (whichever device the actor has): the space manifests
+        # record the driver's. bf16 is checked against fp32 at load, on the actor's device.
+        self.encoders = {
+            space: load_encoder(space, checkpoint, device, precision) for space, precision in precisions.items()
+        }
         for space, encoder in self.encoders.items():
             expected = self.facts["identities"][space]
             if [encoder.identity.card, encoder.identity.weights_sha256] != expected:
@@ -409,7 +414,7 @@ def index_on_ray(
                 .map_batches(
                     ShardEncoder,
                     fn_constructor_kwargs={
-                        "spaces": list(encoders),
+                        "precisions": {space: encoder.precision for space, encoder in encoders.items()},
                         "checkpoint": str(checkpoint) if checkpoint else None,
                         "facts": facts,
                         "staging": str(staging),

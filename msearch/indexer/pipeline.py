@@ -595,12 +595,11 @@ def index_archive(
     (both before anything is written), RunInterrupted on Ctrl-C (the run is recorded as interrupted)."""
     started = time.perf_counter()
     if ray_address:
-        # Ray's encoder actors run in fp32 on the GPU Ray gives them, else on a CPU (distributed.actor_device):
-        # the driver's encoders, whose precision the manifests record, must match them.
-        if device not in ("auto", "cpu") or precision not in (None, "fp32"):
+        # Ray's encoder actors run on the GPU Ray gives them, else on a CPU (distributed.actor_device), in the
+        # precision of the driver's encoders (fp32 unless --precision bf16), which the manifests record.
+        if device not in ("auto", "cpu"):
             raise ValueError(
-                "--ray encodes on the cluster's actors (each on its GPU where there are GPUs, in fp32): leave out "
-                "--device and --precision"
+                "--ray encodes on the cluster's actors (each on its GPU where there are GPUs): leave out --device"
             )
         device = "cpu"
     # Checked first: a GPU asked for by name that is not there is an error before anything is written or

@@ -298,3 +298,32 @@ def test_an_actor_without_a_gpu_encodes_on_the_cpu(ray_cluster):
     # The test cluster has CPUs only: an actor gets no GPU from Ray and places its models on the CPU. (A GPU
     # actor's `cuda` needs a GPU machine: see bench/index_throughput.py --ray.)
     assert ray.get(ray.remote(num_cpus=0)(actor_device).remote()) == "cpu"
+
+
+def test_a_bf16_ray_run_encodes_on_its_actors_in_bf16(shared_data, tmp_path, tiny_msclip, ray_cluster):
+    """--precision bf16 with --ray: each actor loads its encoders in the driver's precision (checked against
+    fp32 at load, on the actor's device), and the manifest records bf16; the vectors stay within the bf16
+    gate of a local fp32 run's."""
+    import ray
+
+    from msearch.models import load_encoder
+
+    bf16 = {"tiny-ms-clip": load_encoder("tiny-ms-clip", precision="bf16")}
+    facts = distributed.ShardFacts.of(bf16, EUROSAT).to_json()
+    actor = ray.remote(num_cpus=0)(distributed.ShardEncoder).remote(
+        {"tiny-ms-clip": "bf16"}, None, facts, str(tmp_path), 2
+    )
+    loaded = ray.get(actor.__ray_call__.remote(lambda self: {s: e.precision for s, e in self.encoders.items()}))
+    assert loaded == {"tiny-ms-clip": "bf16"}
+    ray.kill(actor)
+
+    src = tmp_path / "src"
+    copy_eurosat(shared_data, src, classes=("River", "Forest"), per_class=2)
+    run(src, tmp_path / "local", {"tiny-ms-clip": tiny_msclip})
+    summary = run(src, tmp_path / "ray", bf16, ray_address="local")
+    assert (summary.indexed, summary.precisions) == (4, {"tiny-ms-clip": "bf16"})
+    assert IndexStore(tmp_path / "ray").manifest("tiny-ms-clip").precisions == ["bf16"]
+    got, want = vectors_by_key(tmp_path / "ray", "tiny-ms-clip"), vectors_by_key(tmp_path / "local", "tiny-ms-clip")
+    assert sorted(got) == sorted(want)
+    for key, vector in want.items():
+        assert float(got[key] @ vector / np.linalg.norm(got[key]) / np.linalg.norm(vector)) >= 0.999, key
