@@ -104,7 +104,7 @@ class Pixels:
             raise ValueError(f"pixels must be (bands, height, width), got shape {data.shape}")
         native = NativeBands((data,), (BandGroup(tuple(range(data.shape[0]))),), data.shape[1:])
         self._init(native, bands, offset, full_scale)
-        self.__dict__["data"] = data
+        self.__dict__["data"] = data  # the cached `data`: already on the grid, nothing to resample
 
     @classmethod
     def at_native_resolution(
