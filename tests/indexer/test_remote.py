@@ -1,5 +1,5 @@
 """Remote archives: STAC API searches and COGs read in place over HTTP (a loopback server that honours range
-requests) and S3 (moto's server), compared with indexing the same files locally; ranged reads, retries,
+requests), S3 (moto's server) and GCS (the same loopback server behind /vsigs/), compared with indexing the same files locally; ranged reads, retries,
 failures recorded with their URL and HTTP status, credentials kept out of logs and the catalogue, and re-runs
 that fetch no pixels."""
 
@@ -293,6 +293,34 @@ def test_s3_assets_index_like_local_files_and_credentials_stay_out(
     for secret in secrets:
         assert secret.encode() not in stored
         assert secret not in caplog.text and secret not in out + err and secret not in result.output
+
+
+def test_gs_assets_index_like_local_files(server, cogs, local_index, tmp_path, tiny_msclip, monkeypatch):
+    """gs:// hrefs through GDAL's /vsigs/, pointed at the loopback range server (which answers GCS's plain
+    GET /<bucket>/<object> with ranges) and reading without credentials, as for a public bucket."""
+    monkeypatch.setenv("CPL_GS_ENDPOINT", server.url + "/")
+    monkeypatch.setenv("GS_NO_SIGN_REQUEST", "YES")
+    for band, path in cogs.items():
+        server.add_file(f"/gcp-public-data-sentinel-2/tiles/48/Q/UD/{band}.tif", path)
+    hrefs = {band: f"gs://gcp-public-data-sentinel-2/tiles/48/Q/UD/{band}.tif" for band in cogs}
+    folder = tmp_path / "items"
+    folder.mkdir()
+    (folder / "item.json").write_text(json.dumps(stac_item("S2B_48QUD_20200115_0_L2A", hrefs, (512, 512))))
+    missing = dict(hrefs, B12="gs://gcp-public-data-sentinel-2/tiles/48/Q/UD/nothing.tif")
+    (folder / "missing.json").write_text(json.dumps(stac_item("S2B_48QUD_20200116_0_L2A", missing, (224, 224))))
+    index = tmp_path / "index"
+
+    summary = index_archive([folder], index=index, encoders={SPACE: tiny_msclip})
+
+    assert summary.indexed == 4 and len(summary.failed) == 1
+    reason = problems_by_key(index)["missing.json"][1]
+    assert reason == "remote asset gs://gcp-public-data-sentinel-2/tiles/48/Q/UD/nothing.tif: HTTP 404 (not found)"
+    assert any(path.startswith("/gcp-public-data-sentinel-2/") for path in server.requests)
+    local, local_vectors = by_window(local_index), vectors_by_window(local_index)
+    for window, row in by_window(index).items():
+        vector, twin = vectors_by_window(index)[window], local_vectors[window]
+        assert row["footprint"] == local[window]["footprint"]
+        assert float(vector @ twin / np.linalg.norm(vector) / np.linalg.norm(twin)) > 0.99999
 
 
 # -- the command line ------------------------------------------------------------------------------------
