@@ -146,8 +146,9 @@ class Pixels:
         return selected
 
     def select_stored(self, names: tuple[str, ...]) -> np.ndarray:
-        """The named bands, in the order asked for, as stored (dtype and offset kept), on the grid."""
-        return self.data[self._positions(names)]
+        """The named bands, in the order asked for, as stored (dtype and offset kept), on the grid: only they
+        are resampled (a quicklook's three bands, not all twelve)."""
+        return self.native.select(self._positions(names)).on_grid()
 
     def select_native(self, names: tuple[str, ...]) -> NativeBands:
         """The named bands, in the order asked for, as stored and at their own resolutions: what travels to an

@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,7 @@ from tests.indexer.helpers import (
     vector_seqs,
     vectors_by_key,
 )
-from tests.indexer.test_pipeline import catalogue_vectors, kill, make_bad_archive
+from tests.indexer.test_pipeline import catalogue_vectors, kill, make_bad_archive, wait_for_first_commit
 
 # Columns that differ between two runs by construction: ids are assigned in merge order, and runs differ.
 RUN_COLUMNS = ("id", "run_id", "indexed_at")
@@ -256,11 +255,7 @@ def test_a_killed_driver_resumed_gives_every_tile_once(archive12, tmp_path, enco
         command, env=subprocess_env(), stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
-        deadline = time.monotonic() + 240
-        while catalogue_vectors(index) == 0:
-            assert proc.poll() is None, f"the run ended before its first shard:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, "no shard merged within 4 minutes"
-            time.sleep(0.02)
+        wait_for_first_commit(proc, index, log, "shard")
         assert proc.poll() is None, "the run finished before it could be killed: nothing was tested"
     finally:
         kill(proc)

@@ -497,6 +497,16 @@ def start_index(src: Path, index: Path, log: Path, batch_size: int) -> subproces
     )
 
 
+def wait_for_first_commit(proc: subprocess.Popen, index: Path, log: Path, unit: str) -> None:
+    """Until the run in `proc` has committed vectors to the catalogue (its first `unit`: batch or shard);
+    fails if the run ends first or nothing is committed within 4 minutes."""
+    deadline = time.monotonic() + 240
+    while catalogue_vectors(index) == 0:
+        assert proc.poll() is None, f"the run ended before its first {unit}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {unit} committed within 4 minutes"
+        time.sleep(0.02)
+
+
 def kill(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, signal.SIGKILL)  # the run and its reader worker, as a crash or OOM kill would
     proc.wait(timeout=30)
@@ -511,11 +521,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(archive12, tmp_path, encod
         if when == "after 0.5 s":
             time.sleep(0.5)
         else:
-            deadline = time.monotonic() + 240
-            while catalogue_vectors(index) == 0:
-                assert proc.poll() is None, f"the run ended before its first batch:\n{log.read_text()[-3000:]}"
-                assert time.monotonic() < deadline, "no batch committed within 4 minutes"
-                time.sleep(0.02)
+            wait_for_first_commit(proc, index, log, "batch")
         assert proc.poll() is None, "the run finished before it could be killed: nothing was tested"
     finally:
         kill(proc)

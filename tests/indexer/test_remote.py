@@ -248,6 +248,26 @@ def test_a_failed_search_is_a_clear_error_and_leaves_no_run(server, tmp_path, ti
 # -- S3 (moto's server) and credentials ---------------------------------------------------------------------
 
 
+def write_bucket_items(folder: Path, prefix: str, cogs: dict[str, Path]) -> Path:
+    """Two STAC items whose assets are objects under `prefix` (s3://bucket/... or gs://bucket/...): item.json
+    with every band of `cogs`, and missing.json whose B12 names an object that does not exist."""
+    hrefs = {band: f"{prefix}/{band}.tif" for band in cogs}
+    folder.mkdir()
+    (folder / "item.json").write_text(json.dumps(stac_item("S2B_48QUD_20200115_0_L2A", hrefs, (512, 512))))
+    missing = dict(hrefs, B12=f"{prefix}/nothing.tif")
+    (folder / "missing.json").write_text(json.dumps(stac_item("S2B_48QUD_20200116_0_L2A", missing, (224, 224))))
+    return folder
+
+
+def assert_same_chips(index: Path, local_index: Path) -> None:
+    """Every chip of `index` has the footprint and (within cosine 0.99999) the vector of the local index's."""
+    local, local_vectors = by_window(local_index), vectors_by_window(local_index)
+    for window, row in by_window(index).items():
+        vector, twin = vectors_by_window(index)[window], local_vectors[window]
+        assert row["footprint"] == local[window]["footprint"]
+        assert float(vector @ twin / np.linalg.norm(vector) / np.linalg.norm(twin)) > 0.99999
+
+
 @pytest.fixture
 def s3(monkeypatch):
     server = S3Server(secret_key="s3cr3t-never-stored-Zq9").start()
@@ -266,12 +286,7 @@ def test_s3_assets_index_like_local_files_and_credentials_stay_out(
     client.create_bucket(Bucket="sentinel-cogs")
     for band, path in cogs.items():
         client.upload_file(str(path), "sentinel-cogs", f"tiles/48/Q/UD/{band}.tif")
-    hrefs = {band: f"s3://sentinel-cogs/tiles/48/Q/UD/{band}.tif" for band in cogs}
-    folder = tmp_path / "items"
-    folder.mkdir()
-    (folder / "item.json").write_text(json.dumps(stac_item("S2B_48QUD_20200115_0_L2A", hrefs, (512, 512))))
-    missing = dict(hrefs, B12="s3://sentinel-cogs/tiles/48/Q/UD/nothing.tif")
-    (folder / "missing.json").write_text(json.dumps(stac_item("S2B_48QUD_20200116_0_L2A", missing, (224, 224))))
+    folder = write_bucket_items(tmp_path / "items", "s3://sentinel-cogs/tiles/48/Q/UD", cogs)
     index = tmp_path / "index"
     caplog.set_level(logging.DEBUG)
 
@@ -282,11 +297,7 @@ def test_s3_assets_index_like_local_files_and_credentials_stay_out(
     assert result.exit_code == 0 and "nothing.tif" in result.output, result.output
     reason = problems_by_key(index)["missing.json"][1]
     assert reason == "remote asset s3://sentinel-cogs/tiles/48/Q/UD/nothing.tif: HTTP 404 (not found)"
-    local, local_vectors = by_window(local_index), vectors_by_window(local_index)
-    for window, row in by_window(index).items():
-        vector, twin = vectors_by_window(index)[window], local_vectors[window]
-        assert row["footprint"] == local[window]["footprint"]
-        assert float(vector @ twin / np.linalg.norm(vector) / np.linalg.norm(twin)) > 0.99999
+    assert_same_chips(index, local_index)
     secrets = (s3.secret_key, "dummy-key-id")
     stored = b"".join(p.read_bytes() for p in index.rglob("*") if p.is_file())
     out, err = capfd.readouterr()
@@ -302,12 +313,7 @@ def test_gs_assets_index_like_local_files(server, cogs, local_index, tmp_path, t
     monkeypatch.setenv("GS_NO_SIGN_REQUEST", "YES")
     for band, path in cogs.items():
         server.add_file(f"/gcp-public-data-sentinel-2/tiles/48/Q/UD/{band}.tif", path)
-    hrefs = {band: f"gs://gcp-public-data-sentinel-2/tiles/48/Q/UD/{band}.tif" for band in cogs}
-    folder = tmp_path / "items"
-    folder.mkdir()
-    (folder / "item.json").write_text(json.dumps(stac_item("S2B_48QUD_20200115_0_L2A", hrefs, (512, 512))))
-    missing = dict(hrefs, B12="gs://gcp-public-data-sentinel-2/tiles/48/Q/UD/nothing.tif")
-    (folder / "missing.json").write_text(json.dumps(stac_item("S2B_48QUD_20200116_0_L2A", missing, (224, 224))))
+    folder = write_bucket_items(tmp_path / "items", "gs://gcp-public-data-sentinel-2/tiles/48/Q/UD", cogs)
     index = tmp_path / "index"
 
     summary = index_archive([folder], index=index, encoders={SPACE: tiny_msclip})
@@ -316,11 +322,7 @@ def test_gs_assets_index_like_local_files(server, cogs, local_index, tmp_path, t
     reason = problems_by_key(index)["missing.json"][1]
     assert reason == "remote asset gs://gcp-public-data-sentinel-2/tiles/48/Q/UD/nothing.tif: HTTP 404 (not found)"
     assert any(path.startswith("/gcp-public-data-sentinel-2/") for path in server.requests)
-    local, local_vectors = by_window(local_index), vectors_by_window(local_index)
-    for window, row in by_window(index).items():
-        vector, twin = vectors_by_window(index)[window], local_vectors[window]
-        assert row["footprint"] == local[window]["footprint"]
-        assert float(vector @ twin / np.linalg.norm(vector) / np.linalg.norm(twin)) > 0.99999
+    assert_same_chips(index, local_index)
 
 
 # -- the command line ------------------------------------------------------------------------------------
