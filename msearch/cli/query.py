@@ -1,0 +1,137 @@
+"""`msearch query`: search an index by text or by example."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from msearch.cli.common import (
+    CATALOGUE_OPTION,
+    INDEX_OPTION,
+    band_order_option,
+    check_output,
+    console,
+    err_console,
+    fail,
+    parse_bbox,
+    parse_date,
+    search_errors,
+    space_checkpoints,
+    write_text,
+)
+
+
+def query(
+    text: Optional[str] = typer.Argument(None, help="What to look for, in any of the ten languages."),
+    index: Optional[Path] = INDEX_OPTION,
+    catalogue: Optional[str] = CATALOGUE_OPTION,
+    top_k: int = typer.Option(10, "--top-k", "-k", min=1, help="Number of results."),
+    lang: str = typer.Option(
+        "auto", help="auto, en, pt, es, fr, de, nl, it, zh, ko or ru (auto refuses scripts of other languages)."
+    ),
+    space: Optional[str] = typer.Option(None, help="Search this encoder space instead of the language's default."),
+    fuse: bool = typer.Option(
+        False, "--fuse", help="Merge the rankings of every space that understands the query (RRF)."
+    ),
+    route: Optional[str] = typer.Option(
+        None,
+        help="Beyond English: rgb (the multilingual RGB space), bridge (carried into the multispectral space by "
+        "`msearch align`'s map) or fuse (both, RRF). Default: the route a stored eval found best, else rgb.",
+    ),
+    like: Optional[str] = typer.Option(
+        None, help="Find tiles that look like this tile id, catalogued path or raster file."
+    ),
+    band_order: Optional[str] = typer.Option(
+        None,
+        help="With --like FILE: band order of a multiband file without band descriptions (l2a, l1c, eurosat or "
+        "B01,B02,...). Default: the order the file was catalogued with.",
+    ),
+    bbox: Optional[str] = typer.Option(None, help="minlon,minlat,maxlon,maxlat (WGS84): tiles that intersect it."),
+    date_from: Optional[str] = typer.Option(None, help="Acquired on or after YYYY-MM-DD."),
+    date_to: Optional[str] = typer.Option(None, help="Acquired on or before YYYY-MM-DD."),
+    max_cloud: Optional[float] = typer.Option(
+        None, help="At most this cloud cover (percent); tiles of unknown cover are excluded."
+    ),
+    tile_id: Optional[str] = typer.Option(None, help="MGRS tile, e.g. 33NZA."),
+    as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print results as CSV."),
+    as_geojson: bool = typer.Option(
+        False, "--geojson", help="Print results as a GeoJSON FeatureCollection of footprints."
+    ),
+    html: Optional[Path] = typer.Option(
+        None, help="Also write one self-contained HTML page with a quicklook per result."
+    ),
+    checkpoint: Optional[List[str]] = typer.Option(
+        None, help="SPACE=PATH: local weights for a space's encoder (repeatable)."
+    ),
+):
+    """Search an index by text (or by example with --like)."""
+    if sum([as_json, as_csv, as_geojson]) > 1:
+        fail("choose one of --json, --csv, --geojson")
+    if (text is None) == (like is None):
+        fail("give a query TEXT or --like EXAMPLE (one of them)")
+    if band_order is not None and like is None:
+        fail("--band-order tells how to read the file given to --like; a text query reads no files")
+    if route is not None and like is not None:
+        fail("--route is how a text query beyond English reaches the index; --like searches by example")
+    checkpoints = space_checkpoints(checkpoint)
+    if text is not None:
+        from msearch.search.language import parse_language
+
+        try:
+            parse_language(lang)
+        except ValueError as exc:
+            fail(f"--lang: {exc}")
+    elif lang != "auto":
+        fail("--lang is the language of a query TEXT; --like searches by example")
+    bounds = parse_bbox(bbox)
+    dates = parse_date(date_from, "--date-from"), parse_date(date_to, "--date-to")
+    order = band_order_option(band_order)
+    if html is not None:
+        check_output(html, "--html")
+
+    from msearch.indexer.readers import ArchivePixels
+    from msearch.indexer.tiles import ReadSettings
+    from msearch.search import formats
+    from msearch.search.searcher import Filters, Searcher
+
+    try:
+        filters = Filters(bbox=bounds, date_from=dates[0], date_to=dates[1], max_cloud=max_cloud, tile_id=tile_id)
+        searcher = Searcher(
+            index, checkpoints, pixels=ArchivePixels(ReadSettings(band_order=order)), catalogue=catalogue
+        )
+        if like is not None:
+            answer = searcher.like(like, top_k=top_k, space=space, filters=filters)
+        else:
+            answer = searcher.query(text, top_k=top_k, lang=lang, space=space, fuse=fuse, filters=filters, route=route)
+    except search_errors() as exc:
+        fail(str(exc))
+    if answer.truncated:
+        err_console.print(
+            "[yellow]note:[/yellow] the query is longer than the text encoder's 77 tokens and was truncated"
+        )
+    if len(answer.results) < top_k and answer.matching_tiles is not None:
+        err_console.print(f"only {answer.matching_tiles} tiles match the filters")
+    if as_json:
+        typer.echo(formats.to_json(answer.results, answer.info()))
+    elif as_csv:
+        typer.echo(formats.to_csv(answer.results), nl=False)
+    elif as_geojson:
+        typer.echo(formats.to_geojson(answer.results, answer.info()))
+    else:
+        via = f", route {answer.route}" if answer.route else ""
+        console.print(f"[bold]{answer.query}[/bold]  ({answer.lang or 'image'} → {', '.join(answer.spaces)}{via})")
+        console.print(formats.results_table(answer.results))
+    if html is not None:
+        from msearch.search.quicklook import html_page, png_bytes, true_colour
+
+        images = []
+        for result in answer.results:
+            try:
+                images.append(png_bytes(true_colour(searcher.tile_pixels(result.tile_id))))
+            except Exception:  # a tile that moved or broke since indexing gets a placeholder, not a crash
+                images.append(None)
+        write_text(html, html_page(answer.results, images, answer.info()))
+        err_console.print(f"wrote {html}")
