@@ -11,8 +11,8 @@ import torch
 
 from msearch.models import encoder as encoder_module
 from msearch.schema.manifest import SpaceManifest
+from tests.cli.test_index import cli
 from tests.indexer.helpers import copy_eurosat, vectors_by_key
-from tests.test_cli_index import cli
 
 TINY = ["--model", "tiny-ms-clip", "--band-order", "eurosat", "--workers", "0"]
 
