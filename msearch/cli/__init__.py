@@ -66,6 +66,7 @@ def main() -> None:
     pass
 
 
+# The commands, in the order `msearch --help` lists them: one line each (see the module's docstring).
 app.command()(index.index)
 app.command()(info.info)
 app.command()(query.query)
