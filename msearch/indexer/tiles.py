@@ -95,6 +95,10 @@ class Tile:
     nodata_fraction: float | None = None
     scene: str | None = None  # for chips: the scene (relative path) they were cut from
     extra: dict = field(default_factory=dict)
+    # The affine transform of the tile's grid (its window on the scene, for a chip), GDAL's order (a, b, c, d,
+    # e, f), and the grid's declared nodata value: where heat maps put per-patch values (schema.PlacedPixels).
+    transform: tuple[float, float, float, float, float, float] | None = None
+    nodata: float | None = None
 
 
 class SkipTile(Exception):
