@@ -14,8 +14,8 @@ from msearch.indexer.readers.perband import PerBandFolderReader
 from msearch.indexer.readers.remote import is_remote, redact
 from msearch.indexer.readers.safe import SafeReader
 from msearch.indexer.readers.stac import StacReader
-from msearch.schema.pixels import PlacedPixels
 from msearch.indexer.tiles import Reader, ReadSettings, SkipTile, TileSource, is_raster_name, iter_files, quiet_rasterio
+from msearch.schema.pixels import PlacedPixels
 
 # SAFE first: its L1C IMG_DATA folders look like per-band folders. STAC before per-band folders: an item
 # describing band files says more than their names. The plain multiband GeoTIFF reader takes what is left.
