@@ -386,6 +386,22 @@ class Searcher:
         """Tiles that look like an example: a tile id, a catalogued path, or a raster file."""
         if top_k <= 0:
             raise QueryError(f"--top-k must be at least 1, got {top_k}")
+        name, vector, tile_id = self.example_vector(example, space)
+        allowed = self._allowed_ids(filters)
+        if tile_id is not None and allowed is not None:
+            allowed = allowed[allowed != tile_id]
+        ranked = [(t, s) for t, s in self.search_vector(name, vector, top_k + 1, allowed) if t != tile_id][:top_k]
+        return QueryAnswer(
+            self._results(ranked, name),
+            f"like:{example}",
+            None,
+            [name],
+            matching_tiles=len(allowed) if allowed is not None else None,
+        )
+
+    def example_vector(self, example: str, space: str | None = None) -> tuple[str, np.ndarray, int | None]:
+        """(space, vector, tile id or None) of an example as `like` searches with it: a catalogued tile's stored
+        vector in the space (the one asked for, else the multispectral one), or a raster file's embedding."""
         name = self._example_space(space)
         tile_id = self._tile_id_of(example)
         if tile_id is not None:
@@ -400,17 +416,7 @@ class Searcher:
                 ) from None
         else:
             vector = self._embed_file(example, name)
-        allowed = self._allowed_ids(filters)
-        if tile_id is not None and allowed is not None:
-            allowed = allowed[allowed != tile_id]
-        ranked = [(t, s) for t, s in self.search_vector(name, vector, top_k + 1, allowed) if t != tile_id][:top_k]
-        return QueryAnswer(
-            self._results(ranked, name),
-            f"like:{example}",
-            None,
-            [name],
-            matching_tiles=len(allowed) if allowed is not None else None,
-        )
+        return name, vector, tile_id
 
     def _example_space(self, space: str | None) -> str:
         """The space a search by example runs in: the one asked for, else the multispectral one."""
