@@ -163,7 +163,7 @@ def _on_ground(tile: PlacedPixels, cells: tuple[float, ...]) -> tuple[float, ...
 
     if tile.transform is None:
         return None
-    return tuple((Affine(*tile.transform) * Affine(*cells))[:6])
+    return tuple((Affine(*tile.transform) @ Affine(*cells))[:6])
 
 
 def _nodata_patches(heat_map: HeatMap, mask: np.ndarray) -> np.ndarray:
