@@ -104,11 +104,18 @@ def heat_target(
 
 
 def heat_maps(
-    searcher: Searcher, tile_ids: Sequence[int], target: HeatTarget, quicklooks: bool = False
+    searcher: Searcher,
+    tile_ids: Sequence[int],
+    target: HeatTarget,
+    quicklooks: bool = False,
+    skipped: list[tuple[int, str]] | None = None,
 ) -> list[HeatMap]:
     """Heat maps of catalogued tiles for one target, in one batch through the space's vision tower.
-    Raises QueryError for an unknown tile, a tile the space's encoder cannot take, or a vision tower that
-    cannot be loaded (no weights offline)."""
+    Raises QueryError for an unknown tile, a vision tower that cannot be loaded (no weights offline) or
+    one the method does not cover, and a tile that cannot be read again or fed to the encoder; given a
+    `skipped` list, such tiles are left out instead and (tile id, why) appended to it."""
+    import torch
+
     from msearch.models import ModelNotAvailableError
     from msearch.models.dense import DenseUnsupported, dense_embeddings, patch_grid, patch_size
 
@@ -116,7 +123,6 @@ def heat_maps(
     missing = [int(t) for t in tile_ids if int(t) not in rows]
     if missing:
         raise QueryError(f"no tile with id {missing[0]} in this index")
-    placed = [_placed(searcher, rows[int(t)]) for t in tile_ids]
     try:
         encoder = searcher.encoder(target.space)
     except ModelNotAvailableError as exc:
@@ -124,18 +130,28 @@ def heat_maps(
             f"heat maps need the image encoder of space {target.space!r}, which cannot be loaded: {exc} "
             f"(give its weights with --checkpoint {target.space}=PATH)"
         ) from exc
+    ready, inputs = [], []
+    for tile_id in tile_ids:
+        try:
+            tile = _placed(searcher, rows[int(tile_id)])
+            inputs.append(encoder.prepare([tile.pixels]))
+        except (QueryError, CannotFeed) as exc:
+            why = f"tile {tile_id} cannot be mapped in space {target.space!r}: {exc}"
+            if skipped is None:
+                raise QueryError(why) from exc
+            skipped.append((int(tile_id), why))
+            continue
+        ready.append((int(tile_id), tile))
+    if not ready:
+        return []
     try:
-        batch = encoder.prepare([tile.pixels for tile in placed])
-    except CannotFeed as exc:
-        raise QueryError(f"a tile cannot be mapped in space {target.space!r}: {exc}") from exc
-    try:
-        dense = dense_embeddings(encoder, batch)
+        dense = dense_embeddings(encoder, torch.cat(inputs))
     except DenseUnsupported as exc:
         raise QueryError(f"space {target.space!r}: {exc}") from exc
     heat = dense.heat(target.vector)
     patch = patch_size(encoder.model.visual)
     maps = []
-    for tile_id, tile, values in zip(tile_ids, placed, heat):
+    for (tile_id, tile), values in zip(ready, heat):
         height, width = tile.pixels.shape[1:]
         _, cells = patch_grid(encoder.card.input, patch, height, width)
         heat_map = HeatMap(
@@ -155,7 +171,7 @@ def _placed(searcher: Searcher, row: dict) -> PlacedPixels:
     try:
         return reader.placed(row)
     except (OSError, ValueError) as exc:  # moved, deleted or broken since it was indexed
-        raise QueryError(f"tile {row['id']} ({row['key']}) cannot be read again: {exc}") from exc
+        raise QueryError(f"{row['key']} cannot be read again: {exc}") from exc
 
 
 def _on_ground(tile: PlacedPixels, cells: tuple[float, ...]) -> tuple[float, ...] | None:

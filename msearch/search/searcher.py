@@ -499,6 +499,15 @@ class Searcher:
                 raise QueryError(f"no tiles with ids {missing[:10]} in this index") from None
             raise QueryError(f"some example tiles have no vectors in space {space!r}: search another space") from None
 
+    def catalogued_tile_id(self, name: str) -> int:
+        """The id of a catalogued tile named by its id, key (a chip's `path#col,row,width,height`) or path."""
+        if name.isdigit() and not self.store.tiles_by_id([int(name)]):
+            raise QueryError(f"no tile with id {name} in this index")
+        tile_id = self._tile_id_of(name)
+        if tile_id is None:
+            raise QueryError(f"{name!r} is a file, not a catalogued tile: index it first, or name a tile id")
+        return tile_id
+
     def _tile_id_of(self, example: str) -> int | None:
         t = catalog.tiles.c
         with self.store.engine.connect() as conn:

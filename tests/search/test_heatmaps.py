@@ -252,6 +252,17 @@ def test_a_space_without_its_vision_tower_offline(scene_index, tmp_path):
         target = heat_target(offline, like="1")
         with pytest.raises(QueryError, match="image encoder of space 'tiny-ms-clip-elsewhere'.*--checkpoint"):
             heat_maps(offline, [2], target)
+        from typer.testing import CliRunner
+
+        from msearch.cli import app
+
+        args = ["query", "--like", "1", "--index", str(index), "--heatmaps", str(tmp_path / "heat")]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and "image encoder of space 'tiny-ms-clip-elsewhere'" in _unwrapped(result.output)
+        result = CliRunner().invoke(app, args + ["--checkpoint", f"tiny-ms-clip-elsewhere={weights}"])
+        assert (
+            result.exit_code == 0 and len(list((tmp_path / "heat").glob("*.png"))) == 8
+        )  # the 9 chips but the example
         with_weights = Searcher(index, {"tiny-ms-clip-elsewhere": weights}, pixels=ArchivePixels())
         assert heat_maps(with_weights, [2], target)[0].values.shape == (14, 14)
     finally:
@@ -263,3 +274,76 @@ def get_card_weights(name: str):
     from msearch.models.loading import weights_file
 
     return weights_file(get_card(name))
+
+
+# -- the CLI ------------------------------------------------------------------------------------------------
+
+
+def test_query_heatmaps_writes_a_geotiff_and_a_picture_per_result(scene_index, searcher, tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from msearch.cli import app
+
+    index = str(scene_index[0])
+    out = tmp_path / "heat"
+    result = CliRunner().invoke(
+        app, ["query", "a river", "--index", index, "-k", "4", "--json", "--heatmaps", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    ranked = json.loads(result.stdout)["results"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"{r['rank']}_{r['tile_id']}.{ext}" for r in ranked for ext in ("tif", "png"))
+    windows = {tile_id: window for window, tile_id in _chips(searcher).items()}
+    for r in ranked:
+        with rasterio.open(out / f"{r['rank']}_{r['tile_id']}.tif") as dataset:
+            assert dataset.count == 1 and dataset.dtypes == ("float32",) and dataset.shape == (14, 14)
+            assert dataset.crs == scene_index[1]
+        _, _, width, height = windows[r["tile_id"]]
+        assert Image.open(out / f"{r['rank']}_{r['tile_id']}.png").size == (width, height)
+
+    by_example = tmp_path / "like"
+    example = str(ranked[0]["tile_id"])
+    result = CliRunner().invoke(
+        app, ["query", "--like", example, "--index", index, "-k", "2", "--heatmaps", str(by_example)]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(list(by_example.glob("*.tif"))) == 2 and "tiny-ms-clip" in result.output
+
+    result = CliRunner().invoke(app, ["query", "x", "--index", index, "--heatmaps", str(out / "1_1.tif")])
+    assert result.exit_code == 2 and "is a file" in _unwrapped(result.output)
+
+
+def test_locate_prints_outlines_and_writes_geojson(scene_index, searcher, tmp_path):
+    from typer.testing import CliRunner
+
+    from msearch.cli import app
+
+    index = str(scene_index[0])
+    tile_id = str(_chips(searcher)[(224, 224, 224, 224)])
+    path = tmp_path / "where.geojson"
+    result = CliRunner().invoke(app, ["locate", tile_id, "a reservoir", "--index", index, "--geojson", str(path)])
+    assert result.exit_code == 0, result.output
+    collection = json.loads(path.read_text())
+    assert collection["properties"]["threshold_method"] == "otsu" and collection["features"]
+    printed = _unwrapped(result.output)
+    assert f"{len(collection['features'])} outline" in printed and "Otsu" in printed
+    best = collection["features"][0]["properties"]["mean_score"]
+    assert f"mean score {best:.4f}" in printed
+
+    result = CliRunner().invoke(app, ["locate", tile_id, "a reservoir", "--index", index, "--threshold", "5"])
+    assert result.exit_code == 0 and "0 outlines" in _unwrapped(result.output)
+
+    for args, message in (
+        (["999", "a river"], "no tile with id 999"),
+        ([tile_id, "   "], "empty"),
+        ([tile_id, "a river", "--space", "nonesuch"], "no space 'nonesuch'"),
+        (["no/such/chip.tif", "a river"], "neither a tile id"),
+    ):
+        result = CliRunner().invoke(app, ["locate", *args, "--index", index])
+        assert result.exit_code == 2 and message in _unwrapped(result.output), result.output
+
+
+def _unwrapped(output: str) -> str:
+    """The CLI's output with rich's line wrapping undone."""
+    return " ".join(output.split())
