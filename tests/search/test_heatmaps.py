@@ -2,6 +2,7 @@
 px window of Major TOM cell 199U_1099R with a nodata corner, cut into 224 px chips and smaller edge chips
 (152 px wide, 112 px high), indexed with the tiny models of both families."""
 
+import io
 import json
 import math
 from pathlib import Path
@@ -263,6 +264,13 @@ def test_a_space_without_its_vision_tower_offline(scene_index, tmp_path):
         assert (
             result.exit_code == 0 and len(list((tmp_path / "heat").glob("*.png"))) == 8
         )  # the 9 chips but the example
+        from fastapi.testclient import TestClient
+
+        from msearch.search.server import create_app
+
+        api = TestClient(create_app(offline, allowed_hosts=["127.0.0.1"]), base_url="http://127.0.0.1")
+        response = api.get("/api/tiles/2/heatmap.png", params={"like": 1})
+        assert response.status_code == 422 and "--checkpoint" in response.json()["error"]
         with_weights = Searcher(index, {"tiny-ms-clip-elsewhere": weights}, pixels=ArchivePixels())
         assert heat_maps(with_weights, [2], target)[0].values.shape == (14, 14)
     finally:
@@ -347,3 +355,74 @@ def test_locate_prints_outlines_and_writes_geojson(scene_index, searcher, tmp_pa
 def _unwrapped(output: str) -> str:
     """The CLI's output with rich's line wrapping undone."""
     return " ".join(output.split())
+
+
+# -- the API --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client(searcher):
+    from fastapi.testclient import TestClient
+
+    from msearch.search.server import create_app
+
+    return TestClient(create_app(searcher, allowed_hosts=["127.0.0.1"]), base_url="http://127.0.0.1")
+
+
+def test_api_heatmap_png_tif_and_locate(client, searcher):
+    from PIL import Image
+
+    chips = _chips(searcher)
+    tile_id = chips[(448, 0, 152, 224)]
+    [expected] = heat_maps(searcher, [tile_id], heat_target(searcher, text="a river"))
+
+    response = client.get(f"/api/tiles/{tile_id}/heatmap.png", params={"q": "a river"})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    picture = Image.open(io.BytesIO(response.content))
+    assert picture.mode == "RGBA" and picture.size == (152, 224)
+    np.testing.assert_array_equal(np.asarray(picture), heat_rgba(expected))
+
+    response = client.get(f"/api/tiles/{tile_id}/heatmap.tif", params={"q": "a river"})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/tiff"
+    with MemoryFile(response.content) as memory, memory.open() as dataset:
+        np.testing.assert_allclose(dataset.read(1), expected.values, atol=1e-6)
+        assert dataset.transform.almost_equals(Affine(*expected.transform))
+
+    response = client.get(f"/api/tiles/{tile_id}/locate", params={"q": "a river", "threshold": -2})
+    assert response.status_code == 200 and response.headers["content-type"] == "application/geo+json"
+    collection = response.json()
+    assert collection["properties"]["threshold_method"] == "given"
+    assert sum(f["properties"]["patches"] for f in collection["features"]) == 196  # every patch is above -2
+
+    example = chips[(224, 0, 224, 224)]
+    response = client.get(f"/api/tiles/{tile_id}/heatmap.tif", params={"like": example, "space": "rs-m-clip"})
+    assert response.status_code == 200
+    with MemoryFile(response.content) as memory, memory.open() as dataset:
+        assert dataset.shape == (7, 7)
+
+
+@pytest.mark.parametrize(
+    "path, params, status, message",
+    [
+        ("heatmap.png", {}, 400, "one of them"),
+        ("heatmap.png", {"q": "a river", "like": 1}, 400, "one of them"),
+        ("heatmap.tif", {"q": "  "}, 400, "empty"),
+        ("locate", {"q": "a river", "space": "nonesuch"}, 400, "no space"),
+        ("locate", {"q": "a river", "lang": "xx"}, 400, "lang"),
+        ("heatmap.png", {"like": 999}, 404, "no example tile with id 999"),
+        ("heatmap.png", {"like": "../etc"}, 400, "like"),
+    ],
+)
+def test_api_errors(client, path, params, status, message):
+    response = client.get(f"/api/tiles/1/{path}", params=params)
+    assert response.status_code == status and message in response.json()["error"], response.text
+
+
+def test_api_no_such_tile_and_documented_errors(client):
+    for path in ("heatmap.png", "heatmap.tif", "locate"):
+        response = client.get(f"/api/tiles/999/{path}", params={"q": "a river"})
+        assert response.status_code == 404 and response.json() == {"error": "no tile with id 999 in this index"}
+        operation = client.get("/api/openapi.json").json()["paths"][f"/api/tiles/{{tile_id}}/{path}"]["get"]
+        for status in ("400", "404", "422"):
+            schema = operation["responses"][status]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/ErrorBody"}

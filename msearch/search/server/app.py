@@ -5,6 +5,7 @@ Endpoints (JSON errors are {"error": "what to change"} with a 4xx status):
     POST /api/search                 relevance feedback: text and/or liked and unliked tile ids (Searcher.feedback)
     GET  /api/tiles/{id}             a catalogued tile's fields
     GET  /api/tiles/{id}/quicklook.png   its true-colour quicklook (msearch.search.quicklook's stretch)
+    GET  /api/tiles/{id}/heatmap.png, heatmap.tif, locate   where in it a query matches (server/heatmaps.py)
     GET  /api/info                   spaces, counts, index kinds (msearch info's report)
     GET  /api/openapi.json           the OpenAPI schema
     GET  /health                     liveness, no token needed
@@ -24,7 +25,7 @@ import time
 from collections import OrderedDict
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Literal, Optional
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -35,31 +36,21 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from msearch import __version__
 from msearch.search import formats
-from msearch.search.language import AUTO, SUPPORTED_LANGUAGES
 from msearch.search.quicklook import png_bytes, true_colour
 from msearch.search.searcher import Filters, QueryAnswer, QueryError, Searcher
+from msearch.search.server.common import LANGUAGES, MAX_QUERY_CHARS, ApiError, TileId, tile_row
+from msearch.search.server.heatmaps import heatmap_router
 from msearch.store import SpaceMismatchError
 from msearch.store.bridges import ROUTES
 from msearch.store.report import index_report
 
 MAX_TOP_K = 200  # results per request (top_k + offset)
-MAX_QUERY_CHARS = 1000  # the text towers read 77 tokens; longer texts are only a cost
 MAX_EXAMPLES = 100  # liked tiles, and unliked tiles, in one feedback request
 QUICKLOOK_CACHE = 256  # PNGs kept in memory, by tile id and file signature
 QUERY_MEMORY = 10_000  # query embeddings kept in memory in front of the shared on-disk query cache
 REFRESH_SECONDS = 1.0  # how often requests look for tiles that index runs committed since
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 STATIC = Path(__file__).parent / "static"
-LANGUAGES = (AUTO, *SUPPORTED_LANGUAGES)
-# A tile id as SQLite stores it: a positive 64-bit integer (a larger one would be an overflow, not a 404).
-TileId = Annotated[int, Field(ge=1, lt=2**63)]
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def is_loopback(host: str) -> bool:
@@ -216,19 +207,21 @@ def create_app(
     @app.get("/api/tiles/{tile_id}")
     def tile(tile_id: str):
         """A catalogued tile's fields: file, archive root, footprint, date, cloud cover, MGRS tile, scene."""
-        row = _tile_row(searcher, tile_id)
+        row = tile_row(searcher, tile_id)
         row["footprint"] = json.loads(row["footprint"]) if row.get("footprint") else None
         return row
 
     @app.get("/api/tiles/{tile_id}/quicklook.png", response_class=Response)
     def quicklook(tile_id: str):
         """True colour (B04, B03, B02), 2-98 percentile stretch: the same picture as `msearch query --html`."""
-        row = _tile_row(searcher, tile_id)
+        row = tile_row(searcher, tile_id)
         try:
             image = quicklooks.get(row)
         except Exception as exc:  # the file moved or broke since it was indexed: say so, do not crash
             raise ApiError(404, f"tile {row['id']} has no quicklook: {exc}") from exc
         return Response(image, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+
+    app.include_router(heatmap_router(searcher))
 
     @app.get("/", response_class=Response, include_in_schema=False)
     def page():
@@ -335,16 +328,6 @@ class QuicklookCache:
             while len(self._images) > self.size:
                 self._images.popitem(last=False)
         return image
-
-
-def _tile_row(searcher: Searcher, tile_id: str) -> dict:
-    # The id is only ever a catalogue key: anything but a plain number (a path, `..`) is simply not a tile.
-    if not (tile_id.isascii() and tile_id.isdigit() and len(tile_id) <= 18):
-        raise ApiError(404, f"no tile {tile_id[:40]!r}: tiles are named by their numeric id")
-    row = searcher.store.tiles_by_id([int(tile_id)]).get(int(tile_id))
-    if row is None:
-        raise ApiError(404, f"no tile with id {tile_id} in this index")
-    return row
 
 
 def _check_window(top_k: int, offset: int) -> None:

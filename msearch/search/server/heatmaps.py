@@ -1,0 +1,123 @@
+"""The heat-map routes of the API: where in a tile a query matches (msearch.search.heatmaps).
+
+    GET /api/tiles/{id}/heatmap.png?q=...|like=...   the heat on the tile's pixel grid, RGBA (transparent where the
+                                                     encoder saw nothing and on nodata): lay it over the quicklook
+                                                     or over the map at the tile's footprint
+    GET /api/tiles/{id}/heatmap.tif?q=...|like=...   one float32 score per patch, georeferenced (CRS, patch grid)
+    GET /api/tiles/{id}/locate?q=...|like=...        outlines of the best-scoring patches, GeoJSON in WGS84
+
+`q` is a text (scored in the space its language routes to, or `space`); `like` the id of an example tile (its
+stored vector, in `space` or the multispectral space). Maps are computed on demand, once: the most recent
+are kept (HEATMAP_CACHE), by tile, file signature, space and query.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal, Optional
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from msearch.search.heatmaps import (
+    HeatMap,
+    HeatMapCache,
+    geotiff_bytes,
+    heat_rgba,
+    heat_target,
+    outline,
+    rgba_png_bytes,
+)
+from msearch.search.searcher import QueryError, Searcher
+from msearch.search.server.common import LANGUAGES, MAX_QUERY_CHARS, ApiError, TileId, error_responses, tile_row
+
+HEATMAP_CACHE = 256  # heat maps kept in memory (14 x 14 values each, and where they lie)
+
+ERRORS = error_responses(
+    {
+        400: "the query is malformed: neither or both of q and like, an empty q, an unknown space or language",
+        404: "no such tile, or no such example tile",
+        422: "this tile cannot be mapped: it cannot be read again, its space's encoder cannot take it, or the "
+        "space's image encoder cannot be loaded (no weights offline: `msearch serve --checkpoint SPACE=PATH`)",
+    }
+)
+
+
+def heatmap_router(searcher: Searcher) -> APIRouter:
+    router = APIRouter()
+    cache = HeatMapCache(searcher, HEATMAP_CACHE)
+
+    def heat(tile_id: str, q: Optional[str], like: Optional[int], lang: str, space: Optional[str]) -> HeatMap:
+        row = tile_row(searcher, tile_id)
+        if like is not None and not searcher.store.tiles_by_id([like]):
+            raise ApiError(404, f"no example tile with id {like} in this index")
+        try:
+            target = heat_target(searcher, text=q, like=None if like is None else str(like), lang=lang, space=space)
+        except QueryError as exc:
+            raise ApiError(400, str(exc)) from exc
+        try:
+            return cache.get(row, target)
+        except QueryError as exc:
+            raise ApiError(422, str(exc)) from exc
+
+    query = Query(None, max_length=MAX_QUERY_CHARS, description="Query text, any of ten languages (or give like).")
+    example = Query(None, description="The id of an example tile (or give q).")
+    language = Query("auto", description="The language of q.")
+    in_space = Query(None, max_length=100, description="Score in this space instead of the default.")
+
+    @router.get(
+        "/api/tiles/{tile_id}/heatmap.png",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}, **ERRORS},
+    )
+    def heatmap_png(
+        tile_id: str,
+        q: Optional[str] = query,
+        like: Optional[TileId] = example,
+        lang: Literal[LANGUAGES] = language,
+        space: Optional[str] = in_space,
+    ):
+        """Where in the tile the query matches: each pixel coloured by its patch's score (SegEarth-OV's per-patch
+        method), dark blue at the tile's lowest to red at its highest, on the tile's pixel grid."""
+        image = rgba_png_bytes(heat_rgba(heat(tile_id, q, like, lang, space)))
+        return Response(image, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+
+    @router.get(
+        "/api/tiles/{tile_id}/heatmap.tif",
+        response_class=Response,
+        responses={200: {"content": {"image/tiff": {}}}, **ERRORS},
+    )
+    def heatmap_tif(
+        tile_id: str,
+        q: Optional[str] = query,
+        like: Optional[TileId] = example,
+        lang: Literal[LANGUAGES] = language,
+        space: Optional[str] = in_space,
+    ):
+        """The per-patch scores as a float32 GeoTIFF in the tile's CRS (NaN: nodata), as `query --heatmaps`."""
+        data = geotiff_bytes(heat(tile_id, q, like, lang, space))
+        return Response(data, media_type="image/tiff", headers={"Cache-Control": "private, max-age=300"})
+
+    @router.get(
+        "/api/tiles/{tile_id}/locate",
+        response_class=Response,
+        responses={200: {"content": {"application/geo+json": {}}}, **ERRORS},
+    )
+    def locate(
+        tile_id: str,
+        q: Optional[str] = query,
+        like: Optional[TileId] = example,
+        lang: Literal[LANGUAGES] = language,
+        space: Optional[str] = in_space,
+        threshold: Optional[float] = Query(None, ge=-2, le=2, description="Default: Otsu's, per tile."),
+    ):
+        """Outlines of the patches scoring at least `threshold`, in WGS84, each with its mean and highest score:
+        what `msearch locate` writes."""
+        heat_map = heat(tile_id, q, like, lang, space)
+        try:
+            collection = outline(heat_map, threshold)
+        except QueryError as exc:  # a flat map has no Otsu threshold
+            raise ApiError(422, str(exc)) from exc
+        return Response(json.dumps(collection), media_type="application/geo+json")
+
+    return router
