@@ -132,6 +132,7 @@ function showResults(answer) {
   markers.clearLayers();
   clearSelection();
   state.features = answer ? answer.features : [];
+  if (!answer && typeof heat !== "undefined") heat.attach(null);
   const via = answer && answer.route ? ` (route ${answer.route})` : "";
   $("detected").textContent = answer && answer.lang ? `read as ${answer.lang} → ${answer.space}${via}` : answer ? `→ ${answer.space}` : "";
   if (!answer) return;
@@ -160,6 +161,7 @@ function showResults(answer) {
     }
   }
   if (footprints.getLayers().length) map.fitBounds(footprints.getBounds(), { maxZoom: 11, padding: [30, 30] });
+  if (typeof heat !== "undefined") heat.attach(answer); // heatmaps.js: a heat toggle per card
 }
 
 function resultCard(feature) {
