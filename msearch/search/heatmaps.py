@@ -4,7 +4,8 @@ A heat map holds one value per patch the encoder saw (14 x 14 for Llama3-MS-CLIP
 RS-M-CLIP's ViT-B/32): the patch's score for the query vector by SegEarth-OV's training-free method
 (msearch.models.dense: cos(patch, v) - 0.3 cos(cls, v)). The query vector is a text's embedding in the space
 its language routes to, or an example's global embedding (`query --like`). The tile's pixels are read again
-from the archive (the searcher's pixel reader) and the vision tower runs once per tile.
+from the archive (the searcher's pixel reader) and the vision tower runs once per tile; the per-patch
+embeddings do not depend on the query (`TilePatches`), so a server keeps them (`PatchCache`).
 
 Georeferencing: patch (row, col) covers the tile pixels the recipe's resize and centre crop took for it
 (msearch.models.dense.patch_grid); composed with the tile's grid transform (its window on the scene), that
@@ -70,14 +71,39 @@ class HeatMap:
     def patch_of_pixel(self) -> tuple[np.ndarray, np.ndarray]:
         """(rows (height,), cols (width,)): the patch row of each tile pixel row and the patch column of each
         tile pixel column (by the pixel's centre), -1 outside the part the encoder saw."""
-        a, _, c, _, e, f = self.cells
-        side = self.values.shape[0]
-        height, width = self.size
-        rows = np.floor((np.arange(height) + 0.5 - f) / e).astype(np.int64)
-        cols = np.floor((np.arange(width) + 0.5 - c) / a).astype(np.int64)
-        rows[(rows < 0) | (rows >= side)] = -1
-        cols[(cols < 0) | (cols >= side)] = -1
-        return rows, cols
+        return _patch_of_pixel(self.cells, self.values.shape[0], self.size)
+
+
+@dataclass
+class TilePatches:
+    """One tile's per-patch embeddings (a DenseEmbeddings of one) and where its patches lie: what a heat map
+    for any query is made from in microseconds (`heat`). `nodata`: (side, side), the patches that are nodata."""
+
+    tile_id: int
+    space: str
+    dense: object  # msearch.models.dense.DenseEmbeddings
+    nodata: np.ndarray
+    cells: tuple[float, ...]
+    transform: tuple[float, ...] | None
+    crs: str | None
+    size: tuple[int, int]
+    quicklook: np.ndarray | None = None
+
+    def heat(self, target: HeatTarget) -> HeatMap:
+        values = np.where(self.nodata, np.float32(np.nan), self.dense.heat(target.vector)[0])
+        return HeatMap(
+            self.tile_id, self.space, values, self.cells, self.transform, self.crs, self.size, self.quicklook
+        )
+
+
+def _patch_of_pixel(cells: tuple[float, ...], side: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    a, _, c, _, e, f = cells
+    height, width = size
+    rows = np.floor((np.arange(height) + 0.5 - f) / e).astype(np.int64)
+    cols = np.floor((np.arange(width) + 0.5 - c) / a).astype(np.int64)
+    rows[(rows < 0) | (rows >= side)] = -1
+    cols[(cols < 0) | (cols >= side)] = -1
+    return rows, cols
 
 
 def heat_target(
@@ -110,25 +136,36 @@ def heat_maps(
     quicklooks: bool = False,
     skipped: list[tuple[int, str]] | None = None,
 ) -> list[HeatMap]:
-    """Heat maps of catalogued tiles for one target, in one batch through the space's vision tower.
-    Raises QueryError for an unknown tile, a vision tower that cannot be loaded (no weights offline) or
-    one the method does not cover, and a tile that cannot be read again or fed to the encoder; given a
-    `skipped` list, such tiles are left out instead and (tile id, why) appended to it."""
+    """Heat maps of catalogued tiles for one target (see `tile_patches` for what is computed and raised)."""
+    return [tile.heat(target) for tile in tile_patches(searcher, tile_ids, target.space, quicklooks, skipped)]
+
+
+def tile_patches(
+    searcher: Searcher,
+    tile_ids: Sequence[int],
+    space: str,
+    quicklooks: bool = False,
+    skipped: list[tuple[int, str]] | None = None,
+) -> list[TilePatches]:
+    """Per-patch embeddings of catalogued tiles in a space: the tiles read again, one batch through the
+    space's vision tower. Raises QueryError for an unknown tile, a vision tower that cannot be loaded (no
+    weights offline) or one the method does not cover, and a tile that cannot be read again or fed to the
+    encoder; given a `skipped` list, such tiles are left out instead and (tile id, why) appended to it."""
     import torch
 
     from msearch.models import ModelNotAvailableError
-    from msearch.models.dense import DenseUnsupported, dense_embeddings, patch_grid, patch_size
+    from msearch.models.dense import DenseEmbeddings, DenseUnsupported, dense_embeddings, patch_grid, patch_size
 
     rows = searcher.store.tiles_by_id([int(t) for t in tile_ids])
     missing = [int(t) for t in tile_ids if int(t) not in rows]
     if missing:
         raise QueryError(f"no tile with id {missing[0]} in this index")
     try:
-        encoder = searcher.encoder(target.space)
+        encoder = searcher.encoder(space)
     except ModelNotAvailableError as exc:
         raise QueryError(
-            f"heat maps need the image encoder of space {target.space!r}, which cannot be loaded: {exc} "
-            f"(give its weights with --checkpoint {target.space}=PATH)"
+            f"heat maps need the image encoder of space {space!r}, which cannot be loaded: {exc} "
+            f"(give its weights with --checkpoint {space}=PATH)"
         ) from exc
     ready, inputs = [], []
     for tile_id in tile_ids:
@@ -136,7 +173,7 @@ def heat_maps(
             tile = _placed(searcher, rows[int(tile_id)])
             inputs.append(encoder.prepare([tile.pixels]))
         except (QueryError, CannotFeed) as exc:
-            why = f"tile {tile_id} cannot be mapped in space {target.space!r}: {exc}"
+            why = f"tile {tile_id} cannot be mapped in space {space!r}: {exc}"
             if skipped is None:
                 raise QueryError(why) from exc
             skipped.append((int(tile_id), why))
@@ -147,21 +184,21 @@ def heat_maps(
     try:
         dense = dense_embeddings(encoder, torch.cat(inputs))
     except DenseUnsupported as exc:
-        raise QueryError(f"space {target.space!r}: {exc}") from exc
-    heat = dense.heat(target.vector)
+        raise QueryError(f"space {space!r}: {exc}") from exc
     patch = patch_size(encoder.model.visual)
-    maps = []
-    for (tile_id, tile), values in zip(ready, heat):
+    found = []
+    for i, (tile_id, tile) in enumerate(ready):
         height, width = tile.pixels.shape[1:]
-        _, cells = patch_grid(encoder.card.input, patch, height, width)
-        heat_map = HeatMap(
-            int(tile_id), target.space, values, cells, _on_ground(tile, cells), tile.crs, (height, width)
+        side, cells = patch_grid(encoder.card.input, patch, height, width)
+        own = DenseEmbeddings(dense.patches[i : i + 1].copy(), dense.cls[i : i + 1].copy())
+        nodata = _nodata_patches(cells, side, (height, width), tile.nodata_mask())
+        quicklook = true_colour(tile.pixels) if quicklooks else None
+        found.append(
+            TilePatches(
+                tile_id, space, own, nodata, cells, _on_ground(tile, cells), tile.crs, (height, width), quicklook
+            )
         )
-        heat_map.values = np.where(_nodata_patches(heat_map, tile.nodata_mask()), np.float32(np.nan), values)
-        if quicklooks:
-            heat_map.quicklook = true_colour(tile.pixels)
-        maps.append(heat_map)
-    return maps
+    return found
 
 
 def _placed(searcher: Searcher, row: dict) -> PlacedPixels:
@@ -182,10 +219,9 @@ def _on_ground(tile: PlacedPixels, cells: tuple[float, ...]) -> tuple[float, ...
     return tuple((Affine(*tile.transform) @ Affine(*cells))[:6])
 
 
-def _nodata_patches(heat_map: HeatMap, mask: np.ndarray) -> np.ndarray:
+def _nodata_patches(cells: tuple[float, ...], side: int, size: tuple[int, int], mask: np.ndarray) -> np.ndarray:
     """(side, side) bool: patches with at least NODATA_SHARE of the tile pixels under them nodata."""
-    side = heat_map.values.shape[0]
-    rows, cols = heat_map.patch_of_pixel()
+    rows, cols = _patch_of_pixel(cells, side, size)
     inside = (rows[:, None] >= 0) & (cols[None, :] >= 0)
     cell = (rows[:, None] * side + cols[None, :])[inside]
     counts = np.bincount(cell, minlength=side * side)
@@ -322,25 +358,27 @@ def outline(heat_map: HeatMap, threshold: float | None = None) -> dict:
 # -- a cache for a long-lived server -----------------------------------------------------------------------------
 
 
-class HeatMapCache:
-    """Recent heat maps by (tile id, file signature, space, target label): the page asks for a tile's map
-    once for its card and again for the map; a re-indexed, changed file gets a new one."""
+class PatchCache:
+    """Recent tiles' per-patch embeddings by (tile id, file signature, space): a heat map for a new query on a
+    tile seen before costs no forward pass (the page asks for the maps of the same results as the query
+    changes); a re-indexed, changed file is computed afresh. About 0.4 MB a tile for ViT-B/16."""
 
     def __init__(self, searcher: Searcher, size: int):
         self.searcher = searcher
         self.size = size
-        self._maps: OrderedDict[tuple, HeatMap] = OrderedDict()
+        self._tiles: OrderedDict[tuple, TilePatches] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, row: dict, target: HeatTarget) -> HeatMap:
-        key = (row["id"], row.get("stat_signature"), target.space, target.label)
+    def heat(self, row: dict, target: HeatTarget) -> HeatMap:
+        key = (row["id"], row.get("stat_signature"), target.space)
         with self._lock:
-            if key in self._maps:
-                self._maps.move_to_end(key)
-                return self._maps[key]
-        heat_map = heat_maps(self.searcher, [row["id"]], target)[0]
-        with self._lock:
-            self._maps[key] = heat_map
-            while len(self._maps) > self.size:
-                self._maps.popitem(last=False)
-        return heat_map
+            found = self._tiles.get(key)
+            if found is not None:
+                self._tiles.move_to_end(key)
+        if found is None:
+            [found] = tile_patches(self.searcher, [row["id"]], target.space)
+            with self._lock:
+                self._tiles[key] = found
+                while len(self._tiles) > self.size:
+                    self._tiles.popitem(last=False)
+        return found.heat(target)

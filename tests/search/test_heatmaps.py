@@ -426,3 +426,22 @@ def test_api_no_such_tile_and_documented_errors(client):
         for status in ("400", "404", "422"):
             schema = operation["responses"][status]["content"]["application/json"]["schema"]
             assert schema == {"$ref": "#/components/schemas/ErrorBody"}
+
+
+def test_the_patch_cache_serves_any_query_from_one_forward_pass(searcher):
+    from msearch.search.heatmaps import PatchCache
+
+    chips = sorted(_chips(searcher).values())
+    rows = searcher.store.tiles_by_id(chips[:3])
+    cache = PatchCache(searcher, 2)
+    river, town = heat_target(searcher, text="a river"), heat_target(searcher, text="a town")
+    first = cache.heat(rows[chips[0]], river)
+    second = cache.heat(rows[chips[0]], town)
+    assert len(cache._tiles) == 1  # one tile's patches, two queries
+    [expected_river, expected_town] = [heat_maps(searcher, [chips[0]], t)[0] for t in (river, town)]
+    np.testing.assert_allclose(first.values, expected_river.values, atol=1e-6)
+    np.testing.assert_allclose(second.values, expected_town.values, atol=1e-6)
+    assert np.abs(first.values - second.values).max() > 1e-4
+    for tile_id in chips[1:3]:
+        cache.heat(rows[tile_id], river)
+    assert [key[0] for key in cache._tiles] == chips[1:3]  # the least recently used tile went first

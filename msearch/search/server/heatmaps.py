@@ -7,8 +7,8 @@
     GET /api/tiles/{id}/locate?q=...|like=...        outlines of the best-scoring patches, GeoJSON in WGS84
 
 `q` is a text (scored in the space its language routes to, or `space`); `like` the id of an example tile (its
-stored vector, in `space` or the multispectral space). Maps are computed on demand, once: the most recent
-are kept (HEATMAP_CACHE), by tile, file signature, space and query.
+stored vector, in `space` or the multispectral space). Maps are computed on demand; the per-patch embeddings
+of the most recent tiles are kept (PATCH_CACHE), so a tile's map for another query needs no forward pass.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from fastapi.responses import Response
 
 from msearch.search.heatmaps import (
     HeatMap,
-    HeatMapCache,
+    PatchCache,
     geotiff_bytes,
     heat_rgba,
     heat_target,
@@ -31,7 +31,7 @@ from msearch.search.heatmaps import (
 from msearch.search.searcher import QueryError, Searcher
 from msearch.search.server.common import LANGUAGES, MAX_QUERY_CHARS, ApiError, TileId, error_responses, tile_row
 
-HEATMAP_CACHE = 256  # heat maps kept in memory (14 x 14 values each, and where they lie)
+PATCH_CACHE = 128  # tiles whose per-patch embeddings are kept (about 0.4 MB each for ViT-B/16)
 
 ERRORS = error_responses(
     {
@@ -45,7 +45,7 @@ ERRORS = error_responses(
 
 def heatmap_router(searcher: Searcher) -> APIRouter:
     router = APIRouter()
-    cache = HeatMapCache(searcher, HEATMAP_CACHE)
+    cache = PatchCache(searcher, PATCH_CACHE)
 
     def heat(tile_id: str, q: Optional[str], like: Optional[int], lang: str, space: Optional[str]) -> HeatMap:
         row = tile_row(searcher, tile_id)
@@ -56,7 +56,7 @@ def heatmap_router(searcher: Searcher) -> APIRouter:
         except QueryError as exc:
             raise ApiError(400, str(exc)) from exc
         try:
-            return cache.get(row, target)
+            return cache.heat(row, target)
         except QueryError as exc:
             raise ApiError(422, str(exc)) from exc
 
