@@ -34,9 +34,8 @@ from typing import Sequence
 import numpy as np
 
 from msearch.schema.pixels import CannotFeed, PlacedPixels
-from msearch.search.language import detect_language, parse_language
 from msearch.search.quicklook import true_colour
-from msearch.search.searcher import QueryError, Searcher
+from msearch.search.searcher import QueryError, Searcher, language_of
 
 NODATA_SHARE = 0.5  # a patch with at least this share of nodata pixels under it is nodata
 HEAT_ALPHA = (0.15, 0.7)  # overlay opacity at a tile's lowest and highest score
@@ -118,13 +117,7 @@ def heat_target(
         return HeatTarget(name, _unit(vector), f"like:{like}")
     if not text.strip():
         raise QueryError("the query is empty: give some words to look for in the tile")
-    try:
-        lang = parse_language(lang)
-        if lang == "auto":
-            lang = detect_language(text)
-    except ValueError as exc:
-        raise QueryError(str(exc)) from None
-    name = searcher.route(lang, space)
+    name = searcher.route(language_of(text, lang), space)
     vector, _ = searcher.embed_text(name, text.strip())
     return HeatTarget(name, _unit(vector), text.strip())
 

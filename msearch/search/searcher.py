@@ -286,12 +286,7 @@ class Searcher:
             raise QueryError("the query is empty: give some words to search for")
         if top_k <= 0:
             raise QueryError(f"--top-k must be at least 1, got {top_k}")
-        try:
-            lang = parse_language(lang)
-            if lang == "auto":
-                lang = detect_language(text)
-        except ValueError as exc:  # an unknown --lang, or a script none of the encoders learnt
-            raise QueryError(str(exc)) from None
+        lang = language_of(text, lang)
         if route is not None and route not in ROUTES:
             raise QueryError(f"--route must be one of {', '.join(ROUTES)}, got {route!r}")
         if route is not None and (lang == "en" or space is not None or fuse):
@@ -607,6 +602,15 @@ class Searcher:
                 )
             )
         return results
+
+
+def language_of(text: str, lang: str) -> str:
+    """The language a query is read as: `lang`, or the detected one for 'auto'."""
+    try:
+        lang = parse_language(lang)
+        return detect_language(text) if lang == "auto" else lang
+    except ValueError as exc:  # an unknown --lang, or a script none of the encoders learnt
+        raise QueryError(str(exc)) from None
 
 
 def reciprocal_rank_fusion(rankings: list[list[tuple[int, float]]], k: int = RRF_K) -> list[tuple[int, float]]:

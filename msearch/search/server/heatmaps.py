@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Literal, Optional
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from msearch.search.heatmaps import (
@@ -47,7 +47,14 @@ def heatmap_router(searcher: Searcher) -> APIRouter:
     router = APIRouter()
     cache = PatchCache(searcher, PATCH_CACHE)
 
-    def heat(tile_id: str, q: Optional[str], like: Optional[int], lang: str, space: Optional[str]) -> HeatMap:
+    def heat(
+        tile_id: str,
+        q: Optional[str] = Query(None, max_length=MAX_QUERY_CHARS, description="Query text (or give like)."),
+        like: Optional[TileId] = Query(None, description="The id of an example tile (or give q)."),
+        lang: Literal[LANGUAGES] = Query("auto", description="The language of q."),
+        space: Optional[str] = Query(None, max_length=100, description="Score in this space, not the default."),
+    ) -> HeatMap:
+        """The tile's heat map for the request's query: the parameters every route here shares."""
         row = tile_row(searcher, tile_id)
         if like is not None and not searcher.store.tiles_by_id([like]):
             raise ApiError(404, f"no example tile with id {like} in this index")
@@ -60,60 +67,29 @@ def heatmap_router(searcher: Searcher) -> APIRouter:
         except QueryError as exc:
             raise ApiError(422, str(exc)) from exc
 
-    query = Query(None, max_length=MAX_QUERY_CHARS, description="Query text, any of ten languages (or give like).")
-    example = Query(None, description="The id of an example tile (or give q).")
-    language = Query("auto", description="The language of q.")
-    in_space = Query(None, max_length=100, description="Score in this space instead of the default.")
+    def route(path: str, media_type: str):
+        return router.get(path, response_class=Response, responses={200: {"content": {media_type: {}}}, **ERRORS})
 
-    @router.get(
-        "/api/tiles/{tile_id}/heatmap.png",
-        response_class=Response,
-        responses={200: {"content": {"image/png": {}}}, **ERRORS},
-    )
-    def heatmap_png(
-        tile_id: str,
-        q: Optional[str] = query,
-        like: Optional[TileId] = example,
-        lang: Literal[LANGUAGES] = language,
-        space: Optional[str] = in_space,
-    ):
+    @route("/api/tiles/{tile_id}/heatmap.png", "image/png")
+    def heatmap_png(heat_map: HeatMap = Depends(heat)):
         """Where in the tile the query matches: each pixel coloured by its patch's score (SegEarth-OV's per-patch
         method), dark blue at the tile's lowest to red at its highest, on the tile's pixel grid."""
-        image = rgba_png_bytes(heat_rgba(heat(tile_id, q, like, lang, space)))
+        image = rgba_png_bytes(heat_rgba(heat_map))
         return Response(image, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
 
-    @router.get(
-        "/api/tiles/{tile_id}/heatmap.tif",
-        response_class=Response,
-        responses={200: {"content": {"image/tiff": {}}}, **ERRORS},
-    )
-    def heatmap_tif(
-        tile_id: str,
-        q: Optional[str] = query,
-        like: Optional[TileId] = example,
-        lang: Literal[LANGUAGES] = language,
-        space: Optional[str] = in_space,
-    ):
+    @route("/api/tiles/{tile_id}/heatmap.tif", "image/tiff")
+    def heatmap_tif(heat_map: HeatMap = Depends(heat)):
         """The per-patch scores as a float32 GeoTIFF in the tile's CRS (NaN: nodata), as `query --heatmaps`."""
-        data = geotiff_bytes(heat(tile_id, q, like, lang, space))
+        data = geotiff_bytes(heat_map)
         return Response(data, media_type="image/tiff", headers={"Cache-Control": "private, max-age=300"})
 
-    @router.get(
-        "/api/tiles/{tile_id}/locate",
-        response_class=Response,
-        responses={200: {"content": {"application/geo+json": {}}}, **ERRORS},
-    )
+    @route("/api/tiles/{tile_id}/locate", "application/geo+json")
     def locate(
-        tile_id: str,
-        q: Optional[str] = query,
-        like: Optional[TileId] = example,
-        lang: Literal[LANGUAGES] = language,
-        space: Optional[str] = in_space,
+        heat_map: HeatMap = Depends(heat),
         threshold: Optional[float] = Query(None, ge=-2, le=2, description="Default: Otsu's, per tile."),
     ):
         """Outlines of the patches scoring at least `threshold`, in WGS84, each with its mean and highest score:
         what `msearch locate` writes."""
-        heat_map = heat(tile_id, q, like, lang, space)
         try:
             collection = outline(heat_map, threshold)
         except QueryError as exc:  # a flat map has no Otsu threshold
