@@ -196,5 +196,7 @@ def test_heat_overlays_toggle_on_a_card_and_on_the_map(server, browser):
 
     browser.find_element("css selector", "#map button.heat-all").click()
     _wait(browser, lambda d: card_heat(d) == 4 and map_heat(d) == 4, "every result's heat")
+    if os.environ.get("MSEARCH_HEAT_SCREENSHOT"):  # a picture of the overlays, where the developer asked for one
+        browser.save_screenshot(os.environ["MSEARCH_HEAT_SCREENSHOT"])
     browser.find_element("css selector", "#map button.heat-all").click()
     _wait(browser, lambda d: map_heat(d) == 0, "every heat overlay gone")
