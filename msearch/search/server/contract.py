@@ -140,6 +140,9 @@ def contract_schema(app: FastAPI, token: str | None) -> dict:
                 operation["security"] = [{"bearer": []}]
             for status in added:
                 responses.setdefault(str(status), error_response(status))
+            for status, response in responses.items():
+                if status.isdigit() and int(status) in MEANINGS:  # FastAPI gives them the route's media type
+                    response["content"] = error_response(int(status))["content"]
             operation["responses"] = dict(sorted(responses.items()))
     components = schema.setdefault("components", {})
     schemas = components.setdefault("schemas", {})

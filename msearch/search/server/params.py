@@ -17,7 +17,9 @@ from pydantic import BeforeValidator, Field
 MAX_QUERY_CHARS = 1000  # the text towers read 77 tokens; longer texts are only a cost
 MAX_TOP_K = 200  # results per request (top_k + offset)
 MAX_EXAMPLES = 100  # liked tiles, and unliked tiles, in one feedback request
-MAX_TILE_ID = 2**63 - 1  # SQLite's largest integer key: a larger id is an overflow, not a tile
+# Tile ids are SQLite row ids; beyond 2**53 a JSON number is not exact in every client (JavaScript's
+# Number.MAX_SAFE_INTEGER), and no catalogue comes near it.
+MAX_TILE_ID = 2**53 - 1
 
 _NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 # Four decimal numbers (what Python's float() reads, without inf/nan, spaces or underscores).
@@ -47,9 +49,14 @@ def _plain_integer(value):
     return value
 
 
+def integer(**constraints) -> type:
+    """An integer type with these pydantic Field constraints (ge, le, ...), written as digits."""
+    # The constraints sit on the int, before the validator: over it, pydantic would not put them in the schema.
+    return Annotated[int, Field(**constraints), BeforeValidator(_plain_integer)]
+
+
 IsoDate = Annotated[date, BeforeValidator(_iso_date), Field(description="A calendar date, YYYY-MM-DD.")]
-Integer = Annotated[int, BeforeValidator(_plain_integer)]
-TileId = Annotated[Integer, Field(ge=1, le=MAX_TILE_ID, description="A catalogued tile's id.")]
+TileId = integer(ge=1, le=MAX_TILE_ID, description="A catalogued tile's id.")
 QueryText = Annotated[
     str,
     Field(
@@ -69,8 +76,8 @@ BboxText = Annotated[
 ]
 SpaceName = Annotated[str, Field(max_length=100, pattern=SPACE_PATTERN, description="An embedding space.")]
 MgrsTile = Annotated[str, Field(max_length=10, pattern=MGRS_PATTERN, description="An MGRS tile, e.g. 33NZA.")]
-TopK = Annotated[Integer, Field(ge=1, le=MAX_TOP_K, description=f"Results to return; top_k + offset <= {MAX_TOP_K}.")]
-Offset = Annotated[Integer, Field(ge=0, lt=MAX_TOP_K, description="Results to skip (paging).")]
+TopK = integer(ge=1, le=MAX_TOP_K, description=f"Results to return; top_k + offset <= {MAX_TOP_K}.")
+Offset = integer(ge=0, lt=MAX_TOP_K, description="Results to skip (paging).")
 CloudPercent = Annotated[float, Field(ge=0, le=100, description="Largest cloud cover, in percent.")]
 
 
