@@ -27,8 +27,9 @@ BBOX_PATTERN = rf"^{_NUMBER},{_NUMBER},{_NUMBER},{_NUMBER}$"
 DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 MGRS_PATTERN = r"^[Tt]?[0-9]{1,2}[A-Za-z]{3}$"  # 33NZA, or T33NZA as product names spell it
 SPACE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"  # an encoder space's name (tiny-ms-clip, llama3-ms-clip)
-# At least one character that is not white space (Python's str.strip() leaves something).
-TEXT_PATTERN = r"\S"
+# At least one character that is not white space as Python's str.strip() counts it, spelt out: `\S` means
+# another set in pydantic's (Rust) and JSON Schema's (ECMA-262) regular expressions.
+TEXT_PATTERN = r"[^\x09-\x0d\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 
 
 def _iso_date(value):
