@@ -1,8 +1,10 @@
 """The page of `msearch serve` in a real headless browser (Debian's chromium and chromium-driver, driven by
 Selenium), against a real `msearch serve` process on a free loopback port that the test starts and stops."""
 
+import json
 import os
 import shutil
+import urllib.request
 
 import pytest
 
@@ -124,3 +126,74 @@ def test_an_address_opens_with_its_search(server, browser):
     assert browser.find_element("id", "q").get_attribute("value") == "forest"
     browser.get(server + "/?q=forest&top_k=500")
     _wait(browser, lambda d: "top_k" in d.find_element("id", "status").text, "the server's message about top_k")
+
+
+def _overlays(driver) -> dict[int, dict]:
+    """The quicklooks on the map, by tile id: where they are drawn (pixels in the map) and their state."""
+    found = driver.execute_script(
+        """
+        const box = map.getContainer().getBoundingClientRect();
+        const found = {};
+        for (const img of document.querySelectorAll('.leaflet-imagery-pane img.imagery')) {
+          const r = img.getBoundingClientRect();
+          found[img.dataset.tileId] = {
+            left: r.left - box.left, top: r.top - box.top, right: r.right - box.left, bottom: r.bottom - box.top,
+            small: img.classList.contains('too-small'), hovered: img.classList.contains('hovered'),
+            loaded: img.complete && img.naturalWidth > 0,
+          };
+        }
+        return found;"""
+    )
+    return {int(tile_id): overlay for tile_id, overlay in found.items()}
+
+
+def _footprint_on_screen(driver, footprint: dict) -> dict:
+    """The footprint's WGS84 bounds, in pixels of the map as Leaflet projects them now."""
+    lons, lats = zip(*footprint["coordinates"][0])
+    return driver.execute_script(
+        """
+        const nw = map.latLngToContainerPoint([arguments[1], arguments[0]]);
+        const se = map.latLngToContainerPoint([arguments[3], arguments[2]]);
+        return {left: nw.x, top: nw.y, right: se.x, bottom: se.y};""",
+        min(lons),
+        max(lats),
+        max(lons),
+        min(lats),
+    )
+
+
+def test_each_result_quicklook_lies_on_the_map_at_its_footprint(server, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    browser.get(server + f"/?q=a+river&top_k={TOP_K}")
+    _wait(browser, lambda d: len(_result_ids(d)) == TOP_K, f"{TOP_K} results")
+    ids = _result_ids(browser)
+    _wait(browser, lambda d: len(_overlays(d)) == TOP_K, f"{TOP_K} quicklooks on the map")
+    _wait(browser, lambda d: all(o["loaded"] for o in _overlays(d).values()), "the quicklooks on the map loaded")
+    assert set(_overlays(browser)) == set(ids)  # one picture per result
+    # At the zoom that shows all of them (results across Europe), the pictures would be dots: footprints and
+    # markers as before.
+    assert all(overlay["small"] for overlay in _overlays(browser).values())
+    assert len(browser.find_elements("css selector", "#map path.centre")) == TOP_K
+
+    for rank, tile_id in enumerate(ids, start=1):
+        with urllib.request.urlopen(f"{server}/api/tiles/{tile_id}") as response:
+            footprint = json.load(response)["footprint"]
+        browser.find_element("css selector", f".result:nth-child({rank})").click()  # zooms to the tile
+
+        def drawn_at_the_footprint(d, tile_id=tile_id, footprint=footprint):
+            overlay = _overlays(d)[tile_id]
+            expected = _footprint_on_screen(d, footprint)
+            return not overlay["small"] and all(abs(overlay[side] - expected[side]) < 1.5 for side in expected)
+
+        _wait(browser, drawn_at_the_footprint, f"tile {tile_id}'s quicklook over its footprint")
+        overlay = _overlays(browser)[tile_id]
+        assert overlay["right"] - overlay["left"] > 20 and overlay["bottom"] - overlay["top"] > 20
+
+    # Hovering a card highlights its picture; hovering the picture's place on the map highlights the card.
+    ActionChains(browser).move_to_element(browser.find_element("css selector", ".result:nth-child(2)")).perform()
+    _wait(browser, lambda d: [t for t, o in _overlays(d).items() if o["hovered"]] == [ids[1]], "the hovered picture")
+    ActionChains(browser).move_to_element(browser.find_element("id", "map")).perform()  # the last tile, centred
+    hovered = "return [...document.querySelectorAll('.result.hovered')].map(c => Number(c.dataset.tileId))"
+    _wait(browser, lambda d: d.execute_script(hovered) == [ids[-1]], "the card of the picture under the mouse")
+    assert [t for t, o in _overlays(browser).items() if o["hovered"]] == [ids[-1]]

@@ -163,13 +163,14 @@ def validation_message(found: list[dict]) -> str:
 
 
 def _strict_query_dependency():
-    """A dependency of every route: its query may hold only the route's parameters, each single-valued one
-    once (FastAPI would silently take the last of repeated values, and ignore a misspelt name)."""
+    """A dependency of every route in the schema: its query may hold only the route's parameters, each
+    single-valued one once (FastAPI would silently take the last of repeated values, and ignore a misspelt
+    name)."""
     from fastapi import Depends
 
     def strict_query(request: Request) -> None:
         route = request.scope.get("route")
-        if route is None or not hasattr(route, "dependant"):
+        if not getattr(route, "include_in_schema", False):  # the page: its address holds its own state
             return
         known, single = _query_names(route)
         names = [name for name, _ in request.query_params.multi_items()]
