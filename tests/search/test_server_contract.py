@@ -225,3 +225,31 @@ def test_no_image_for_an_error(server):
     assert response.json() == {"error": "no tile with id 999999 in this index"}
     response = httpx.get(f"{server}/api/tiles/abc/quicklook.png")
     assert response.status_code == 404 and "tile_id" in response.json()["error"]
+
+
+def test_a_router_included_later_keeps_the_contract():
+    """How another module's routes get the contract: install() once, routers included before or after."""
+    from typing import Annotated
+
+    from fastapi import APIRouter, FastAPI, Query
+    from fastapi.testclient import TestClient
+
+    from msearch.search.server.contract import ApiError, errors, install
+
+    app = FastAPI()
+    install(app, token=None)
+    router = APIRouter()
+
+    @router.get("/api/places", responses=errors(404))
+    def places(name: Annotated[str, Query(max_length=10)], near: Annotated[list[str], Query()] = ()):
+        raise ApiError(404, f"no place {name!r} near {list(near)}")
+
+    app.include_router(router)
+    client = TestClient(app)
+    assert client.get("/api/places?name=a&name=b").json() == {"error": "name may be given once (it was repeated)"}
+    assert client.get("/api/places?name=x&near=a&near=b").json() == {"error": "no place 'x' near ['a', 'b']"}
+    assert client.get("/api/places?name=" + "x" * 11).status_code == 400
+    assert client.delete("/api/places").headers["allow"] == "GET"
+    responses = client.get("/openapi.json").json()["paths"]["/api/places"]["get"]["responses"]
+    assert sorted(responses) == ["200", "400", "404", "414"]
+    assert responses["404"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}

@@ -33,6 +33,7 @@ MAX_BODY_BYTES = 65_536  # the largest valid POST /api/search body is ~16 KB
 # uvicorn refuses a request head beyond this, before the app sees it (its own plain-text 400): far above
 # MAX_URL_BYTES, so that an over-long URL gets the 414 the schema documents.
 UVICORN_LIMITS = {"h11_max_incomplete_event_size": 4 * MAX_URL_BYTES}
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")  # OpenAPI's operations
 
 MEANINGS = {
     400: "The request does not match this schema (a parameter of the wrong type, out of range, too long, "
@@ -104,13 +105,13 @@ def install(app: FastAPI, token: str | None) -> None:
 
 
 def path_methods(app: FastAPI, scope: dict) -> list[str]:
-    """Every method of every route that matches this request's path (starlette's 405 names one route's)."""
-    methods = set()
-    for route in app.router.routes:
-        match, _ = route.matches(scope)  # PARTIAL: the path matches, the method does not
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods)
+    """Every method that some route answers on this request's path (starlette's 405 names one route's). Asked
+    of the routes by matching, so routers included from other modules count too."""
+    return sorted(
+        method
+        for method in HTTP_METHODS
+        if any(route.matches(dict(scope, method=method))[0] == Match.FULL for route in app.router.routes)
+    )
 
 
 def contract_schema(app: FastAPI, token: str | None) -> dict:
