@@ -47,6 +47,7 @@ def run_schemathesis(base: str, report: Path, *options: str) -> subprocess.Compl
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=report.parent,  # its cache (.schemathesis/) goes beside the report, not into the repository
     )
 
 

@@ -33,23 +33,9 @@ from msearch import __version__
 from msearch.search import formats
 from msearch.search.quicklook import png_bytes, true_colour
 from msearch.search.searcher import Filters, QueryAnswer, QueryError, Searcher
-from msearch.search.server import contract
+from msearch.search.server import contract, params
 from msearch.search.server.contract import ApiError, errors
-from msearch.search.server.params import (
-    MAX_EXAMPLES,
-    MAX_QUERY_CHARS,
-    MAX_TOP_K,
-    BboxText,
-    CloudPercent,
-    IsoDate,
-    MgrsTile,
-    Offset,
-    QueryText,
-    SpaceName,
-    TileId,
-    TopK,
-    parse_bbox,
-)
+from msearch.search.server.params import MAX_EXAMPLES, MAX_QUERY_CHARS, MAX_TOP_K, TileId, parse_bbox
 from msearch.search.server.schemas import (
     FeedbackAnswer,
     FeedbackRequest,
@@ -157,17 +143,17 @@ def create_app(
 
     @app.get("/api/search", response_model=SearchAnswer, responses=SEARCH_ERRORS)
     def search(
-        q: Annotated[QueryText, Query()],
+        q: Annotated[params.QueryText, Query()],
         lang: Annotated[Language, Query()] = "auto",
-        space: Annotated[Optional[SpaceName], Query()] = None,
+        space: Annotated[Optional[params.SpaceName], Query()] = None,
         fuse: Annotated[bool, Query(description="Merge every space that reads the query (rank fusion).")] = False,
-        top_k: Annotated[TopK, Query()] = 10,
-        offset: Annotated[Offset, Query()] = 0,
-        bbox: Annotated[Optional[BboxText], Query()] = None,
-        date_from: Annotated[Optional[IsoDate], Query()] = None,
-        date_to: Annotated[Optional[IsoDate], Query(description="The last day, included.")] = None,
-        max_cloud: Annotated[Optional[CloudPercent], Query()] = None,
-        tile_id: Annotated[Optional[MgrsTile], Query()] = None,
+        top_k: Annotated[params.TopK, Query()] = 10,
+        offset: Annotated[params.Offset, Query()] = 0,
+        bbox: Annotated[Optional[params.BboxText], Query()] = None,
+        date_from: Annotated[Optional[params.IsoDate], Query()] = None,
+        date_to: Annotated[Optional[params.IsoDate], Query(description="The last day, included.")] = None,
+        max_cloud: Annotated[Optional[params.CloudPercent], Query()] = None,
+        tile_id: Annotated[Optional[params.MgrsTile], Query()] = None,
         route: Annotated[Optional[Route], Query(description="Beyond English: rgb, bridge or fuse.")] = None,
     ):
         """A text search, ranked exactly as `msearch query` ranks it; results `offset` to `offset + top_k`."""
