@@ -168,13 +168,11 @@ def test_each_result_quicklook_lies_on_the_map_at_its_footprint(server, browser)
     browser.get(server + f"/?q=a+river&top_k={TOP_K}")
     _wait(browser, lambda d: len(_result_ids(d)) == TOP_K, f"{TOP_K} results")
     ids = _result_ids(browser)
-    _wait(browser, lambda d: len(_overlays(d)) == TOP_K, f"{TOP_K} quicklooks on the map")
-    _wait(browser, lambda d: all(o["loaded"] for o in _overlays(d).values()), "the quicklooks on the map loaded")
-    assert set(_overlays(browser)) == set(ids)  # one picture per result
-    # At the zoom that shows all of them (results across Europe), the pictures would be dots: footprints and
-    # markers as before.
-    assert all(overlay["small"] for overlay in _overlays(browser).values())
-    assert len(browser.find_elements("css selector", "#map path.centre")) == TOP_K
+    # At the zoom that shows all of them (results across Europe) a picture would be a dot: footprints and
+    # markers as before, and no quicklook asked for the map.
+    _wait(browser, lambda d: len(d.find_elements("css selector", "#map path.centre")) == TOP_K, "the markers")
+    assert len(browser.find_elements("css selector", "#map path.footprint")) == TOP_K
+    assert _overlays(browser) == {}
 
     for rank, tile_id in enumerate(ids, start=1):
         with urllib.request.urlopen(f"{server}/api/tiles/{tile_id}") as response:
@@ -186,9 +184,11 @@ def test_each_result_quicklook_lies_on_the_map_at_its_footprint(server, browser)
             expected = _footprint_on_screen(d, footprint)
             return not overlay["small"] and all(abs(overlay[side] - expected[side]) < 1.5 for side in expected)
 
+        _wait(browser, lambda d, t=tile_id: t in _overlays(d), f"tile {tile_id}'s quicklook on the map")
         _wait(browser, drawn_at_the_footprint, f"tile {tile_id}'s quicklook over its footprint")
         overlay = _overlays(browser)[tile_id]
-        assert overlay["right"] - overlay["left"] > 20 and overlay["bottom"] - overlay["top"] > 20
+        assert overlay["loaded"] and overlay["right"] - overlay["left"] > 20 and overlay["bottom"] - overlay["top"] > 20
+    assert sorted(_overlays(browser)) == sorted(ids)  # one picture per result, each where it belongs
 
     # Hovering a card highlights its picture; hovering the picture's place on the map highlights the card.
     ActionChains(browser).move_to_element(browser.find_element("css selector", ".result:nth-child(2)")).perform()
