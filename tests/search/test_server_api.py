@@ -203,6 +203,16 @@ def test_a_repeated_single_valued_parameter_is_refused(client, query):
 
 
 @pytest.mark.parametrize(
+    "body, name",
+    [(b'{"q": "river", "q": "forest"}', "q"), (b'{"like": [1], "top_k": 3, "top_k": 4}', "top_k")],
+)
+def test_a_name_repeated_in_the_body_is_refused(client, body, name):
+    response = client.post("/api/search", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json() == {"error": f"{name} may be given once in the body (it was repeated)"}
+
+
+@pytest.mark.parametrize(
     "body",
     [
         b"{not json",

@@ -6,7 +6,8 @@ is not enough, `errors(422, why={422: "..."})`); `install(app)` adds what every 
 
     400  the request does not match the schema: a parameter of the wrong type, out of range, too long,
          repeated (single-valued parameters may appear once) or unknown; a body that is not the documented
-         JSON object (FastAPI's validation errors, which it would answer 422 {"detail": [...]})
+         JSON object, or names a field twice (FastAPI's validation errors, which it would answer 422
+         {"detail": [...]})
     401  with a token only: the request lacks `Authorization: Bearer TOKEN` (every /api path)
     413  operations with a body: the body is larger than MAX_BODY_BYTES
     414  the URL (path and query) is longer than MAX_URL_BYTES
@@ -18,6 +19,7 @@ an id that names nothing in the index): the message says which. Every error is {
 
 from __future__ import annotations
 
+import json
 import typing
 
 from fastapi import FastAPI, Request
@@ -165,11 +167,11 @@ def validation_message(found: list[dict]) -> str:
 
 def _strict_query_dependency():
     """A dependency of every route in the schema: its query may hold only the route's parameters, each
-    single-valued one once (FastAPI would silently take the last of repeated values, and ignore a misspelt
-    name)."""
+    single-valued one once, and a JSON body each name once (FastAPI would silently take the last of repeated
+    values, and ignore a misspelt name)."""
     from fastapi import Depends
 
-    def strict_query(request: Request) -> None:
+    async def strict_request(request: Request) -> None:
         route = request.scope.get("route")
         if not getattr(route, "include_in_schema", False):  # the page: its address holds its own state
             return
@@ -182,8 +184,28 @@ def _strict_query_dependency():
         repeated = sorted(name for name in single if names.count(name) > 1)
         if repeated:
             raise ApiError(400, f"{', '.join(repeated)} may be given once (it was repeated)")
+        if "json" in request.headers.get("content-type", ""):
+            body = await request.body()  # already read (and parsed) by FastAPI: this is its cached copy
+            try:
+                json.loads(body or b"null", object_pairs_hook=_unique_names)
+            except _RepeatedName as exc:
+                raise ApiError(400, f"{str(exc)[:100]} may be given once in the body (it was repeated)") from None
+            except ValueError:
+                pass  # not JSON: FastAPI's validation says so
 
-    return Depends(strict_query)
+    return Depends(strict_request)
+
+
+class _RepeatedName(Exception):
+    pass
+
+
+def _unique_names(pairs: list[tuple[str, object]]) -> dict:
+    names = [name for name, _ in pairs]
+    for name in names:
+        if names.count(name) > 1:
+            raise _RepeatedName(name)
+    return dict(pairs)
 
 
 def _query_names(route) -> tuple[frozenset[str], frozenset[str]]:
