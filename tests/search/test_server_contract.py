@@ -229,7 +229,7 @@ def test_no_image_for_an_error(server):
 
 
 def test_a_router_included_later_keeps_the_contract():
-    """How another module's routes get the contract: install() once, routers included before or after."""
+    """How another module's routes get the contract: install() first, then the router included."""
     from typing import Annotated
 
     from fastapi import APIRouter, FastAPI, Query

@@ -72,7 +72,8 @@ def errors(*statuses: int, why: dict[int, str] | None = None) -> dict[int, dict]
 
 def install(app: FastAPI, token: str | None) -> None:
     """Make `app` keep the contract: error handlers, parameter strictness, size limits, and the schema that
-    documents them. Call it once, after creating the app (routers may be included before or after)."""
+    documents them. Call it once, first thing after creating the app: routes and routers added after it (by
+    `@app.get` or `include_router`) get all of it."""
     app.router.dependencies.append(_strict_query_dependency())
     app.add_middleware(RequestLimits)
 
