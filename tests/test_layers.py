@@ -1,7 +1,9 @@
 """The package's layers: schema -> models -> store -> indexer | search -> cli. A layer imports only the layers
-below it, so a change to one side (indexing or searching) cannot reach into the other."""
+below it, so a change to one side (indexing or searching) cannot reach into the other. msearch.client stands
+apart: it talks to a server over HTTP, with httpx and the standard library alone."""
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,17 @@ def test_a_layer_imports_only_the_layers_below_it(layer):
         if wrong:
             crossing[str(module.relative_to(PACKAGE))] = sorted(wrong)
     assert crossing == {}, f"imports that climb or cross layers: {crossing}"
+
+
+def test_the_client_imports_only_httpx_and_the_standard_library():
+    tree = ast.parse((PACKAGE / "client.py").read_text(encoding="utf-8"))
+    modules = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0:
+            modules.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            modules.update(alias.name.split(".")[0] for alias in node.names)
+    assert modules and modules - {"httpx", "__future__"} <= set(sys.stdlib_module_names), sorted(modules)
 
 
 def test_the_rule_catches_a_crossing_import(tmp_path):

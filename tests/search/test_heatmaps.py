@@ -270,7 +270,7 @@ def test_a_space_without_its_vision_tower_offline(scene_index, tmp_path):
 
         api = TestClient(create_app(offline, allowed_hosts=["127.0.0.1"]), base_url="http://127.0.0.1")
         response = api.get("/api/tiles/2/heatmap.png", params={"like": 1})
-        assert response.status_code == 422 and "--checkpoint" in response.json()["error"]
+        assert response.status_code == 422 and "--checkpoint" in response.json()["error"], response.text
         with_weights = Searcher(index, {"tiny-ms-clip-elsewhere": weights}, pixels=ArchivePixels())
         assert heat_maps(with_weights, [2], target)[0].values.shape == (14, 14)
     finally:
@@ -404,11 +404,13 @@ def test_api_heatmap_png_tif_and_locate(client, searcher):
 @pytest.mark.parametrize(
     "path, params, status, message",
     [
-        ("heatmap.png", {}, 400, "one of them"),
-        ("heatmap.png", {"q": "a river", "like": 1}, 400, "one of them"),
-        ("heatmap.tif", {"q": "  "}, 400, "empty"),
-        ("locate", {"q": "a river", "space": "nonesuch"}, 400, "no space"),
+        ("heatmap.png", {}, 422, "one of them"),
+        ("heatmap.png", {"q": "a river", "like": 1}, 422, "one of them"),
+        ("heatmap.tif", {"q": "  "}, 400, "q"),  # the schema's not-blank pattern
+        ("locate", {"q": "a river", "space": "nonesuch"}, 422, "no space"),
         ("locate", {"q": "a river", "lang": "xx"}, 400, "lang"),
+        ("locate", {"q": "a river", "threshold": "high"}, 400, "threshold"),
+        ("heatmap.png", {"q": "a river", "top_k": 3}, 400, "top_k"),  # a parameter the route does not take
         ("heatmap.png", {"like": 999}, 404, "no example tile with id 999"),
         ("heatmap.png", {"like": "../etc"}, 400, "like"),
     ],

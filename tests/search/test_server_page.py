@@ -4,58 +4,19 @@ Selenium), against a real `msearch serve` process on a free loopback port that t
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.search.live_server import live_server
+
 TOP_K = 6
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(eurosat_index, tmp_path_factory):
-    port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "msearch", "serve", "--index", str(eurosat_index), "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as response:
-                    assert json.load(response) == {"status": "ok"}
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"msearch serve did not start: {log.read_text()[-3000:]}")
-                time.sleep(0.2)
+    with live_server(eurosat_index, tmp_path_factory.mktemp("serve") / "serve.log") as base:
         yield base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +161,74 @@ def test_heat_overlays_toggle_on_a_card_and_on_the_map(server, browser):
         browser.save_screenshot(os.environ["MSEARCH_HEAT_SCREENSHOT"])
     browser.find_element("css selector", "#map button.heat-all").click()
     _wait(browser, lambda d: map_heat(d) == 0, "every heat overlay gone")
+
+
+def _overlays(driver) -> dict[int, dict]:
+    """The quicklooks on the map, by tile id: where they are drawn (pixels in the map) and their state."""
+    found = driver.execute_script(
+        """
+        const box = map.getContainer().getBoundingClientRect();
+        const found = {};
+        for (const img of document.querySelectorAll('.leaflet-imagery-pane img.imagery')) {
+          const r = img.getBoundingClientRect();
+          found[img.dataset.tileId] = {
+            left: r.left - box.left, top: r.top - box.top, right: r.right - box.left, bottom: r.bottom - box.top,
+            small: img.classList.contains('too-small'), hovered: img.classList.contains('hovered'),
+            loaded: img.complete && img.naturalWidth > 0,
+          };
+        }
+        return found;"""
+    )
+    return {int(tile_id): overlay for tile_id, overlay in found.items()}
+
+
+def _footprint_on_screen(driver, footprint: dict) -> dict:
+    """The footprint's WGS84 bounds, in pixels of the map as Leaflet projects them now."""
+    lons, lats = zip(*footprint["coordinates"][0])
+    return driver.execute_script(
+        """
+        const nw = map.latLngToContainerPoint([arguments[1], arguments[0]]);
+        const se = map.latLngToContainerPoint([arguments[3], arguments[2]]);
+        return {left: nw.x, top: nw.y, right: se.x, bottom: se.y};""",
+        min(lons),
+        max(lats),
+        max(lons),
+        min(lats),
+    )
+
+
+def test_each_result_quicklook_lies_on_the_map_at_its_footprint(server, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    browser.get(server + f"/?q=a+river&top_k={TOP_K}")
+    _wait(browser, lambda d: len(_result_ids(d)) == TOP_K, f"{TOP_K} results")
+    ids = _result_ids(browser)
+    # At the zoom that shows all of them (results across Europe) a picture would be a dot: footprints and
+    # markers as before, and no quicklook asked for the map.
+    _wait(browser, lambda d: len(d.find_elements("css selector", "#map path.centre")) == TOP_K, "the markers")
+    assert len(browser.find_elements("css selector", "#map path.footprint")) == TOP_K
+    assert _overlays(browser) == {}
+
+    for rank, tile_id in enumerate(ids, start=1):
+        with urllib.request.urlopen(f"{server}/api/tiles/{tile_id}") as response:
+            footprint = json.load(response)["footprint"]
+        browser.find_element("css selector", f".result:nth-child({rank})").click()  # zooms to the tile
+
+        def drawn_at_the_footprint(d, tile_id=tile_id, footprint=footprint):
+            overlay = _overlays(d)[tile_id]
+            expected = _footprint_on_screen(d, footprint)
+            return not overlay["small"] and all(abs(overlay[side] - expected[side]) < 1.5 for side in expected)
+
+        _wait(browser, lambda d, t=tile_id: t in _overlays(d), f"tile {tile_id}'s quicklook on the map")
+        _wait(browser, drawn_at_the_footprint, f"tile {tile_id}'s quicklook over its footprint")
+        overlay = _overlays(browser)[tile_id]
+        assert overlay["loaded"] and overlay["right"] - overlay["left"] > 20 and overlay["bottom"] - overlay["top"] > 20
+    assert sorted(_overlays(browser)) == sorted(ids)  # one picture per result, each where it belongs
+
+    # Hovering a card highlights its picture; hovering the picture's place on the map highlights the card.
+    ActionChains(browser).move_to_element(browser.find_element("css selector", ".result:nth-child(2)")).perform()
+    _wait(browser, lambda d: [t for t, o in _overlays(d).items() if o["hovered"]] == [ids[1]], "the hovered picture")
+    ActionChains(browser).move_to_element(browser.find_element("id", "map")).perform()  # the last tile, centred
+    hovered = "return [...document.querySelectorAll('.result.hovered')].map(c => Number(c.dataset.tileId))"
+    _wait(browser, lambda d: d.execute_script(hovered) == [ids[-1]], "the card of the picture under the mouse")
+    assert [t for t, o in _overlays(browser).items() if o["hovered"]] == [ids[-1]]

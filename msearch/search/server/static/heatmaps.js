@@ -10,7 +10,7 @@ const heat = (() => {
   const shown = new Map(); // tile id -> { layer, img, button }
   const features = new Map(); // tile id -> GeoJSON feature of the current results
   let query = null; // URL parameters that say what the current results were searched for
-  map.createPane("heat").style.zIndex = 450; // above footprints and the selected tile's quicklook
+  map.createPane("heat").style.zIndex = 375; // over the quicklooks (imagery.js, 350), under the footprints (400)
 
   // What to score the patches against: the text, else the first liked tile (a search by example).
   function queryOf(answer) {
