@@ -301,11 +301,11 @@ class Searcher:
             )
         if lang != "en" and space is None and not fuse and route is None:
             route, _ = self.default_route(lang)
-        allowed = self._allowed_ids(filters)
+        allowed = self.allowed_ids(filters)
         if route in ("bridge", "fuse"):
             ranked, names, truncated = self.routed_ranking(text.strip(), lang, route, top_k, allowed)
             return QueryAnswer(
-                self._results(ranked[:top_k], "+".join(names)),
+                self.results_of(ranked[:top_k], "+".join(names)),
                 text,
                 lang,
                 names,
@@ -328,7 +328,7 @@ class Searcher:
             truncated |= was_truncated
             rankings[name] = self.search_vector(name, vector, top_k if len(names) == 1 else max(top_k, 100), allowed)
         ranked = rankings[names[0]] if len(names) == 1 else reciprocal_rank_fusion(list(rankings.values()))
-        results = self._results(ranked[:top_k], "+".join(names))
+        results = self.results_of(ranked[:top_k], "+".join(names))
         return QueryAnswer(results, text, lang, names, truncated, len(allowed) if allowed is not None else None, route)
 
     # -- routes beyond English ----------------------------------------------------------------------------
@@ -400,12 +400,12 @@ class Searcher:
                 ) from None
         else:
             vector = self._embed_file(example, name)
-        allowed = self._allowed_ids(filters)
+        allowed = self.allowed_ids(filters)
         if tile_id is not None and allowed is not None:
             allowed = allowed[allowed != tile_id]
         ranked = [(t, s) for t, s in self.search_vector(name, vector, top_k + 1, allowed) if t != tile_id][:top_k]
         return QueryAnswer(
-            self._results(ranked, name),
+            self.results_of(ranked, name),
             f"like:{example}",
             None,
             [name],
@@ -469,13 +469,13 @@ class Searcher:
         if not np.isfinite(norm) or norm < 1e-9:
             raise QueryError("the liked and unliked examples cancel out: remove an unliked tile or add text")
         examples = {int(t) for t in (*like, *unlike)}
-        allowed = self._allowed_ids(filters)
+        allowed = self.allowed_ids(filters)
         if allowed is not None:
             allowed = allowed[~np.isin(allowed, list(examples))]
         ranked = [(t, s) for t, s in self.search_vector(name, vector / norm, top_k + len(examples), allowed)]
         ranked = [(t, s) for t, s in ranked if t not in examples][:top_k]
         return QueryAnswer(
-            self._results(ranked, name),
+            self.results_of(ranked, name),
             text or "like:" + ",".join(str(int(t)) for t in like),
             detected,
             [name],
@@ -550,7 +550,7 @@ class Searcher:
             raise QueryError("this searcher was made without a pixel reader, so it cannot read raster files")
         return self.pixels
 
-    def _allowed_ids(self, filters: Filters) -> np.ndarray | None:
+    def allowed_ids(self, filters: Filters) -> np.ndarray | None:
         if not filters.active:
             return None
         with self.store.engine.connect() as conn:
@@ -570,7 +570,7 @@ class Searcher:
             scores, ids = self.store.search(view, query, k, allowed)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
-    def _results(self, ranked: list[tuple[int, float]], space: str) -> list[SearchResult]:
+    def results_of(self, ranked: list[tuple[int, float]], space: str) -> list[SearchResult]:
         rows = self.store.tiles_by_id([t for t, _ in ranked])
         results = []
         for rank, (tile_id, score) in enumerate(ranked, start=1):
