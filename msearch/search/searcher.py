@@ -386,8 +386,8 @@ class Searcher:
         """Tiles that look like an example: a tile id, a catalogued path, or a raster file."""
         if top_k <= 0:
             raise QueryError(f"--top-k must be at least 1, got {top_k}")
-        name = self._example_space(space)
-        tile_id = self._tile_id_of(example)
+        name = self.example_space(space)
+        tile_id = self.tile_id_of(example)
         if tile_id is not None:
             try:
                 vector = self.store.vectors_of(name, [tile_id])[0]
@@ -399,7 +399,7 @@ class Searcher:
                     f"(it lacks the bands that space needs){hint}"
                 ) from None
         else:
-            vector = self._embed_file(example, name)
+            vector = self.embed_file(example, name)
         allowed = self.allowed_ids(filters)
         if tile_id is not None and allowed is not None:
             allowed = allowed[allowed != tile_id]
@@ -412,7 +412,7 @@ class Searcher:
             matching_tiles=len(allowed) if allowed is not None else None,
         )
 
-    def _example_space(self, space: str | None) -> str:
+    def example_space(self, space: str | None) -> str:
         """The space a search by example runs in: the one asked for, else the multispectral one."""
         spaces = self.spaces()
         if not spaces:
@@ -455,7 +455,7 @@ class Searcher:
                 detected = detect_language(text)
             name = self.route(detected, space)
         else:
-            name = self._example_space(space)
+            name = self.example_space(space)
         alpha, beta, gamma = ROCCHIO_WEIGHTS
         truncated = False
         vector = np.zeros(self.store.manifest(name).dim, dtype=np.float64)
@@ -493,7 +493,7 @@ class Searcher:
                 raise QueryError(f"no tiles with ids {missing[:10]} in this index") from None
             raise QueryError(f"some example tiles have no vectors in space {space!r}: search another space") from None
 
-    def _tile_id_of(self, example: str) -> int | None:
+    def tile_id_of(self, example: str) -> int | None:
         t = catalog.tiles.c
         with self.store.engine.connect() as conn:
             if example.isdigit():
@@ -525,7 +525,7 @@ class Searcher:
                 ).all()
         return rows
 
-    def _embed_file(self, path: str, space: str) -> np.ndarray:
+    def embed_file(self, path: str, space: str) -> np.ndarray:
         # A file catalogued only in chips is read with the band order it was indexed with.
         # (`bands` lists them in canonical order; a multiband file's own order is its `file_band_order`)
         catalogued = [row.file_band_order for row in self._catalogued_rows_of_file(path) if row.reader == "geotiff"]
@@ -558,16 +558,17 @@ class Searcher:
         return np.asarray(ids, dtype=np.int64)
 
     def search_vector(
-        self, space: str, vector: np.ndarray, k: int, allowed: np.ndarray | None
+        self, space: str, vector: np.ndarray, k: int, allowed: np.ndarray | None, nprobe_scale: int = 1
     ) -> list[tuple[int, float]]:
         """Top-k (tile id, cosine) of one vector in a space, restricted to `allowed` ids when given (a small
-        subset is scored exactly, a large one searched through the index with an id selector)."""
+        subset is scored exactly, a large one searched through the index with an id selector); an inverted
+        file probes `nprobe_scale` times its tuned lists."""
         if allowed is not None and len(allowed) == 0:
             return []
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
         view = self.view(space)
         with self._lock:
-            scores, ids = self.store.search(view, query, k, allowed)
+            scores, ids = self.store.search(view, query, k, allowed, nprobe_scale)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
     def results_of(self, ranked: list[tuple[int, float]], space: str) -> list[SearchResult]:
