@@ -18,7 +18,7 @@ from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from msearch.schema import catalog
-from msearch.store.catalogue import dialect_insert, run_transaction
+from msearch.store.catalogue import run_transaction
 from msearch.store.index_store import IndexStore, id_chunks, vector_bytes, vector_from_bytes
 
 LABELS = ("positive", "negative")
@@ -26,7 +26,15 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class CollectionError(ValueError):
-    """A collection asked for that does not exist, or a label that cannot be given: the message says why."""
+    """A collection or a label that cannot be made or used as asked: the message says why."""
+
+
+class UnknownCollectionError(CollectionError):
+    """No collection of that name in this index."""
+
+
+class CollectionExistsError(CollectionError):
+    """A collection of that name exists already."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,9 @@ def create_collection(
 
     def create(conn: Connection) -> None:
         if conn.execute(select(catalog.collections.c.id).where(catalog.collections.c.name == name)).first():
-            raise CollectionError(f"a collection named {name!r} exists already: choose another name, or add to it")
+            raise CollectionExistsError(
+                f"a collection named {name!r} exists already: choose another name, or add to it"
+            )
         conn.execute(
             catalog.collections.insert().values(name=name, space=space, note=note, created_by=by, created_at=_now())
         )
@@ -220,7 +230,7 @@ def add_labels(
                 select(labels.c.id, labels.c.label).where(labels.c.collection_id == collection.id, same)
             ).first()
             if found is None:
-                conn.execute(dialect_insert(conn, labels).values(collection_id=collection.id, **values))
+                conn.execute(labels.insert().values(collection_id=collection.id, **values))
                 counts["added"] += 1
             else:
                 conn.execute(update(labels).where(labels.c.id == found.id).values(**values))
@@ -327,7 +337,7 @@ def _collection_row(conn: Connection, name: str):
     row = conn.execute(select(catalog.collections).where(catalog.collections.c.name == name)).first()
     if row is None:
         known = conn.execute(select(catalog.collections.c.name).order_by(catalog.collections.c.name)).scalars().all()
-        raise CollectionError(
+        raise UnknownCollectionError(
             f"no collection named {name!r} in this index"
             + (f" (it has: {', '.join(known[:20])})" if known else "; create it with `msearch collection create`")
         )

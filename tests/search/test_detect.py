@@ -6,6 +6,7 @@ back with geopandas) and its errors (exit 2)."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import geopandas
 import numpy as np
@@ -16,7 +17,8 @@ from msearch.cli import app
 from msearch.search.detect import BACKGROUND_NEGATIVES, Detector
 from msearch.search.searcher import Filters, QueryError, Searcher
 from msearch.store.collections import CollectionError, add_labels, create_collection
-from tests.search.planted import PLANTED, SPACE, build_planted_index, planted_ids
+from msearch.store.index_store import IndexStore
+from tests.search.planted import PLANTED, SPACE, planted_ids
 
 runner = CliRunner()
 POSITIVES = planted_ids()[:5]
@@ -24,9 +26,10 @@ OTHERS = set(planted_ids()[5:])
 
 
 @pytest.fixture(scope="module")
-def planted(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("planted") / "index"
-    store = build_planted_index(directory)
+def planted(planted_index, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("detect") / "index"
+    shutil.copytree(planted_index, directory)
+    store = IndexStore(directory)
     create_collection(store, "planted", SPACE, note="the planted cluster")
     add_labels(store, "planted", positive=POSITIVES)
     create_collection(store, "one", SPACE)

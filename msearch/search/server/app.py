@@ -7,6 +7,7 @@ Endpoints (errors are {"error": "what to change"}; msearch.search.server.contrac
     GET  /api/tiles/{id}/quicklook.png   its true-colour quicklook (msearch.search.quicklook's stretch)
     GET  /api/info                   spaces, counts, index kinds (msearch info's report)
     GET  /api/openapi.json           the OpenAPI schema
+    /api/collections/...             collections of labelled examples and their detectors (collections.py)
     GET  /health                     liveness, no token needed
     GET  /  and  /static/{name}      the page and the files it loads, all shipped with the package
 
@@ -206,6 +207,10 @@ def create_app(
         except Exception as exc:  # the file moved or broke since it was indexed: say so, do not crash
             raise ApiError(404, f"tile {row['id']} has no quicklook: {exc}") from exc
         return PngResponse(image, headers={"Cache-Control": "private, max-age=300"})
+
+    from msearch.search.server.collections import collections_router  # it imports this module's helpers
+
+    app.include_router(collections_router(searcher, refresher.maybe_refresh))
 
     @app.get("/", response_class=Response, include_in_schema=False)
     def page():
