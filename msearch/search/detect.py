@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -275,45 +275,25 @@ class Detector:
     def _candidates(
         self, allowed: np.ndarray | None, enough: Callable, at_least: int
     ) -> tuple[np.ndarray, np.ndarray, bool]:
-        """(tile ids, exact probabilities, truncated): the index searched with the probe's direction, deeper
-        (x4) until `enough(ids, cosines in rank order, exhausted)`, then rescored from the stored vectors."""
-        direction = self.probe.direction
-        depth = max(FIRST_DEPTH, 2 * (at_least + len(self.collection.labels)))
-        available = self._count(allowed)
-        while True:
-            depth = min(depth, MAX_CANDIDATES, available)
-            ranked = self.searcher.search_vector(self.space, direction, depth, allowed, NPROBE_SCALE)
-            ids = np.array([t for t, _ in ranked], dtype=np.int64)
-            cosines = np.array([s for _, s in ranked], dtype=np.float32)
-            exhausted = len(ids) < depth or depth >= available
-            if enough(ids, cosines, exhausted) or depth >= MAX_CANDIDATES:
-                break
-            depth *= 4
-        truncated = depth >= MAX_CANDIDATES and not exhausted and not enough(ids, cosines, False)
-        if not len(ids):
-            return ids, np.empty(0), truncated
-        vectors = self.searcher.store.vectors_of(self.space, ids)
-        return ids, self.probe.probability(vectors), truncated
+        """(tile ids, exact probabilities, truncated) of the index's candidates (see `candidate_probabilities`)."""
+        return candidate_probabilities(
+            self.probe,
+            lambda direction, depth: self.searcher.search_vector(self.space, direction, depth, allowed, NPROBE_SCALE),
+            lambda ids: self.searcher.store.vectors_of(self.space, ids),
+            enough,
+            max(FIRST_DEPTH, 2 * (at_least + len(self.collection.labels))),
+            self._count(allowed),
+        )
 
     def _exhaustive(
         self, allowed: np.ndarray | None, top_k: int | None, threshold: float | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Every stored vector of the space scored, chunk by chunk; keeps what can still make the answer."""
         store, dim = self.searcher.store, self.searcher.store.manifest(self.space).dim
-        kept_ids, kept_p = np.empty(0, np.int64), np.empty(0)
         with snapshot(store.engine) as conn:
-            for ids, matrix, _ in store.vector_chunks(conn, self.space, dim):
-                if allowed is not None:
-                    inside = np.isin(ids, allowed)
-                    ids, matrix = ids[inside], matrix[inside]
-                p = self.probe.probability(matrix)
-                if threshold is not None:
-                    ids, p = ids[p >= threshold], p[p >= threshold]
-                kept_ids, kept_p = np.concatenate([kept_ids, ids]), np.concatenate([kept_p, p])
-                if top_k is not None and len(kept_ids) > top_k:
-                    best = np.argpartition(-kept_p, top_k - 1)[:top_k]
-                    kept_ids, kept_p = kept_ids[best], kept_p[best]
-        return kept_ids, kept_p
+            chunks = ((ids, matrix) for ids, matrix, _ in store.vector_chunks(conn, self.space, dim))
+            if allowed is not None:
+                chunks = ((ids[np.isin(ids, allowed)], matrix[np.isin(ids, allowed)]) for ids, matrix in chunks)
+            return exhaustive_probabilities(self.probe, chunks, top_k, threshold)
 
     def _count(self, allowed: np.ndarray | None) -> int:
         return len(allowed) if allowed is not None else self.searcher.view(self.space).ntotal
@@ -327,6 +307,48 @@ class Detector:
             Detection(**vars(result), probability=float(p), label=labelled.get(result.tile_id))
             for result, p in zip(plain, probabilities)
         ]
+
+
+def candidate_probabilities(
+    probe: Probe,
+    search: Callable[[np.ndarray, int], list[tuple[int, float]]],
+    lookup: Callable[[np.ndarray], np.ndarray],
+    enough: Callable[[np.ndarray, np.ndarray, bool], bool],
+    first_depth: int,
+    available: int,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(ids, exact probabilities, truncated): `search(direction, depth)` ranks (id, cosine) by the probe's
+    direction, deeper (x4) until `enough(ids, cosines in rank order, exhausted)` or MAX_CANDIDATES; the
+    candidates are then rescored from `lookup(ids)`, their stored vectors."""
+    depth = first_depth
+    while True:
+        depth = min(depth, MAX_CANDIDATES, available)
+        ranked = search(probe.direction, depth)
+        ids = np.array([t for t, _ in ranked], dtype=np.int64)
+        cosines = np.array([c for _, c in ranked], dtype=np.float32)
+        exhausted = len(ids) < depth or depth >= available
+        if enough(ids, cosines, exhausted):
+            return ids, probe.probability(lookup(ids)) if len(ids) else np.empty(0), False
+        if depth >= MAX_CANDIDATES:
+            return ids, probe.probability(lookup(ids)), True
+        depth *= 4
+
+
+def exhaustive_probabilities(
+    probe: Probe, chunks: Iterable[tuple[np.ndarray, np.ndarray]], top_k: int | None, threshold: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every (ids, vectors) chunk scored; keeps only what can still make the answer (the top_k, those at or
+    above the threshold)."""
+    kept_ids, kept_p = np.empty(0, np.int64), np.empty(0)
+    for ids, matrix in chunks:
+        p = probe.probability(matrix)
+        if threshold is not None:
+            ids, p = ids[p >= threshold], p[p >= threshold]
+        kept_ids, kept_p = np.concatenate([kept_ids, ids]), np.concatenate([kept_p, p])
+        if top_k is not None and len(kept_ids) > top_k:
+            best = np.argpartition(-kept_p, top_k - 1)[:top_k]
+            kept_ids, kept_p = kept_ids[best], kept_p[best]
+    return kept_ids, kept_p
 
 
 def _check_window(top_k: int | None, threshold: float | None) -> None:
