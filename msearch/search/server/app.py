@@ -35,6 +35,7 @@ from msearch.search import formats
 from msearch.search.quicklook import png_bytes, true_colour
 from msearch.search.searcher import Filters, QueryAnswer, QueryError, Searcher
 from msearch.search.server import contract, params
+from msearch.search.server.collections import collections_router
 from msearch.search.server.contract import ApiError, errors
 from msearch.search.server.params import MAX_EXAMPLES, MAX_QUERY_CHARS, MAX_TOP_K, TileId, parse_bbox
 from msearch.search.server.schemas import (
@@ -208,9 +209,7 @@ def create_app(
             raise ApiError(404, f"tile {row['id']} has no quicklook: {exc}") from exc
         return PngResponse(image, headers={"Cache-Control": "private, max-age=300"})
 
-    from msearch.search.server.collections import collections_router  # it imports this module's helpers
-
-    app.include_router(collections_router(searcher, refresher.maybe_refresh))
+    app.include_router(collections_router(searcher, refresher.maybe_refresh, _filters))
 
     @app.get("/", response_class=Response, include_in_schema=False)
     def page():

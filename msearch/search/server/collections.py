@@ -12,8 +12,7 @@ create_app. Like every /api route, these need the server's token when it has one
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Callable, Optional
+from typing import Annotated, Callable, Optional
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
@@ -21,8 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from msearch.search import formats
 from msearch.search.detect import DetectionAnswer, Detector
-from msearch.search.searcher import QueryError, Searcher
-from msearch.search.server.app import MAX_EXAMPLES, MAX_TOP_K, ApiError, TileId, _filters
+from msearch.search.searcher import Filters, QueryError, Searcher
+from msearch.search.server import params
+from msearch.search.server.contract import ApiError, errors
+from msearch.search.server.params import MAX_EXAMPLES, TileId
 from msearch.store.collections import (
     NAME_PATTERN,
     CollectionError,
@@ -36,28 +37,22 @@ from msearch.store.collections import (
     remove_labels,
 )
 
-CollectionName = Path(..., pattern=NAME_PATTERN.pattern, max_length=128, description="The collection's name.")
+CollectionName = Annotated[
+    str, Path(pattern=NAME_PATTERN.pattern, max_length=128, description="The collection's name.")
+]
 MAX_SUGGESTIONS = 100
-
-
-class ErrorBody(BaseModel):
-    error: str
-
-
-def _errors(*statuses: int) -> dict:
-    why = {
-        400: "a parameter, body or label that cannot be used as given (the message says what to change)",
-        404: "no collection of that name",
-        409: "a collection of that name exists already",
-    }
-    return {status: {"model": ErrorBody, "description": why[status]} for status in statuses}
+UNKNOWN = {404: "No collection of this name."}
+RULES = {
+    422: "A label or detector the collection cannot give: a tile not in the index (or without a vector in the "
+    "collection's space), a tile both positive and negative, fewer than 2 positive examples."
+}
 
 
 class NewCollection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(..., pattern=NAME_PATTERN.pattern, max_length=128)
-    space: Optional[str] = Field(None, max_length=100, description="Default: the multispectral space.")
+    space: Optional[params.SpaceName] = Field(None, description="Default: the multispectral space.")
     note: Optional[str] = Field(None, max_length=1000)
 
 
@@ -70,35 +65,42 @@ class LabelChange(BaseModel):
     note: Optional[str] = Field(None, max_length=1000)
 
 
-def collections_router(searcher: Searcher, refresh: Callable[[], None]) -> APIRouter:
-    """The routes over a searcher; `refresh` brings it up to date with index runs before a detector scores."""
+def collections_router(
+    searcher: Searcher, refresh: Callable[[], None], request_filters: Callable[..., Filters]
+) -> APIRouter:
+    """The routes over a searcher; `refresh` brings it up to date with index runs before a detector scores,
+    `request_filters(bbox, date_from, date_to, max_cloud, tile_id)` reads the filters as /api/search does."""
     router = APIRouter(prefix="/api/collections", tags=["collections"])
     store = searcher.store
 
-    @router.get("", responses=_errors(400))
+    @router.get("")
     def collections():
         """The collections, each with its space, note and counts of positive and negative labels."""
         return {"collections": list_collections(store)}
 
-    @router.post("", status_code=201, responses=_errors(400, 409))
+    @router.post(
+        "",
+        status_code=201,
+        responses=errors(409, 422, why={409: "A collection of this name exists already.", 422: "No such space."}),
+    )
     def create(body: NewCollection):
         """Create an empty collection in a space (default: the multispectral one)."""
         return _run(
             lambda: create_collection(store, body.name, searcher.example_space(body.space), body.note, "api").to_dict()
         )
 
-    @router.delete("/{name}", responses=_errors(400, 404))
-    def delete(name: str = CollectionName):
+    @router.delete("/{name}", responses=errors(404, why=UNKNOWN))
+    def delete(name: CollectionName):
         """Delete a collection and its labels."""
         return {"deleted": name, "labels": _run(lambda: delete_collection(store, name))}
 
-    @router.get("/{name}/labels", responses=_errors(400, 404))
-    def labels(name: str = CollectionName):
+    @router.get("/{name}/labels", responses=errors(404, why=UNKNOWN))
+    def labels(name: CollectionName):
         """The collection, its labels and the labelled tiles no longer in the index (`missing_tiles`)."""
         return _run(lambda: get_collection(store, name).to_dict())
 
-    @router.post("/{name}/labels", responses=_errors(400, 404))
-    def label(body: LabelChange, name: str = CollectionName):
+    @router.post("/{name}/labels", responses=errors(404, 422, why=UNKNOWN | RULES))
+    def label(body: LabelChange, name: CollectionName):
         """Label tiles positive or negative (a tile labelled before takes its new label) and remove labels; then
         the collection as GET .../labels gives it."""
 
@@ -109,34 +111,38 @@ def collections_router(searcher: Searcher, refresh: Callable[[], None]) -> APIRo
 
         return _run(change)
 
-    @router.get("/{name}/detect", responses=_errors(400, 404))
+    @router.get("/{name}/detect", responses=errors(404, 422, why=UNKNOWN | RULES))
     def detect(
-        name: str = CollectionName,
-        top_k: int = Query(100, ge=1, le=MAX_TOP_K),
-        threshold: Optional[float] = Query(None, gt=0, lt=1, description="Only tiles at least this probable."),
-        exhaustive: bool = Query(False, description="Score every stored vector instead of the index's candidates."),
-        bbox: Optional[str] = Query(None, max_length=200, description="minlon,minlat,maxlon,maxlat (WGS84)"),
-        date_from: Optional[date] = None,
-        date_to: Optional[date] = None,
-        max_cloud: Optional[float] = Query(None, ge=0, le=100),
+        name: CollectionName,
+        top_k: Annotated[params.TopK, Query()] = 100,
+        threshold: Annotated[
+            Optional[float], Query(gt=0, lt=1, description="Only tiles at least this probable.")
+        ] = None,
+        exhaustive: Annotated[
+            bool, Query(description="Score every stored vector, not the index's candidates.")
+        ] = False,
+        bbox: Annotated[Optional[params.BboxText], Query()] = None,
+        date_from: Annotated[Optional[params.IsoDate], Query()] = None,
+        date_to: Annotated[Optional[params.IsoDate], Query(description="The last day, included.")] = None,
+        max_cloud: Annotated[Optional[params.CloudPercent], Query()] = None,
     ):
         """Fit the detector on the collection's labels and rank the archive by probability: a GeoJSON
         FeatureCollection as `msearch detect --geojson` prints it (`probability`, `label` per feature; the
         fit and its cross-validation beside the features)."""
-        filters = _filters(bbox, date_from, date_to, max_cloud, None)
+        filters = request_filters(bbox, date_from, date_to, max_cloud, None)
         return _collection(_run(lambda: _detector(name).detect(top_k, threshold, filters, exhaustive)))
 
-    @router.get("/{name}/suggest", responses=_errors(400, 404))
+    @router.get("/{name}/suggest", responses=errors(404, 422, why=UNKNOWN | RULES))
     def suggest(
-        name: str = CollectionName,
-        n: int = Query(10, ge=1, le=MAX_SUGGESTIONS),
-        bbox: Optional[str] = Query(None, max_length=200, description="minlon,minlat,maxlon,maxlat (WGS84)"),
-        date_from: Optional[date] = None,
-        date_to: Optional[date] = None,
-        max_cloud: Optional[float] = Query(None, ge=0, le=100),
+        name: CollectionName,
+        n: Annotated[params.integer(ge=1, le=MAX_SUGGESTIONS, description="How many tiles."), Query()] = 10,
+        bbox: Annotated[Optional[params.BboxText], Query()] = None,
+        date_from: Annotated[Optional[params.IsoDate], Query()] = None,
+        date_to: Annotated[Optional[params.IsoDate], Query(description="The last day, included.")] = None,
+        max_cloud: Annotated[Optional[params.CloudPercent], Query()] = None,
     ):
         """The n unlabelled tiles whose probability is nearest 0.5: the ones to label next."""
-        filters = _filters(bbox, date_from, date_to, max_cloud, None)
+        filters = request_filters(bbox, date_from, date_to, max_cloud, None)
         return _collection(_run(lambda: _detector(name).suggest(n, filters)))
 
     def _detector(name: str) -> Detector:
@@ -154,7 +160,7 @@ def _run(work):
     except CollectionExistsError as exc:
         raise ApiError(409, str(exc)) from exc
     except (CollectionError, QueryError) as exc:
-        raise ApiError(400, str(exc).replace("--", "")) from exc
+        raise ApiError(422, str(exc).replace("--", "")) from exc
 
 
 def _collection(answer: DetectionAnswer) -> JSONResponse:
