@@ -4,53 +4,22 @@ collection, like two tiles, detect, and see the detections drawn on the map with
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 import urllib.request
 
 import pytest
 
+from tests.search.live_server import live_server
 from tests.search.planted import planted_ids
-from tests.search.test_server_page import REPO, _free_port, _result_ids, _wait, browser  # noqa: F401 (a fixture)
+from tests.search.test_server_page import _result_ids, _wait, browser  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(scope="module")
 def planted_server(planted_index, tmp_path_factory):
     directory = tmp_path_factory.mktemp("collections-page") / "index"
     shutil.copytree(planted_index, directory)
-    port = _free_port()
-    log = directory.parent / "serve.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "msearch", "serve", "--index", str(directory), "--port", str(port)],
-            env=dict(os.environ, PYTHONPATH=str(REPO)),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as response:
-                    assert json.load(response) == {"status": "ok"}
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"msearch serve did not start: {log.read_text()[-3000:]}")
-                time.sleep(0.2)
+    with live_server(directory, directory.parent / "serve.log") as base:
         yield base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _footprints(driver) -> int:
