@@ -166,8 +166,10 @@ def test_labels_survive_index_runs_and_a_pruned_tile_comes_back(shared_data, tmp
     assert new_id != ids["Forest/Forest_10.tif"]
     shown = json.loads(cli("collection", "show", "forest", "--json").stdout)
     assert (shown["positives"], shown["missing"]) == (3, 0) and new_id in {i["tile_id"] for i in shown["labels"]}
+    cli("collection", "create", "by-text")
+    assert "2 added" in cli("collection", "add", "by-text", "--from-query", "a forest", "--top", "2").output
     listed = json.loads(cli("collection", "list", "--json").stdout)
-    assert [(c["name"], c["positives"], c["negatives"]) for c in listed] == [("forest", 3, 1)]
+    assert [(c["name"], c["positives"], c["negatives"]) for c in listed] == [("by-text", 2, 0), ("forest", 3, 1)]
     result = cli("collection", "remove", "forest", outside, "Forest/Forest_1.tif")
     assert "2 removed" in result.output
     assert "deleted collection forest and its 2 labels" in flat(cli("collection", "delete", "forest").output)
