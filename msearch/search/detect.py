@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -260,6 +260,7 @@ class Detector:
             return exhausted or len(below) - np.isin(below, list(labelled)).sum() >= n
 
         ids, probabilities, truncated = self._candidates(allowed, enough, n + len(labelled))
+        scored = len(ids)
         unlabelled = ~np.isin(ids, list(labelled))
         ids, probabilities = ids[unlabelled], probabilities[unlabelled]
         order = np.argsort(np.abs(probabilities - 0.5), kind="stable")[:n]
@@ -267,7 +268,7 @@ class Detector:
             self.collection,
             self.probe,
             self._results(ids[order], probabilities[order]),
-            len(unlabelled),
+            scored,
             False,
             truncated,
             len(allowed) if allowed is not None else None,
@@ -292,10 +293,8 @@ class Detector:
     ) -> tuple[np.ndarray, np.ndarray]:
         store, dim = self.searcher.store, self.searcher.store.manifest(self.space).dim
         with snapshot(store.engine) as conn:
-            chunks = ((ids, matrix) for ids, matrix, _ in store.vector_chunks(conn, self.space, dim))
-            if allowed is not None:
-                chunks = ((ids[np.isin(ids, allowed)], matrix[np.isin(ids, allowed)]) for ids, matrix in chunks)
-            return exhaustive_probabilities(self.probe, chunks, top_k, threshold)
+            chunks = store.vector_chunks(conn, self.space, dim)
+            return exhaustive_probabilities(self.probe, _allowed_rows(chunks, allowed), top_k, threshold)
 
     def _count(self, allowed: np.ndarray | None) -> int:
         return len(allowed) if allowed is not None else self.searcher.view(self.space).ntotal
@@ -351,6 +350,16 @@ def exhaustive_probabilities(
             best = np.argpartition(-kept_p, top_k - 1)[:top_k]
             kept_ids, kept_p = kept_ids[best], kept_p[best]
     return kept_ids, kept_p
+
+
+def _allowed_rows(chunks, allowed: np.ndarray | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids, vectors) of each chunk, restricted to the allowed ids when there are any."""
+    for ids, matrix, _ in chunks:
+        if allowed is None:
+            yield ids, matrix
+        else:
+            inside = np.isin(ids, allowed)
+            yield ids[inside], matrix[inside]
 
 
 def _check_window(top_k: int | None, threshold: float | None) -> None:
