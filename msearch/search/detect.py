@@ -45,7 +45,8 @@ FIRST_DEPTH = 256
 # file than a query's neighbours, so its candidate search probes this many times the tuned lists (capped at all
 # of them). bench/detect.py --nprobe-scales at 1M (IVF-PQ, 4096 lists, tuned nprobe 4), share of the
 # exhaustive top-1000 found: 0.26 at x1, 0.40 at x4, 0.66 at x16, 0.86 at x64, 0.90 at x128, each in about
-# 0.1 s; the planted tiles were all found. On the planted test index (256 lists, tuned nprobe 64) x1 found 99 of the exhaustive top 100.
+# 0.1 s; the planted tiles were all found. On the planted test index (256 lists, tuned nprobe 64) x1 found 99
+# of the exhaustive top 100.
 NPROBE_SCALE = 64
 
 
