@@ -67,12 +67,14 @@ def test_create_label_detect_and_suggest(client):
         ("get", "/api/collections/nothing/labels", None, 404, "no collection named 'nothing'"),
         ("get", "/api/collections/nothing/detect", None, 404, "no collection named 'nothing'"),
         ("post", "/api/collections", {"name": "few"}, 409, "exists already"),
-        ("get", "/api/collections/few/detect", None, 400, "at least 2 positive examples"),
-        ("post", "/api/collections/few/labels", {"positive": [999999]}, 400, "no tile with id 999999"),
+        ("get", "/api/collections/few/detect", None, 422, "at least 2 positive examples"),
+        ("post", "/api/collections/few/labels", {"positive": [999999]}, 422, "no tile with id 999999"),
+        ("post", "/api/collections/few/labels", {"positive": [1], "negative": [1]}, 422, "both positive and negative"),
         ("post", "/api/collections/few/labels", {"positive": ["x"]}, 400, "positive"),
         ("post", "/api/collections", {"name": "a b"}, 400, "name"),
-        ("post", "/api/collections", {"name": "z", "space": "rs-m-clip"}, 400, "no space 'rs-m-clip'"),
+        ("post", "/api/collections", {"name": "z", "space": "rs-m-clip"}, 422, "no space 'rs-m-clip'"),
         ("get", "/api/collections/few/detect?threshold=2", None, 400, "threshold"),
+        ("get", "/api/collections/few/detect?top_k=5&top_k=6", None, 400, "may be given once"),
     ],
 )
 def test_errors_have_their_documented_status(client, method, path, body, status, says):
@@ -84,7 +86,7 @@ def test_errors_have_their_documented_status(client, method, path, body, status,
     assert says in response.json()["error"]
     documented = client.get("/api/openapi.json").json()["paths"]
     route = path.split("?")[0].replace("nothing", "{name}").replace("few", "{name}")
-    assert str(status) in documented[route][method]["responses"] or status == 400
+    assert str(status) in documented[route][method]["responses"]
 
 
 def test_labelling_needs_the_token(index):
