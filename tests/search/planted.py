@@ -13,6 +13,7 @@ import numpy as np
 from msearch.schema import catalog
 from msearch.store.index_store import IndexStore, vector_bytes
 from msearch.store.synthetic import ClusteredUnitVectors
+from tests.store.test_index_store import synthetic_tile
 
 DIM = 64
 SPACE = "tiny-ms-clip"  # a real card, so that the searcher can describe the space; no model is loaded
@@ -29,12 +30,7 @@ def tile_row(i: int) -> dict:
     lon, lat = -10 + (i % 200) * 0.1, 40 + (i // 200) * 0.05
     ring = [[lon, lat], [lon + 0.02, lat], [lon + 0.02, lat + 0.02], [lon, lat + 0.02], [lon, lat]]
     return {
-        "id": i + 1,
-        "root": "/archive",
-        "key": f"t{i}.tif",
-        "path": f"t{i}.tif",
-        "reader": "geotiff",
-        "stat_signature": "s",
+        **synthetic_tile(i),
         "centre_lon": lon + 0.01,
         "centre_lat": lat + 0.01,
         "min_lon": lon,
