@@ -1,18 +1,19 @@
 """Indexing on a Ray cluster: `msearch index PATHS --ray local|auto|HOST:PORT`.
 
-This process, the driver, plans exactly as a local run does (`pipeline.plan`, the weights check, --prune) and
+The Ray runner, the counterpart of the local one (local.py); pipeline.py chooses between them. This process,
+the driver, plans exactly as a local run does (`plan.plan`, the weights check, --prune: pipeline.py) and
 keeps everything that needs ids: the catalogue assigns tile ids as it merges, the FAISS views follow it, and
-the search indexes are trained once at the end (`pipeline.index_archive`). The cluster does the heavy work,
-as one Ray Data stream:
+the search indexes are trained once at the end (pipeline.py). The cluster does the heavy work, as one Ray
+Data stream:
 
     work units (whole file groups: a scene's chips share its files)
-      -> read and prepare: one Ray task per unit, on CPUs (`pipeline.PreparedTiles`)
+      -> read and prepare: one Ray task per unit, on CPUs (`reading.PreparedTiles`)
       -> encode: an actor pool, one model per space per actor, a GPU each when the cluster has GPUs
-         (`pipeline.embed_batch`), each unit written as a Parquet shard into <index>/staging/
+         (`encoding.embed_batch`), each unit written as a Parquet shard into <index>/staging/
 
 A shard holds its unit's catalogue rows, vectors and problems, keyed by (root, key) and the files' stat
 signature, never by tile id; it is written under a temporary name and renamed when complete. As each
-shard's name comes back, the driver merges it in one transaction (`pipeline.CatalogueWriter`, as a local
+shard's name comes back, the driver merges it in one transaction (`writing.CatalogueWriter`, as a local
 batch) and deletes it.
 
 Resuming: a driver killed at any moment leaves committed shards in the catalogue, perhaps complete shards
@@ -40,19 +41,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from msearch.indexer.pipeline import (
-    FAISS_CHECKPOINT_SECONDS,
-    CatalogueWriter,
-    EmbeddedBatch,
-    PendingTile,
-    PreparedTiles,
-    Progress,
-    ProgressCallback,
-    RunSummary,
-    embed_batch,
-    feedable_spaces,
-)
+from msearch.indexer.encoding import EmbeddedBatch, embed_batch
+from msearch.indexer.plan import PendingTile, feedable_spaces
+from msearch.indexer.reading import PreparedTiles
+from msearch.indexer.runs import Progress, RunRequest, RunSummary
 from msearch.indexer.tiles import ReadSettings
+from msearch.indexer.writing import CatalogueWriter
 from msearch.models import Encoder, load_encoder
 from msearch.store.index_store import IndexStore, SpaceIndex, SpaceMismatchError, vector_bytes, vector_from_bytes
 
@@ -286,11 +280,10 @@ class ShardMerger:
     def __init__(
         self, store: IndexStore, summary: RunSummary, pending, encoders, views: dict[str, SpaceIndex], settings
     ):
-        self.summary = summary
         self.waiting = {(str(p.source.root), p.source.key): p for p in pending}
         self.facts = ShardFacts.of(encoders, settings)
         self.recipes = {space: encoder.card.input for space, encoder in encoders.items()}
-        self.writer = CatalogueWriter(store, summary.run_id, views)
+        self.writer = CatalogueWriter(store, summary, views)
 
     def merge(self, path: Path) -> tuple[int, str | None]:
         """Merge a shard and delete it: (tiles of the plan it settled, why it was unusable or None)."""
@@ -333,8 +326,7 @@ class ShardMerger:
             settled.append((record["root"], record["key"]))
         batch = EmbeddedBatch(done, problems, embedded, unfed)
         if done or problems:
-            self.writer.write_batch(batch.done, batch.problems)
-            self.summary.record(batch)
+            self.writer.commit(batch)
         for key in settled:
             self.waiting.pop(key, None)
         path.unlink(missing_ok=True)
@@ -347,25 +339,19 @@ def index_on_ray(
     pending: list[PendingTile],
     encoders: dict[str, Encoder],
     views: dict[str, SpaceIndex],
-    settings: ReadSettings,
+    request: RunRequest,
     batch_size: int,
-    progress: ProgressCallback | None,
-    *,
-    address: str,
-    actors: int | None = None,
-    checkpoint: str | Path | None = None,
 ) -> None:
-    """Read, prepare and encode `pending` on a Ray cluster, merging the shards here as they come back (the
-    Ray counterpart of pipeline._run_batches)."""
+    """Read, prepare and encode `pending` on the Ray cluster at `request.ray_address`, merging the shards here
+    as they come back (the Ray counterpart of local.run_batches)."""
+    settings, progress, checkpoint = request.settings, request.progress, request.checkpoint
     staging = store.directory / STAGING_DIR
     staging.mkdir(exist_ok=True)
     merger = ShardMerger(store, summary, pending, encoders, views, settings)
     stages = summary.stage_seconds
     stages.update(read=0.0, encode=0.0, merge=0.0)
-    last_save = time.monotonic()
 
     def merge(path: Path) -> int:
-        nonlocal last_save
         started = time.perf_counter()
         settled, why_not = merger.merge(path)
         if why_not:
@@ -374,10 +360,6 @@ def index_on_ray(
         if progress:
             settled_so_far = len(pending) - len(merger.waiting)
             progress(Progress(total=len(pending), read=settled_so_far, committed=settled_so_far))
-        if time.monotonic() - last_save > FAISS_CHECKPOINT_SECONDS:
-            for view in views.values():
-                store.save_space(view)
-            last_save = time.monotonic()
         return settled
 
     # What an interrupted run left: half-written shards are dropped, complete ones merged, not recomputed.
@@ -394,10 +376,10 @@ def index_on_ray(
 
     import ray
 
-    started_here = connect(address)
+    started_here = connect(request.ray_address)
     try:
         _quiet_ray_data()
-        size, reserve = encoder_pool(actors)
+        size, reserve = encoder_pool(request.ray_actors)
         facts = merger.facts.to_json()
         recipes = {space: encoder.card.input for space, encoder in encoders.items()}
         read_kwargs = {"recipes": recipes, "settings": settings}

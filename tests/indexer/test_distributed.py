@@ -17,8 +17,11 @@ from typer.testing import CliRunner
 
 from msearch.cli import app
 from msearch.indexer import distributed
-from msearch.indexer.pipeline import embed_batch, index_archive, plan
+from msearch.indexer.encoding import embed_batch
+from msearch.indexer.pipeline import index_archive
+from msearch.indexer.plan import plan
 from msearch.indexer.readers import discover
+from msearch.indexer.reading import PreparedTiles
 from msearch.store.index_store import IndexStore
 from msearch.store.vector_codec import VECTOR_ATOL
 from tests.indexer.helpers import (
@@ -161,7 +164,7 @@ def test_ray_options_are_checked(tmp_path, ray_cluster):
 
 def test_work_units_keep_file_groups_together():
     """A scene's chips share its files: they stay in one unit (cut only when larger than a unit)."""
-    from msearch.indexer.pipeline import PendingTile
+    from msearch.indexer.plan import PendingTile
     from msearch.indexer.tiles import TileSource
 
     def tiles(name: str, n: int) -> list[PendingTile]:
@@ -180,9 +183,7 @@ def write_leftover_shard(src: Path, index: Path, encoders, settings, keys: list[
     pending = [p for p in plan(store, discover([src], settings), MODELS).pending if p.source.key in keys]
     assert len(pending) == len(keys)
     recipes = {space: encoder.card.input for space, encoder in encoders.items()}
-    results = [
-        result for batch in distributed.PreparedTiles(pending, recipes, settings, len(pending)) for result in batch
-    ]
+    results = [result for batch in PreparedTiles(pending, recipes, settings, len(pending)) for result in batch]
     batch = embed_batch(results, encoders)
     for _, vectors in batch.done:
         for space in vectors:
