@@ -262,11 +262,33 @@ def test_a_killed_driver_resumed_gives_every_tile_once(archive12, tmp_path, enco
         kill(proc)
     committed = catalogue_vectors(index)
     assert 0 < committed < 24 and committed % 2 == 0  # whole shards: both spaces of each tile
+    assert "core_worker.cc" not in log.read_text()  # Ray's own log lines stay in its log folder
 
     summary = run(src, index, encoders, ray_address=ray_cluster)
     assert (summary.indexed, summary.unchanged) == (12 - committed // 2, committed // 2)
     assert_same_index(index, reference)
     assert staged(index) == []
+
+
+RAY_CORE_LINE = b"[2026-12-07 05:23:29,547 E 19462 19462] core_worker.cc:2465: Actor with class name: ...\n"
+
+
+def test_ray_log_lines_stay_off_the_terminal_unless_the_run_fails(capfd):
+    """Written to the process's stderr (fd 2, as Ray's C++ core writes), Ray's log lines are held back while
+    everything else passes in order, a progress bar's carriage returns included; a failure shows them."""
+    with distributed.ray_errors_held_back():
+        os.write(2, b"indexing 1/2")  # a progress bar on a terminal: the cursor stays at the end of its line
+        os.write(2, RAY_CORE_LINE)
+        os.write(2, b"\r\x1b[2Kindexing 2/2 \x1b[33m0:00:25")
+        os.write(2, RAY_CORE_LINE[:20])  # a line in two writes
+        os.write(2, RAY_CORE_LINE[20:])
+        os.write(2, b"\r[a line of ours]\n")
+    assert capfd.readouterr().err == "indexing 1/2\r\x1b[2Kindexing 2/2 \x1b[33m0:00:25\r[a line of ours]\n"
+    with pytest.raises(RuntimeError, match="the cluster went away"):
+        with distributed.ray_errors_held_back():
+            os.write(2, RAY_CORE_LINE)
+            raise RuntimeError("the cluster went away")
+    assert capfd.readouterr().err == RAY_CORE_LINE.decode()
 
 
 def test_without_ray_option_nothing_imports_ray(shared_data, tmp_path):
