@@ -28,15 +28,18 @@ from tests.indexer.helpers import (
     EUROSAT,
     MODELS,
     assert_view_matches_catalogue,
+    catalogue_vectors,
     copy_eurosat,
     index_command,
+    kill,
+    make_bad_archive,
     problems_by_key,
     subprocess_env,
     tiles_by_key,
     vector_seqs,
     vectors_by_key,
+    wait_for_first_commit,
 )
-from tests.indexer.test_pipeline import catalogue_vectors, kill, make_bad_archive, wait_for_first_commit
 
 # Columns that differ between two runs by construction: ids are assigned in merge order, and runs differ.
 RUN_COLUMNS = ("id", "run_id", "indexed_at")
