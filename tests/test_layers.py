@@ -63,15 +63,6 @@ def test_the_rule_catches_a_crossing_import(tmp_path):
     assert _imports(module) == {"indexer"}
 
 
-# The import cycles msearch has today, each as a chain from its first module in sorted order. The indexer's split
-# (plan, read, encode, write, runners: issue 26) removes both; the set is emptied when it lands. Any other cycle,
-# or a new one, fails the test below.
-KNOWN_CYCLES = {
-    "msearch.indexer.distributed -> msearch.indexer.pipeline -> msearch.indexer.distributed",
-    "msearch.indexer.pipeline -> msearch.indexer.reader_processes -> msearch.indexer.pipeline",
-}
-
-
 def _module_names(root: Path) -> dict[str, Path]:
     """Every module of the package at `root`, by its dotted name (a package by its own, for its __init__.py)."""
     modules = {}
@@ -142,7 +133,7 @@ def _cycles(graph: dict[str, set[str]], most: int = 100) -> set[str]:
 
 def test_no_import_cycles():
     cycles = _cycles(_import_graph(PACKAGE))
-    assert cycles <= KNOWN_CYCLES, "import cycles:\n" + "\n".join(sorted(cycles - KNOWN_CYCLES))
+    assert cycles == set(), "import cycles:\n" + "\n".join(sorted(cycles))
 
 
 def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import(tmp_path):

@@ -229,3 +229,21 @@ def prompt_templates(path: Optional[Path]):
         return load_templates(path) if path else TEMPLATES
     except (ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
         fail(f"--templates: {exc}")
+
+
+def collection_errors() -> tuple[type[Exception], ...]:
+    """What a collection or detect command answers with one line and exit 2: the search errors, and a
+    collection or label that cannot be used as given (unknown, of another space, a tile not in the index)."""
+    from msearch.store.collections import CollectionError
+
+    return (*search_errors(), CollectionError)
+
+
+def warn_missing(collection) -> None:
+    """Say which labelled tiles are no longer catalogued (pruned): their labels are kept, never dropped silently."""
+    if collection.missing:
+        names = ", ".join(shown_path(item.name) for item in collection.missing[:5])
+        err_console.print(
+            f"[yellow]note:[/yellow] {plural(len(collection.missing), 'labelled tile')} no longer in the index "
+            f"(kept, left out of the detector; indexed again, they count again): {names}"
+        )

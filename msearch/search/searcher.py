@@ -296,11 +296,11 @@ class Searcher:
             )
         if lang != "en" and space is None and not fuse and route is None:
             route, _ = self.default_route(lang)
-        allowed = self._allowed_ids(filters)
+        allowed = self.allowed_ids(filters)
         if route in ("bridge", "fuse"):
             ranked, names, truncated = self.routed_ranking(text.strip(), lang, route, top_k, allowed)
             return QueryAnswer(
-                self._results(ranked[:top_k], "+".join(names)),
+                self.results_of(ranked[:top_k], "+".join(names)),
                 text,
                 lang,
                 names,
@@ -323,7 +323,7 @@ class Searcher:
             truncated |= was_truncated
             rankings[name] = self.search_vector(name, vector, top_k if len(names) == 1 else max(top_k, 100), allowed)
         ranked = rankings[names[0]] if len(names) == 1 else reciprocal_rank_fusion(list(rankings.values()))
-        results = self._results(ranked[:top_k], "+".join(names))
+        results = self.results_of(ranked[:top_k], "+".join(names))
         return QueryAnswer(results, text, lang, names, truncated, len(allowed) if allowed is not None else None, route)
 
     # -- routes beyond English ----------------------------------------------------------------------------
@@ -382,12 +382,12 @@ class Searcher:
         if top_k <= 0:
             raise QueryError(f"--top-k must be at least 1, got {top_k}")
         name, vector, tile_id = self.example_vector(example, space)
-        allowed = self._allowed_ids(filters)
+        allowed = self.allowed_ids(filters)
         if tile_id is not None and allowed is not None:
             allowed = allowed[allowed != tile_id]
         ranked = [(t, s) for t, s in self.search_vector(name, vector, top_k + 1, allowed) if t != tile_id][:top_k]
         return QueryAnswer(
-            self._results(ranked, name),
+            self.results_of(ranked, name),
             f"like:{example}",
             None,
             [name],
@@ -397,8 +397,8 @@ class Searcher:
     def example_vector(self, example: str, space: str | None = None) -> tuple[str, np.ndarray, int | None]:
         """(space, vector, tile id or None) of an example as `like` searches with it: a catalogued tile's stored
         vector in the space (the one asked for, else the multispectral one), or a raster file's embedding."""
-        name = self._example_space(space)
-        tile_id = self._tile_id_of(example)
+        name = self.example_space(space)
+        tile_id = self.tile_id_of(example)
         if tile_id is not None:
             try:
                 vector = self.store.vectors_of(name, [tile_id])[0]
@@ -410,10 +410,10 @@ class Searcher:
                     f"(it lacks the bands that space needs){hint}"
                 ) from None
         else:
-            vector = self._embed_file(example, name)
+            vector = self.embed_file(example, name)
         return name, vector, tile_id
 
-    def _example_space(self, space: str | None) -> str:
+    def example_space(self, space: str | None) -> str:
         """The space a search by example runs in: the one asked for, else the multispectral one."""
         spaces = self.spaces()
         if not spaces:
@@ -456,7 +456,7 @@ class Searcher:
                 detected = detect_language(text)
             name = self.route(detected, space)
         else:
-            name = self._example_space(space)
+            name = self.example_space(space)
         alpha, beta, gamma = ROCCHIO_WEIGHTS
         truncated = False
         vector = np.zeros(self.store.manifest(name).dim, dtype=np.float64)
@@ -470,13 +470,13 @@ class Searcher:
         if not np.isfinite(norm) or norm < 1e-9:
             raise QueryError("the liked and unliked examples cancel out: remove an unliked tile or add text")
         examples = {int(t) for t in (*like, *unlike)}
-        allowed = self._allowed_ids(filters)
+        allowed = self.allowed_ids(filters)
         if allowed is not None:
             allowed = allowed[~np.isin(allowed, list(examples))]
         ranked = [(t, s) for t, s in self.search_vector(name, vector / norm, top_k + len(examples), allowed)]
         ranked = [(t, s) for t, s in ranked if t not in examples][:top_k]
         return QueryAnswer(
-            self._results(ranked, name),
+            self.results_of(ranked, name),
             text or "like:" + ",".join(str(int(t)) for t in like),
             detected,
             [name],
@@ -498,12 +498,12 @@ class Searcher:
         """The id of a catalogued tile named by its id, key (a chip's `path#col,row,width,height`) or path."""
         if name.isdigit() and not self.store.tiles_by_id([int(name)]):
             raise QueryError(f"no tile with id {name} in this index")
-        tile_id = self._tile_id_of(name)
+        tile_id = self.tile_id_of(name)
         if tile_id is None:
             raise QueryError(f"{name!r} is a file, not a catalogued tile: index it first, or name a tile id")
         return tile_id
 
-    def _tile_id_of(self, example: str) -> int | None:
+    def tile_id_of(self, example: str) -> int | None:
         t = catalog.tiles.c
         with self.store.engine.connect() as conn:
             if example.isdigit():
@@ -535,7 +535,7 @@ class Searcher:
                 ).all()
         return rows
 
-    def _embed_file(self, path: str, space: str) -> np.ndarray:
+    def embed_file(self, path: str, space: str) -> np.ndarray:
         # A file catalogued only in chips is read with the band order it was indexed with.
         # (`bands` lists them in canonical order; a multiband file's own order is its `file_band_order`)
         catalogued = [row.file_band_order for row in self._catalogued_rows_of_file(path) if row.reader == "geotiff"]
@@ -560,7 +560,7 @@ class Searcher:
             raise QueryError("this searcher was made without a pixel reader, so it cannot read raster files")
         return self.pixels
 
-    def _allowed_ids(self, filters: Filters) -> np.ndarray | None:
+    def allowed_ids(self, filters: Filters) -> np.ndarray | None:
         if not filters.active:
             return None
         with self.store.engine.connect() as conn:
@@ -568,19 +568,20 @@ class Searcher:
         return np.asarray(ids, dtype=np.int64)
 
     def search_vector(
-        self, space: str, vector: np.ndarray, k: int, allowed: np.ndarray | None
+        self, space: str, vector: np.ndarray, k: int, allowed: np.ndarray | None, nprobe_scale: int = 1
     ) -> list[tuple[int, float]]:
         """Top-k (tile id, cosine) of one vector in a space, restricted to `allowed` ids when given (a small
-        subset is scored exactly, a large one searched through the index with an id selector)."""
+        subset is scored exactly, a large one searched through the index with an id selector); an inverted
+        file probes `nprobe_scale` times its tuned lists."""
         if allowed is not None and len(allowed) == 0:
             return []
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
         view = self.view(space)
         with self._lock:
-            scores, ids = self.store.search(view, query, k, allowed)
+            scores, ids = self.store.search(view, query, k, allowed, nprobe_scale)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
-    def _results(self, ranked: list[tuple[int, float]], space: str) -> list[SearchResult]:
+    def results_of(self, ranked: list[tuple[int, float]], space: str) -> list[SearchResult]:
         rows = self.store.tiles_by_id([t for t, _ in ranked])
         results = []
         for rank, (tile_id, score) in enumerate(ranked, start=1):

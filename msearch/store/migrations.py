@@ -66,6 +66,12 @@ def _vectors_to_int8(conn: Connection) -> None:
 MIGRATION_CHUNK = 10_000
 
 
+def _add_collections(conn: Connection) -> None:
+    """3 -> 4: collections of labelled examples (empty)."""
+    catalog.collections.create(conn)
+    catalog.collection_labels.create(conn)
+
+
 def _tiles_in_normal_form(conn: Connection) -> None:
     """Bands in canonical order, with a multiband file's own order kept in `file_band_order` (which such
     catalogues lack, and which marks them), and acquisition times as `normal_time` writes them."""
@@ -94,7 +100,11 @@ def _tiles_in_normal_form(conn: Connection) -> None:
 
 
 # from version -> the step to the next version
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_catalogue_meta, 2: _vectors_to_int8}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    1: _add_catalogue_meta,
+    2: _vectors_to_int8,
+    3: _add_collections,
+}
 
 
 def schema_version(conn: Connection, tables: set[str]) -> int | None:

@@ -27,3 +27,14 @@ def eurosat_index(tmp_path_factory, shared_data):
     )
     assert summary.indexed == 30
     return index
+
+
+@pytest.fixture(scope="session")
+def planted_index(tmp_path_factory):
+    """An index of 20,060 synthetic vectors with a planted cluster (tests/search/planted.py), built once: copy it
+    (shutil.copytree) before changing it."""
+    from tests.search.planted import build_planted_index
+
+    directory = tmp_path_factory.mktemp("planted") / "index"
+    build_planted_index(directory)
+    return directory

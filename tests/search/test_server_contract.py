@@ -199,6 +199,58 @@ def test_an_encoder_that_differs_from_the_index_is_409(eurosat_index, tmp_path, 
     reached[("POST", "/api/search")].add(409)
 
 
+def test_the_collection_routes_answer_every_status_they_document(server, reached):
+    """The routes of msearch.search.server.collections, each documented status answered once."""
+    from msearch.search.server.contract import MAX_BODY_BYTES, MAX_URL_BYTES
+
+    def ask(method: str, path: str, status: int, **options) -> dict:
+        response = httpx.request(method, server + path, **options)
+        assert response.status_code == status, (method, path, response.text)
+        template = path.split("?")[0].replace("/contract", "/{name}").replace("/nothing", "/{name}")
+        reached[(method, template)].add(status)
+        return response.json()
+
+    ask("POST", "/api/collections", 201, json={"name": "contract", "space": "tiny-ms-clip"})
+    ask("POST", "/api/collections", 409, json={"name": "contract"})
+    ask("POST", "/api/collections", 422, json={"name": "other", "space": "nosuch"})
+    ask("POST", "/api/collections", 400, json={"name": "a b"})
+    ask("GET", "/api/collections", 200)
+    ask("GET", "/api/collections?max_clouds=1", 400)
+    ask("POST", "/api/collections/contract/labels", 200, json={"positive": [1]})
+    ask("POST", "/api/collections/contract/labels", 422, json={"positive": [999999]})
+    ask("POST", "/api/collections/nothing/labels", 404, json={"positive": [1]})
+    ask("POST", "/api/collections/contract/labels", 400, json={"positive": ["x"]})
+    ask("GET", "/api/collections/contract/labels", 200)
+    ask("GET", "/api/collections/nothing/labels", 404)
+    ask("GET", "/api/collections/contract/labels?x=1", 400)
+    for view in ("detect", "suggest"):
+        ask("GET", f"/api/collections/contract/{view}", 422)  # one positive
+        ask("GET", f"/api/collections/nothing/{view}", 404)
+        ask("GET", f"/api/collections/contract/{view}?bbox=1", 400)
+    ask("POST", "/api/collections/contract/labels", 200, json={"positive": [2], "negative": [3]})
+    assert len(ask("GET", "/api/collections/contract/detect?top_k=5", 200)["features"]) == 5
+    assert len(ask("GET", "/api/collections/contract/suggest?n=2", 200)["features"]) == 2
+    ask("DELETE", "/api/collections/contract", 200)
+    ask("DELETE", "/api/collections/nothing", 404)
+    ask("DELETE", "/api/collections/contract?x=1", 400)
+    for path in ("/api/collections", "/api/collections/contract/labels"):
+        big = json.dumps({"name": "x" * MAX_BODY_BYTES}).encode()
+        ask("POST", path, 413, content=big, headers={"content-type": "application/json"})
+        ask("POST", f"{path}?q={'x' * MAX_URL_BYTES}", 414, json={})
+    for path in ("/api/collections", "/api/collections/contract/labels", "/api/collections/contract/detect"):
+        ask("GET", f"{path}?q={'x' * MAX_URL_BYTES}", 414)
+    ask("GET", f"/api/collections/contract/suggest?q={'x' * MAX_URL_BYTES}", 414)
+    ask("DELETE", f"/api/collections/contract?q={'x' * MAX_URL_BYTES}", 414)
+    for method, path in (
+        ("PUT", "/api/collections"),
+        ("PUT", "/api/collections/contract"),
+        ("PUT", "/api/collections/contract/labels"),
+        ("POST", "/api/collections/contract/detect"),
+        ("POST", "/api/collections/contract/suggest"),
+    ):
+        ask(method, path, 405)
+
+
 def test_every_documented_status_is_reached(token_server, reached):
     """Runs after the tests above (pytest keeps file order): each status that the schema of a server with a
     token documents (all of them: 401 too) was answered to the fuzzer or to a test of this module."""

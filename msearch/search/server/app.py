@@ -8,6 +8,7 @@ Endpoints (errors are {"error": "what to change"}; msearch.search.server.contrac
     GET  /api/tiles/{id}/heatmap.png, heatmap.tif, locate   where in it a query matches (server/heatmaps.py)
     GET  /api/info                   spaces, counts, index kinds (msearch info's report)
     GET  /api/openapi.json           the OpenAPI schema
+    /api/collections/...             collections of labelled examples and their detectors (collections.py)
     GET  /health                     liveness, no token needed
     GET  /  and  /static/{name}      the page and the files it loads, all shipped with the package
 
@@ -35,6 +36,7 @@ from msearch.search import formats
 from msearch.search.quicklook import png_bytes, true_colour
 from msearch.search.searcher import Filters, QueryAnswer, QueryError, Searcher
 from msearch.search.server import contract, params
+from msearch.search.server.collections import collections_router
 from msearch.search.server.contract import ApiError, errors
 from msearch.search.server.heatmaps import heatmap_router
 from msearch.search.server.params import MAX_EXAMPLES, MAX_QUERY_CHARS, MAX_TOP_K, TileId, parse_bbox
@@ -210,6 +212,7 @@ def create_app(
         return PngResponse(image, headers={"Cache-Control": "private, max-age=300"})
 
     app.include_router(heatmap_router(searcher))
+    app.include_router(collections_router(searcher, refresher.maybe_refresh, _filters))
 
     @app.get("/", response_class=Response, include_in_schema=False)
     def page():

@@ -188,7 +188,7 @@ function resultCard(feature) {
   meta.className = "meta";
   const score = document.createElement("span");
   score.className = "score";
-  score.textContent = `#${p.rank} · ${p.score.toFixed(3)}`;
+  score.textContent = p.probability !== undefined ? `#${p.rank} · p ${p.probability.toFixed(3)}${p.label ? " · " + p.label : ""}` : `#${p.rank} · ${p.score.toFixed(3)}`;
   meta.append(score, document.createElement("br"));
   meta.append(document.createTextNode([p.date ? p.date.slice(0, 10) : null, p.tile, p.cloud !== null ? `${p.cloud.toFixed(0)}% cloud` : null].filter(Boolean).join(" · ") || `tile ${p.tile_id}`));
   meta.append(document.createElement("br"), document.createTextNode(p.path));
@@ -219,6 +219,8 @@ function voteButton(kind, label, title, action) {
 }
 
 function vote(tileId, list) {
+  // collections.js labels the tile in the chosen collection; in its detect views that is all a vote does
+  if (window.onVote && window.onVote(tileId, list)) return;
   const other = list === "like" ? "unlike" : "like";
   state[other] = state[other].filter((t) => t !== tileId);
   if (!state[list].includes(tileId)) state[list].push(tileId);
