@@ -9,9 +9,15 @@ from the archive, one batch through the vision tower, each map written as a GeoT
 memory). Printed: seconds for the 10 and per chip (median), the process's CPU time (which a busy machine
 does not inflate), and the split between reading and the forward pass. Random weights cost exactly what the real ones do; the maps they draw mean nothing.
 
+On a machine shared with other jobs, run it with OMP_WAIT_POLICY=PASSIVE: by default torch's OpenMP threads
+spin while they wait for each other, and when the other thread has been descheduled by another job that
+spinning counts as CPU time of this process (measured 2026-12-07: 6.3 to 7.5 s of CPU time for the same
+work that takes 4.9 s on one thread and 5.1 s on two passive ones).
+
     python bench/heatmaps.py                       # Llama3-MS-CLIP ViT-B/16, 3 repeats
     python bench/heatmaps.py --model rs-m-clip     # RS-M-CLIP ViT-B/32
     python bench/heatmaps.py --threads 1           # torch on one core
+    OMP_WAIT_POLICY=PASSIVE python bench/heatmaps.py   # CPU time without OpenMP's spinning (shared machine)
 """
 
 from __future__ import annotations
@@ -113,7 +119,8 @@ def run(args: argparse.Namespace, index: Path) -> None:
     total = statistics.median(totals)
     print(
         f"\n{args.model}, random full-size weights, torch {torch.__version__} on the CPU "
-        f"({torch.get_num_threads()} threads), {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"
+        f"({torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}), "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"
     )
     print(f"  heat maps of the top {RESULTS} results, warm (median of {args.repeats}): {total:.2f} s")
     print(f"  per chip: {total / RESULTS:.3f} s")
