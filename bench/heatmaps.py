@@ -7,12 +7,12 @@ Then, in one process holding the warm searcher (vision tower loaded, the query's
 heat maps of 10 of the chips are made --repeats times, as `query --heatmaps` makes them: the tiles read again
 from the archive, one batch through the vision tower, each map written as a GeoTIFF and an overlay PNG (in
 memory). Printed: seconds for the 10 and per chip (median), the process's CPU time (which a busy machine
-does not inflate), and the split between reading and the forward pass. Random weights cost exactly what the real ones do; the maps they draw mean nothing.
+inflates far less than the wall time; see below), and the split between reading and the forward pass. Random weights cost exactly what the real ones do; the maps they draw mean nothing.
 
 On a machine shared with other jobs, run it with OMP_WAIT_POLICY=PASSIVE: by default torch's OpenMP threads
 spin while they wait for each other, and when the other thread has been descheduled by another job that
 spinning counts as CPU time of this process (measured 2026-12-07: 6.3 to 7.5 s of CPU time for the same
-work that takes 4.9 s on one thread and 5.1 s on two passive ones).
+work that takes 4.8 to 5.0 s on one thread and 5.1 to 5.3 s on two passive ones).
 
     python bench/heatmaps.py                       # Llama3-MS-CLIP ViT-B/16, 3 repeats
     python bench/heatmaps.py --model rs-m-clip     # RS-M-CLIP ViT-B/32
@@ -124,8 +124,8 @@ def run(args: argparse.Namespace, index: Path) -> None:
     )
     print(f"  heat maps of the top {RESULTS} results, warm (median of {args.repeats}): {total:.2f} s")
     print(f"  per chip: {total / RESULTS:.3f} s")
-    # CPU seconds are the work itself: on a machine shared with other jobs the wall time is longer than it
-    # would be alone, while the CPU time of this process stays about the same.
+    # CPU seconds are about the work itself: on a machine shared with other jobs the wall time is longer than
+    # it would be alone, while the CPU time grows only by OpenMP's spinning (none with OMP_WAIT_POLICY=PASSIVE).
     threads = torch.get_num_threads()
     print(
         f"  CPU time of the process: {statistics.median(cpu):.2f} s for the {RESULTS} "
