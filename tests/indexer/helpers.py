@@ -15,6 +15,7 @@ from msearch.schema import catalog
 from msearch.schema.bands import BAND_LAYOUTS
 from msearch.store import vector_codec
 from msearch.store.index_store import IndexStore
+from msearch.store.migrations import PLACE_COLUMNS
 
 MODELS = ["tiny-ms-clip", "rs-m-clip"]
 EUROSAT = ReadSettings(band_order=BAND_LAYOUTS["eurosat"])
@@ -138,3 +139,11 @@ def gdal_on_grid(source, settings: ReadSettings) -> np.ndarray:
                 raster.read(band.index, window=window, out_shape=(height, width), resampling=Resampling.nearest)
             )
     return np.stack(planes)
+
+
+def as_catalogue_before_places(conn) -> None:
+    """Take places out of a catalogue, as schemas 1 to 3 had none (the caller sets the version)."""
+    conn.exec_driver_sql("DROP INDEX ix_tiles_place")
+    for name in PLACE_COLUMNS:
+        conn.exec_driver_sql(f"ALTER TABLE tiles DROP COLUMN {name}")
+    catalog.places.drop(conn)
