@@ -454,6 +454,20 @@ class IndexStore:
             raise KeyError(f"no {space} vectors for tiles {missing[:5]}")
         return matrix[[position[t] for t in wanted]]
 
+    def stored_vectors(self, space: str, tile_ids) -> tuple[np.ndarray, np.ndarray]:
+        """(tile ids, vectors) of those of the given tiles that have a vector in the space, in no set order."""
+        dim = self.manifest(space).dim
+        wanted = [int(i) for i in tile_ids]
+        rows = []
+        with self.engine.connect() as conn:
+            for chunk in id_chunks(wanted):
+                rows += conn.execute(
+                    select(catalog.vectors.c.tile_id, catalog.vectors.c.vector).where(
+                        catalog.vectors.c.space == space, catalog.vectors.c.tile_id.in_(chunk)
+                    )
+                ).all()
+        return vectors_from_rows(rows, dim)
+
     def all_vectors(self, space: str) -> tuple[np.ndarray, np.ndarray]:
         dim = self.manifest(space).dim
         with self.engine.connect() as conn:
@@ -496,10 +510,11 @@ class IndexStore:
         with self.engine.connect() as conn:
             return places.acquisitions(conn, place_id)
 
-    def tile_ids_by_place(self, place_ids) -> dict[int, list[int]]:
-        """{place id: every tile id of that place in date order}."""
+    def acquisitions_by_place(self, place_ids, where=None) -> dict[int, list[tuple[int, str | None]]]:
+        """{place id: [(tile id, acquired), ...] in date order}, only acquisitions passing `where` (a clause on
+        the tiles table) when given."""
         with self.engine.connect() as conn:
-            return places.tile_ids_by_place(conn, place_ids)
+            return places.acquisitions_by_place(conn, place_ids, where)
 
     def place_counts(self) -> tuple[int, int]:
         """(places, acquisitions) in the catalogue."""

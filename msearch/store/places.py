@@ -15,7 +15,8 @@ Accessors for the search layer (all take a Connection; `IndexStore` has the same
 - `place_row(conn, place_id)`        the place (grid, geometry), None when unknown;
 - `acquisitions(conn, place_id)`     the place's tile rows in date order (acquired, then id);
 - `place_of_tile(conn, tile_id)`     the place id of one tile, None when the tile is unknown;
-- `tile_ids_by_place(conn, ids)`     {place id: [tile ids in date order]}, every acquisition of those places;
+- `acquisitions_by_place(conn, ids, where)`  {place id: [(tile id, acquired) in date order]}, optionally
+                                     only those passing a filter clause on the tiles table;
 - `place_counts(conn)`               (places, acquisitions): places that have at least one tile, and tiles.
 """
 
@@ -170,20 +171,20 @@ def acquisitions(conn: Connection, place_id: int) -> list[dict]:
     return [dict(row) for row in rows]
 
 
-def tile_ids_by_place(conn: Connection, place_ids) -> dict[int, list[int]]:
-    """{place id: its tile ids in date order} for the given places (places without tiles left out)."""
+def acquisitions_by_place(conn: Connection, place_ids, where=None) -> dict[int, list[tuple[int, str | None]]]:
+    """{place id: [(tile id, acquired), ...] in date order} for the given places; `where` (a clause on the
+    tiles table, e.g. a search's filters) keeps only the acquisitions that pass it. Places left without
+    acquisitions are left out."""
     wanted = sorted({int(i) for i in place_ids})
     t = catalog.tiles.c
-    grouped: dict[int, list[int]] = {}
+    grouped: dict[int, list[tuple[int, str | None]]] = {}
     for start in range(0, len(wanted), 10_000):
-        chunk = wanted[start : start + 10_000]
-        rows = conn.execute(
-            select(t.place_id, t.id)
-            .where(t.place_id.in_(chunk))
-            .order_by(t.place_id, t.acquired.is_(None), t.acquired, t.id)
-        ).all()
-        for place_id, tile_id in rows:
-            grouped.setdefault(place_id, []).append(tile_id)
+        statement = select(t.place_id, t.id, t.acquired).where(t.place_id.in_(wanted[start : start + 10_000]))
+        if where is not None:
+            statement = statement.where(where)
+        rows = conn.execute(statement.order_by(t.place_id, t.acquired.is_(None), t.acquired, t.id)).all()
+        for place_id, tile_id, acquired in rows:
+            grouped.setdefault(place_id, []).append((tile_id, acquired))
     return grouped
 
 
