@@ -350,12 +350,7 @@ class Searcher:
             truncated |= was_truncated
         if not all_acquisitions:
             if len(names) == 1:
-                (name,) = names
-
-                def rank(depth: int) -> list[tuple[int, float]]:
-                    return self._deep_search(name, vectors[name], depth, allowed)
-
-                hits = self._top_places(rank, top_k, filters, allowed, names, exact=(name, vectors[name]))
+                hits = self.place_ranking(names[0], vectors[names[0]], top_k, filters, allowed)
             else:
 
                 def rank(depth: int) -> list[tuple[int, float]]:
@@ -652,6 +647,27 @@ class Searcher:
                 everything = ann.stored_ids(view.index)
             found = self.search_vector(space, vector, k, everything)
         return found
+
+    def place_ranking(
+        self,
+        space: str,
+        vector: np.ndarray,
+        k: int,
+        filters: Filters = Filters(),
+        allowed: np.ndarray | None = None,
+    ) -> list[PlaceHit]:
+        """The top-k places for a unit query vector in a space, as a text query ranks them (`allowed`: the
+        filters' tile ids, when the caller has them already)."""
+        if allowed is None:
+            allowed = self._allowed_ids(filters)
+        return self._top_places(
+            lambda depth: self._deep_search(space, vector, depth, allowed),
+            k,
+            filters,
+            allowed,
+            [space],
+            exact=(space, vector),
+        )
 
     def _top_places(
         self,

@@ -27,3 +27,22 @@ def eurosat_index(tmp_path_factory, shared_data):
     )
     assert summary.indexed == 30
     return index
+
+
+@pytest.fixture(scope="session")
+def places_series_index(tmp_path_factory, shared_data, tiny_msclip):
+    """A Major TOM cell indexed at six dates (tests/places_series.py): 9 places of 6 acquisitions each."""
+    from msearch.indexer.pipeline import index_archive
+    from tests.places_series import SERIES_SETTINGS, build_majortom_series
+
+    base = tmp_path_factory.mktemp("places-series")
+    series = build_majortom_series(shared_data, base / "series")
+    summary = index_archive(
+        [series.folder],
+        index=base / "index",
+        encoders={"tiny-ms-clip": tiny_msclip},
+        settings=SERIES_SETTINGS,
+        workers=0,
+    )
+    assert summary.indexed == 9 * 6
+    return base / "index"

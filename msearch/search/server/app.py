@@ -1,8 +1,10 @@
 """The HTTP API and the web page of `msearch serve`, over one warm Searcher.
 
 Endpoints (JSON errors are {"error": "what to change"} with a 4xx status):
-    GET  /api/search                 a text search; a GeoJSON FeatureCollection, ranked as `msearch query`
+    GET  /api/search                 a text search; a GeoJSON FeatureCollection, ranked as `msearch query`:
+                                     places by default, one feature per acquisition with all_acquisitions
     POST /api/search                 relevance feedback: text and/or liked and unliked tile ids (Searcher.feedback)
+    GET  /api/places/{id}            a place and its acquisitions (msearch.search.server.places)
     GET  /api/tiles/{id}             a catalogued tile's fields
     GET  /api/tiles/{id}/quicklook.png   its true-colour quicklook (msearch.search.quicklook's stretch)
     GET  /api/info                   spaces, counts, index kinds (msearch info's report)
@@ -38,6 +40,7 @@ from msearch.search import formats
 from msearch.search.language import AUTO, SUPPORTED_LANGUAGES
 from msearch.search.quicklook import png_bytes, true_colour
 from msearch.search.searcher import Filters, QueryAnswer, QueryError, Searcher
+from msearch.search.server.places import places_router
 from msearch.store import SpaceMismatchError
 from msearch.store.bridges import ROUTES
 from msearch.store.report import index_report
@@ -99,6 +102,7 @@ class FeedbackRequest(BaseModel):
     date_to: Optional[date] = None
     max_cloud: Optional[float] = Field(None, ge=0, le=100)
     tile_id: Optional[str] = Field(None, max_length=10)
+    all_acquisitions: bool = Field(False, description="One result per acquisition instead of per place.")
 
 
 def create_app(
@@ -183,13 +187,23 @@ def create_app(
         max_cloud: Optional[float] = Query(None, ge=0, le=100),
         tile_id: Optional[str] = Query(None, max_length=10),
         route: Optional[Literal[ROUTES]] = Query(None, description="Beyond English: rgb, bridge or fuse."),
+        all_acquisitions: bool = Query(False, description="One result per acquisition instead of per place."),
     ):
-        """A text search, ranked exactly as `msearch query` ranks it; results `offset` to `offset + top_k`."""
+        """A text search, ranked exactly as `msearch query` ranks it; results `offset` to `offset + top_k`.
+        Each result is a place (its best acquisition, `place_id`, `acquisitions`, `dates`), or with
+        `all_acquisitions=true` an acquisition."""
         _check_window(top_k, offset)
         filters = _filters(bbox, date_from, date_to, max_cloud, tile_id)
         answer = _answer(
             lambda: searcher.query(
-                q, top_k=offset + top_k, lang=lang, space=space, fuse=fuse, filters=filters, route=route
+                q,
+                top_k=offset + top_k,
+                lang=lang,
+                space=space,
+                fuse=fuse,
+                filters=filters,
+                route=route,
+                all_acquisitions=all_acquisitions,
             )
         )
         return _geojson(answer, offset)
@@ -209,6 +223,7 @@ def create_app(
                 lang=body.lang,
                 space=body.space,
                 filters=filters,
+                all_acquisitions=body.all_acquisitions,
             )
         )
         return _geojson(answer, body.offset, like=body.like, unlike=body.unlike)
@@ -229,6 +244,8 @@ def create_app(
         except Exception as exc:  # the file moved or broke since it was indexed: say so, do not crash
             raise ApiError(404, f"tile {row['id']} has no quicklook: {exc}") from exc
         return Response(image, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+
+    app.include_router(places_router(searcher))
 
     @app.get("/", response_class=Response, include_in_schema=False)
     def page():
