@@ -25,7 +25,7 @@ from msearch.models import ModelCard, get_card
 from msearch.schema import catalog
 from msearch.schema.pixels import CannotFeed
 from msearch.search.language import detect_language, parse_language
-from msearch.search.per_place import MAX_DATES, PlaceHit, top_places
+from msearch.search.per_place import MAX_DATES, NPROBE_SCALE, PlaceHit, top_places
 from msearch.search.query_cache import QueryCache
 from msearch.search.results import SearchResult
 from msearch.store import IndexStore, SpaceIndex, SpaceMismatchError, ann
@@ -623,7 +623,7 @@ class Searcher:
         return np.asarray(ids, dtype=np.int64)
 
     def search_vector(
-        self, space: str, vector: np.ndarray, k: int, allowed: np.ndarray | None
+        self, space: str, vector: np.ndarray, k: int, allowed: np.ndarray | None, nprobe_scale: int = 1
     ) -> list[tuple[int, float]]:
         """Top-k (tile id, cosine) of one vector in a space, restricted to `allowed` ids when given (a small
         subset is scored exactly, a large one searched through the index with an id selector)."""
@@ -632,20 +632,21 @@ class Searcher:
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
         view = self.view(space)
         with self._lock:
-            scores, ids = self.store.search(view, query, k, allowed)
+            scores, ids = self.store.search(view, query, k, allowed, nprobe_scale)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
     def _deep_search(
         self, space: str, vector: np.ndarray, k: int, allowed: np.ndarray | None
     ) -> list[tuple[int, float]]:
-        """search_vector, but never short of k while k candidates exist: an inverted file's probed lists may
-        hold fewer than a deep search asks for, and then every stored id is searched (exactly where short)."""
-        found = self.search_vector(space, vector, k, allowed)
+        """search_vector for places (per_place.NPROBE_SCALE times the lists probed), never short of k while k
+        candidates exist: an inverted file's probed lists may hold fewer than a deep search asks for, and then
+        every stored id is searched (exactly where short)."""
+        found = self.search_vector(space, vector, k, allowed, NPROBE_SCALE)
         view = self.view(space)
         if allowed is None and len(found) < min(k, view.ntotal) and view.ann.kind != "flat":
             with self._lock:
                 everything = ann.stored_ids(view.index)
-            found = self.search_vector(space, vector, k, everything)
+            found = self.search_vector(space, vector, k, everything, NPROBE_SCALE)
         return found
 
     def place_ranking(

@@ -198,8 +198,11 @@ def search(
     *,
     vectors_lookup: VectorsLookup | None = None,
     allowed_ids: np.ndarray | None = None,
+    nprobe_scale: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, ids) per query, best first; missing results are (-inf, -1) as in faiss.
+    `nprobe_scale` probes that many times the tuned number of lists (a caller that needs more than the tuned
+    recall@100, e.g. per-place search, whose near-duplicate acquisitions share lists).
 
     `vectors_lookup(ids) -> (len(ids), d)` returns stored full vectors: required for ivf-pq (exact re-ranking),
     otherwise the index reconstructs them. `allowed_ids` restricts the search to those ids (which must be in
@@ -220,7 +223,8 @@ def search(
     if info.kind == "flat":
         params = None if selector is None else faiss.SearchParameters(sel=selector)
     else:
-        params = faiss.SearchParametersIVF(nprobe=info.params["nprobe"], sel=selector)
+        nprobe = min(info.params["nlist"], info.params["nprobe"] * nprobe_scale)
+        params = faiss.SearchParametersIVF(nprobe=nprobe, sel=selector)
     depth = k * info.params["rerank_factor"] if info.kind == "ivf-pq" else k
     scores, found = index.search(queries, depth, params=params)
     if info.kind == "ivf-pq":

@@ -332,10 +332,15 @@ class IndexStore:
         return info
 
     def search(
-        self, view: SpaceIndex, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+        self,
+        view: SpaceIndex,
+        queries: np.ndarray,
+        k: int,
+        allowed_ids: np.ndarray | None = None,
+        nprobe_scale: int = 1,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, tile ids) per query in a view; exact re-ranking and id subsets read the stored
-        vectors from the catalogue (see ann.search)."""
+        vectors from the catalogue (see ann.search, also for `nprobe_scale`)."""
         space = view.manifest.space
         return ann.search(
             view.index,
@@ -344,6 +349,7 @@ class IndexStore:
             k,
             allowed_ids=allowed_ids,
             vectors_lookup=lambda ids: self.vectors_of(space, ids),
+            nprobe_scale=nprobe_scale,
         )
 
     def _generation(self, conn: Connection, space: str) -> int:
