@@ -61,14 +61,15 @@ def to_json(results: list[SearchResult], query_info: dict) -> str:
     return json.dumps(document, ensure_ascii=False, allow_nan=False, indent=2)
 
 
-def to_csv(results: list[SearchResult]) -> str:
-    """One row per result in CSV_COLUMNS order, with a header; unknown values are empty cells."""
+def to_csv(results: list, columns: tuple[str, ...] = CSV_COLUMNS) -> str:
+    """One row per result (a SearchResult, or another record: a changed place, a timeline's acquisition) in
+    `columns` order, with a header; unknown values are empty cells, lists are joined by CSV_LIST_SEPARATOR."""
     buffer = io.StringIO()
     # "\n" rather than csv's default "\r\n": the text goes to a terminal or a redirect, not a Windows tool.
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(columns)
     for result in results:
-        writer.writerow([_csv_cell(getattr(result, column)) for column in CSV_COLUMNS])
+        writer.writerow([_csv_cell(getattr(result, column)) for column in columns])
     return buffer.getvalue()
 
 

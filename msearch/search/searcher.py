@@ -293,12 +293,7 @@ class Searcher:
             raise QueryError("the query is empty: give some words to search for")
         if top_k <= 0:
             raise QueryError(f"--top-k must be at least 1, got {top_k}")
-        try:
-            lang = parse_language(lang)
-            if lang == "auto":
-                lang = detect_language(text)
-        except ValueError as exc:  # an unknown --lang, or a script none of the encoders learnt
-            raise QueryError(str(exc)) from None
+        lang = self.query_language(text, lang)
         if route is not None and route not in ROUTES:
             raise QueryError(f"--route must be one of {', '.join(ROUTES)}, got {route!r}")
         if route is not None and (lang == "en" or space is not None or fuse):
@@ -370,6 +365,24 @@ class Searcher:
         results = self._results(ranked[:top_k], "+".join(names))
         return QueryAnswer(results, text, lang, names, truncated, matching, route, per_place=False)
 
+    @staticmethod
+    def query_language(text: str, lang: str = "auto") -> str:
+        """The language a query text is read in: `lang`, or the detected one for "auto"."""
+        try:
+            lang = parse_language(lang)
+            return detect_language(text) if lang == "auto" else lang
+        except ValueError as exc:  # an unknown --lang, or a script none of the encoders learnt
+            raise QueryError(str(exc)) from None
+
+    def text_vector(self, text: str, lang: str = "auto", space: str | None = None) -> tuple[str, np.ndarray, str]:
+        """(the space, the text's unit vector there, its language) of a text read in the space a query in
+        its language is answered in (`space` when given), as query() reads it without a route."""
+        if not text or not text.strip():
+            raise QueryError("the query is empty: give some words to search for")
+        lang = self.query_language(text, lang)
+        name = self.route(lang, space)
+        return name, self.embed_text(name, text.strip())[0], lang
+
     # -- routes beyond English ----------------------------------------------------------------------------
 
     def bridges(self) -> list[Bridge]:
@@ -432,20 +445,7 @@ class Searcher:
         per acquisition, only the example tile itself left out."""
         if top_k <= 0:
             raise QueryError(f"--top-k must be at least 1, got {top_k}")
-        name = self._example_space(space)
-        tile_id = self._tile_id_of(example)
-        if tile_id is not None:
-            try:
-                vector = self.store.vectors_of(name, [tile_id])[0]
-            except KeyError:  # indexed into other spaces only: an RGB file has no multispectral vector
-                others = [other for other in self.spaces() if other != name]
-                hint = f"; search another space with --space {others[0]}" if others else ""
-                raise QueryError(
-                    f"{example} cannot be searched in space {name!r}: it was indexed without a vector there "
-                    f"(it lacks the bands that space needs){hint}"
-                ) from None
-        else:
-            vector = self._embed_file(example, name)
+        name, vector, tile_id = self.example_vector(example, space)
         allowed = self._allowed_ids(filters)
         if tile_id is not None and allowed is not None:
             allowed = allowed[allowed != tile_id]
@@ -469,7 +469,25 @@ class Searcher:
             self._results(ranked, name), f"like:{example}", None, [name], matching_tiles=matching, per_place=False
         )
 
-    def _example_space(self, space: str | None) -> str:
+    def example_vector(self, example: str, space: str | None = None) -> tuple[str, np.ndarray, int | None]:
+        """(the space searched, the example's unit vector there, its tile id when it is a catalogued tile) of
+        an example given as a tile id, a catalogued path or a raster file: a catalogued tile's stored vector,
+        else the file's pixels encoded."""
+        name = self.example_space(space)
+        tile_id = self._tile_id_of(example)
+        if tile_id is None:
+            return name, self._embed_file(example, name), None
+        try:
+            return name, self.store.vectors_of(name, [tile_id])[0], tile_id
+        except KeyError:  # indexed into other spaces only: an RGB file has no multispectral vector
+            others = [other for other in self.spaces() if other != name]
+            hint = f"; search another space with --space {others[0]}" if others else ""
+            raise QueryError(
+                f"{example} cannot be searched in space {name!r}: it was indexed without a vector there "
+                f"(it lacks the bands that space needs){hint}"
+            ) from None
+
+    def example_space(self, space: str | None) -> str:
         """The space a search by example runs in: the one asked for, else the multispectral one."""
         spaces = self.spaces()
         if not spaces:
@@ -513,7 +531,7 @@ class Searcher:
                 detected = detect_language(text)
             name = self.route(detected, space)
         else:
-            name = self._example_space(space)
+            name = self.example_space(space)
         alpha, beta, gamma = ROCCHIO_WEIGHTS
         truncated = False
         vector = np.zeros(self.store.manifest(name).dim, dtype=np.float64)

@@ -31,10 +31,21 @@ def encode(vectors: np.ndarray) -> list[bytes]:
 
 def decode(blob: bytes, n: int, dim: int) -> np.ndarray:
     """(n, dim) float32 from n concatenated blobs; ValueError when the size is not n blobs of `dim`."""
+    return decode_codes(*split(blob, n, dim))
+
+
+def split(blob: bytes, n: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scales (n, 1) float32, codes (n, dim) int8) of n concatenated blobs, undecoded: a caller that keeps
+    many vectors in memory keeps them at a quarter of float32's size and decodes them a chunk at a time."""
     if len(blob) != n * stored_size(dim):
         raise ValueError(f"{len(blob)} bytes are not {n} stored {dim}-d vectors ({stored_size(dim)} bytes each)")
     if n == 0:
-        return np.empty((0, dim), np.float32)
+        return np.empty((0, 1), np.float32), np.empty((0, dim), np.int8)
     rows = np.frombuffer(blob, dtype=np.uint8).reshape(n, stored_size(dim))
     scale = rows[:, :SCALE_BYTES].copy().view("<f4").astype(np.float32)
-    return rows[:, SCALE_BYTES:].view(np.int8).astype(np.float32) * scale
+    return scale, rows[:, SCALE_BYTES:].view(np.int8)
+
+
+def decode_codes(scales: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """The float32 vectors of `split`'s (scales, codes): codes x scale, as `decode` gives them."""
+    return codes.astype(np.float32) * scales

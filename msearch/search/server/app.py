@@ -8,6 +8,8 @@ Endpoints (JSON errors are {"error": "what to change"} with a 4xx status):
     GET  /api/tiles/{id}             a catalogued tile's fields
     GET  /api/tiles/{id}/quicklook.png   its true-colour quicklook (msearch.search.quicklook's stretch)
     GET  /api/info                   spaces, counts, index kinds (msearch info's report)
+    GET  /api/places/{id}/timeline   a place's acquisitions in date order, scored (msearch.search.server.places_time)
+    GET  /api/change                 places ranked by change between dates (msearch.search.server.places_time)
     GET  /api/openapi.json           the OpenAPI schema
     GET  /health                     liveness, no token needed
     GET  /  and  /static/{name}      the page and the files it loads, all shipped with the package
@@ -254,6 +256,10 @@ def create_app(
     @app.get("/static/{name:path}", response_class=Response, include_in_schema=False)
     def static(name: str):
         return _static_response(static_files, name)
+
+    from msearch.search.server.places_time import places_time_router
+
+    app.include_router(places_time_router(searcher, refresher.maybe_refresh))
 
     def _answer(run) -> QueryAnswer:
         try:

@@ -289,6 +289,7 @@ function clearSelection() {
 
 async function select(tileId, fromMap) {
   state.selected = tileId;
+  document.dispatchEvent(new CustomEvent("msearch:select", { detail: { tileId } })); // places_time.js: its timeline
   for (const card of document.querySelectorAll(".result")) {
     const on = Number(card.dataset.tileId) === tileId;
     card.classList.toggle("selected", on);
