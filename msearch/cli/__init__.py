@@ -21,7 +21,20 @@ from __future__ import annotations
 import typer
 from typer.core import TyperGroup
 
-from msearch.cli import align, catalogue, classify, evaluate, export, index, info, models, query, serve
+from msearch.cli import (
+    align,
+    catalogue,
+    change,
+    classify,
+    evaluate,
+    export,
+    index,
+    info,
+    models,
+    query,
+    serve,
+    timeline,
+)
 
 # Paragraphs are single lines: the help keeps line breaks as written and wraps to the terminal itself.
 APP_HELP = """Search archives of Sentinel-2 imagery by text, in ten languages.
@@ -70,6 +83,8 @@ def main() -> None:
 app.command()(index.index)
 app.command()(info.info)
 app.command()(query.query)
+app.command()(timeline.timeline)
+app.command()(change.change)
 app.command("eval")(evaluate.evaluate)
 app.command()(align.align)
 app.command()(classify.classify)

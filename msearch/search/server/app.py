@@ -43,6 +43,7 @@ from msearch.search.language import AUTO, SUPPORTED_LANGUAGES
 from msearch.search.quicklook import png_bytes, true_colour
 from msearch.search.searcher import Filters, QueryAnswer, QueryError, Searcher
 from msearch.search.server.places import places_router
+from msearch.search.server.places_time import places_time_router
 from msearch.store import SpaceMismatchError
 from msearch.store.bridges import ROUTES
 from msearch.store.report import index_report
@@ -257,9 +258,7 @@ def create_app(
     def static(name: str):
         return _static_response(static_files, name)
 
-    from msearch.search.server.places_time import places_time_router
-
-    app.include_router(places_time_router(searcher, refresher.maybe_refresh))
+    app.include_router(places_time_router(searcher, refresher.maybe_refresh, ApiError, _filters))
 
     def _answer(run) -> QueryAnswer:
         try:

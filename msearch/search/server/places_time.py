@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from msearch.search import formats
 from msearch.search.change import ChangeFinder
 from msearch.search.language import AUTO, SUPPORTED_LANGUAGES
-from msearch.search.searcher import QueryError, Searcher
+from msearch.search.searcher import Filters, QueryError, Searcher
 from msearch.search.timeline import UnknownPlace, place_timeline
 from msearch.store import SpaceMismatchError
 
@@ -57,10 +57,15 @@ CHANGE_ERRORS = _errors(
 )
 
 
-def places_time_router(searcher: Searcher, refresh: Callable[[], None]) -> APIRouter:
-    """The routes over a searcher; `refresh()` brings it up to the index runs committed since, before a search."""
-    from msearch.search.server import app as server  # the app that includes this router: loaded by now
-
+def places_time_router(
+    searcher: Searcher,
+    refresh: Callable[[], None],
+    api_error: Callable[[int, str], Exception],
+    filters: Callable[..., Filters],
+) -> APIRouter:
+    """The routes over a searcher, with the app's own parts: `refresh()` brings the searcher up to the index
+    runs committed since, `api_error(status, message)` is the exception the app answers as {"error": message},
+    `filters(bbox, date_from, date_to, max_cloud, tile_id)` reads the filter parameters as /api/search does."""
     router = APIRouter()
     finder = ChangeFinder(searcher)
 
@@ -69,11 +74,11 @@ def places_time_router(searcher: Searcher, refresh: Callable[[], None]) -> APIRo
             refresh()
             return work()
         except UnknownPlace as exc:
-            raise server.ApiError(404, str(exc)) from exc
+            raise api_error(404, str(exc)) from exc
         except QueryError as exc:
-            raise server.ApiError(422, str(exc).replace("--", "")) from exc
+            raise api_error(422, str(exc).replace("--", "")) from exc
         except SpaceMismatchError as exc:
-            raise server.ApiError(409, str(exc)) from exc
+            raise api_error(409, str(exc)) from exc
 
     @router.get("/api/places/{place_id}/timeline", responses=TIMELINE_ERRORS)
     def timeline(
@@ -119,7 +124,7 @@ def places_time_router(searcher: Searcher, refresh: Callable[[], None]) -> APIRo
         """Places ranked by how their acquisitions after the split differ from those before it, as `msearch
         change` ranks them (README, "Change between dates"). A FeatureCollection, one Feature per place (its
         footprint), best first; `left_out` counts the places without an acquisition in one of the periods."""
-        filters = server._filters(bbox, None, None, max_cloud, tile_id)
+        kept = filters(bbox, None, None, max_cloud, tile_id)
         found = run(
             lambda: finder.find(
                 after,
@@ -131,7 +136,7 @@ def places_time_router(searcher: Searcher, refresh: Callable[[], None]) -> APIRo
                 top_k=top_k,
                 lang=lang,
                 space=space,
-                filters=filters,
+                filters=kept,
             )
         )
         collection = formats.geojson_collection(found.results, found.info())
