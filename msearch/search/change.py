@@ -44,7 +44,7 @@ ANY_CHUNK_ROWS = 65_536  # vectors decoded at a time for --any's medians
 @dataclass(frozen=True)
 class PlaceChange:
     """One ranked place. Scores are medians over the used acquisitions of each period (module docstring);
-    `footprint`, `lon`, `lat` and `tile` are the place's (its representative after-tile's)."""
+    `footprint`, `lon` and `lat` are the place's, as query results carry a tile's."""
 
     rank: int
     change: float
@@ -63,7 +63,6 @@ class PlaceChange:
     similarity: float | None = None
     lon: float | None = None
     lat: float | None = None
-    tile: str | None = None
     footprint: dict | None = None
 
 
@@ -84,7 +83,6 @@ CSV_COLUMNS = (
     "similarity",
     "before_tile_id",
     "after_tile_id",
-    "tile",
     "space",
 )
 
@@ -188,7 +186,7 @@ class ChangeFinder:
                 from_medians, _ = periods.score_medians(from_vector)
                 change = change + from_medians[:, 0] - from_medians[:, 1]
                 scores |= {"from_before_score": from_medians[:, 0], "from_after_score": from_medians[:, 1]}
-        results = periods.ranked(change, scores, picks, top_k, name, self.searcher.store.tiles_by_id)
+        results = periods.ranked(change, scores, picks, top_k, name, self.searcher.store.place)
         return ChangeAnswer(
             results,
             "any" if any_change else "to-like" if to_like is not None else "to",
@@ -277,14 +275,13 @@ class _Periods:
         similarity = np.einsum("pd,pd->p", pairs[:, 0], pairs[:, 1])
         return 1.0 - similarity, similarity, picks.reshape(-1, 2)
 
-    def ranked(self, change, scores: dict, picks, top_k: int, space: str, tiles_by_id) -> list[PlaceChange]:
+    def ranked(self, change, scores: dict, picks, top_k: int, space: str, place_row) -> list[PlaceChange]:
         candidates = np.flatnonzero(self.compared)
         order = candidates[np.lexsort((self.place_ids[candidates], -change[candidates]))][:top_k]
-        rows = tiles_by_id(self.table.tile_ids[picks[order].ravel()])
         results = []
         for rank, p in enumerate(order, start=1):
             before_tile, after_tile = (int(t) for t in self.table.tile_ids[picks[p]])
-            row = rows[after_tile]
+            place = place_row(int(self.place_ids[p])) or {}
             results.append(
                 PlaceChange(
                     rank=rank,
@@ -298,10 +295,9 @@ class _Periods:
                     before_tile_id=before_tile,
                     after_tile_id=after_tile,
                     **{name: float(values[p]) for name, values in scores.items()},
-                    lon=row["centre_lon"],
-                    lat=row["centre_lat"],
-                    tile=row["mgrs_tile"],
-                    footprint=json.loads(row["footprint"]) if row["footprint"] else None,
+                    lon=place.get("centre_lon"),
+                    lat=place.get("centre_lat"),
+                    footprint=json.loads(place["footprint"]) if place.get("footprint") else None,
                 )
             )
         return results

@@ -56,30 +56,28 @@ class Timeline:
 
 def resolve_place(searcher: Searcher, place: str | int | None = None, *, at: tuple[float, float] | None = None) -> int:
     """The place id named by a place id, `tile:ID` (the place of that tile) or a point (`at`: lon, lat)."""
-    t = catalog.tiles.c
     if at is not None:
         lon, lat = at
         if not (-180 <= lon <= 180 and -90 <= lat <= 90):
             raise QueryError(f"--at {lon},{lat} is not a WGS84 longitude, latitude pair")
+        p = catalog.places.c
         with searcher.store.engine.connect() as conn:
             rows = conn.execute(
-                select(t.place_id, t.centre_lon, t.centre_lat).where(
-                    and_(t.min_lon <= lon, t.max_lon >= lon, t.min_lat <= lat, t.max_lat >= lat)
+                select(p.id, p.centre_lon, p.centre_lat).where(
+                    and_(p.min_lon <= lon, p.max_lon >= lon, p.min_lat <= lat, p.max_lat >= lat)
                 )
             ).all()
         if not rows:
             raise UnknownPlace(f"no place of this index covers {lon},{lat}")
         # Places on other grids may overlap there: the one whose centre is nearest.
-        return int(min(rows, key=lambda r: (r.centre_lon - lon) ** 2 + (r.centre_lat - lat) ** 2).place_id)
+        return int(min(rows, key=lambda r: ((r.centre_lon - lon) ** 2 + (r.centre_lat - lat) ** 2, r.id)).id)
     text = str(place).strip()
     is_tile = text.startswith("tile:")
     number = text.removeprefix("tile:")
     if not (number.isascii() and number.isdigit() and len(number) <= 18):
         raise QueryError(f"{text[:40]!r} names no place: give a place id, tile:TILE_ID, or --at LON,LAT")
-    column = t.id if is_tile else t.place_id
-    with searcher.store.engine.connect() as conn:
-        found = conn.execute(select(t.place_id).where(column == int(number)).limit(1)).scalar()
-    if found is None:
+    found = searcher.store.place_of_tile(int(number)) if is_tile else int(number)
+    if found is None or searcher.store.place(found) is None:
         raise UnknownPlace(f"no {'tile' if is_tile else 'place'} with id {number} in this index")
     return int(found)
 
@@ -96,36 +94,38 @@ def place_timeline(
     """Every acquisition of the place, by date (then tile id), scored against the text or the example."""
     if (text is None) == (like is None):
         raise QueryError("give a query TEXT or --like EXAMPLE (one of them) to score the place's acquisitions")
+    place = searcher.store.place(place_id)
+    rows = searcher.store.place_acquisitions(place_id) if place is not None else []
+    if not rows:
+        raise UnknownPlace(f"no place with id {place_id} in this index")
     if like is not None:
         name, vector, _ = searcher.example_vector(like, space)
         lang_read, query = None, f"like:{like}"
     else:
         name, vector, lang_read = searcher.text_vector(text, lang, space)
         query = text
-    t = catalog.tiles.c
+    ids = [int(r["id"]) for r in rows]
     with searcher.store.engine.connect() as conn:
-        rows = conn.execute(select(catalog.tiles).where(t.place_id == place_id)).mappings().all()
-    if not rows:
-        raise UnknownPlace(f"no place with id {place_id} in this index")
-    rows = sorted(rows, key=lambda r: (r["acquired"] is None, r["acquired"] or "", r["id"]))
-    ids = np.asarray([r["id"] for r in rows], dtype=np.int64)
-    with searcher.store.engine.connect() as conn:
-        with_vectors = conn.execute(
-            select(catalog.vectors.c.tile_id).where(
-                catalog.vectors.c.space == name, catalog.vectors.c.tile_id.in_(ids.tolist())
-            )
-        ).scalars()
-        scored_ids = np.asarray(sorted(with_vectors), dtype=np.int64)
+        scored_ids = np.asarray(
+            sorted(
+                conn.execute(
+                    select(catalog.vectors.c.tile_id).where(
+                        catalog.vectors.c.space == name, catalog.vectors.c.tile_id.in_(ids)
+                    )
+                ).scalars()
+            ),
+            dtype=np.int64,
+        )
+    # The query's own search, restricted to the place's tiles: the scores a query gives them.
     scores = dict(searcher.search_vector(name, vector, len(scored_ids), scored_ids)) if len(scored_ids) else {}
-    first = rows[0]
     return Timeline(
         place_id=int(place_id),
         query=query,
         lang=lang_read,
         space=name,
-        lon=first["centre_lon"],
-        lat=first["centre_lat"],
-        footprint=json.loads(first["footprint"]) if first["footprint"] else None,
+        lon=place["centre_lon"],
+        lat=place["centre_lat"],
+        footprint=json.loads(place["footprint"]) if place["footprint"] else None,
         acquisitions=[
             TimelinePoint(
                 tile_id=int(r["id"]),
