@@ -9,6 +9,9 @@ every date is cut into the same 3 x 3 chips: 9 places, each with one acquisition
 A planted change: with `changed_from=i`, the chip `CHANGED_CHIP` of dates i, i+1, ... carries another landscape
 of the same cell (`NEW_LANDSCAPE`, the 96 px block around its reservoir shore) instead of its own.
 `landscape_example` writes that landscape as a GeoTIFF of its own, an example to search with.
+
+Further edits (`edits`, ChipEdit): a chip of some dates drawn as another block of the cell, or covered by a
+thick cloud that the cloud mask flags (the timeline and change tests: odd acquisitions, a later change).
 """
 
 from __future__ import annotations
@@ -30,6 +33,18 @@ SERIES_DATES = ("2020-02-23", "2020-04-04", "2020-06-13", "2020-08-22", "2020-10
 SERIES_BRIGHTNESS = (1.0, 0.9, 1.1, 0.95, 1.05, 0.92)  # within +-10% of the cell's own values
 CHANGED_CHIP = (CHIP_PX, CHIP_PX, CHIP_PX, CHIP_PX)  # col, row, width, height: the centre chip
 NEW_LANDSCAPE = (228, 444)  # col, row (10 m) in the cell of the block the changed chip takes on
+CLOUD_DN = 8000  # a thick cloud: bright in every band (reflectance x 10000)
+THICK_CLOUD = 1  # Major TOM's cloud_mask.tif class (CloudSEN12)
+
+
+@dataclass(frozen=True)
+class ChipEdit:
+    """The chip at `window` (col, row, width, height) on the dates of `dates` (indices): the cell's block at
+    `landscape` (col, row) instead of its own, or a thick cloud, flagged in the cloud mask, when None."""
+
+    window: tuple[int, int, int, int]
+    dates: tuple[int, ...]
+    landscape: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,7 @@ def build_majortom_series(
     dates: tuple[str, ...] = SERIES_DATES,
     brightness: tuple[float, ...] = SERIES_BRIGHTNESS,
     changed_from: int | None = None,
+    edits: tuple[ChipEdit, ...] = (),
 ) -> Series:
     """Write the series under `folder` (see the module's docstring) and describe it."""
     cell = _cell(shared_data)
@@ -82,6 +98,13 @@ def build_majortom_series(
                     c, r, w, h = (v // scale for v in CHANGED_CHIP)
                     new_c, new_r = (v // scale for v in NEW_LANDSCAPE)
                     data[r : r + h, c : c + w] = source.read(1, window=Window(new_c, new_r, w, h))
+                for edit in (e for e in edits if i in e.dates):
+                    c, r, w, h = (v // scale for v in edit.window)
+                    if edit.landscape is not None:
+                        new_c, new_r = (v // scale for v in edit.landscape)
+                        data[r : r + h, c : c + w] = source.read(1, window=Window(new_c, new_r, w, h))
+                    else:
+                        data[r : r + h, c : c + w] = THICK_CLOUD if band_file.stem == "cloud_mask" else CLOUD_DN
                 if band_file.stem != "cloud_mask":
                     data = np.clip(np.rint(data * factor), 1, np.iinfo(data.dtype).max).astype(data.dtype)
                 profile = dict(source.profile, width=size, height=size, tiled=False)
