@@ -143,7 +143,10 @@ def place_timeline(
 
 def plot_timeline(timeline: Timeline, path: str | Path) -> None:
     """A PNG of score over time: a line through the scored acquisitions, each marked, cloudier ones paler."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ModuleNotFoundError:
+        raise QueryError("--plot draws with matplotlib: pip install 'msearch[plot]'") from None
 
     matplotlib.use("Agg")  # no display: a file only
     import matplotlib.dates as mdates

@@ -1,11 +1,16 @@
 """Timelines and change between dates (msearch.search.timeline, msearch.search.change) on the Major TOM series
 with its planted change, odd acquisitions and later change (tests/search/conftest.py `change_series`)."""
 
+import csv
+import io
+import json
 from datetime import date
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from msearch.cli import app
 from msearch.indexer.readers import ArchivePixels
 from msearch.search.change import ChangeFinder
 from msearch.search.searcher import Filters, QueryError, Searcher
@@ -167,3 +172,53 @@ def test_periods_with_a_gap_and_places_left_out(finder, searcher, change_series)
 def test_bad_change_queries_say_what_to_change(finder, call, message):
     with pytest.raises(QueryError, match=message):
         finder.find(**call)
+
+
+def test_cli_timeline_json_csv_and_plot(searcher, change_series, tmp_path):
+    centre = change_series.place_of(searcher, CHANGED_CHIP)
+    index = ["--index", str(change_series.index)]
+    data = json.loads(_cli(["timeline", str(centre), "a river", *index, "--json"]).stdout)
+    expected = place_timeline(searcher, centre, "a river")
+    assert data["place_id"] == centre and data["space"] == "tiny-ms-clip"
+    assert [a["tile_id"] for a in data["acquisitions"]] == [p.tile_id for p in expected.acquisitions]
+    assert [a["score"] for a in data["acquisitions"]] == pytest.approx([p.score for p in expected.acquisitions])
+    rows = list(csv.DictReader(io.StringIO(_cli(["timeline", str(centre), "a river", *index, "--csv"]).stdout)))
+    assert [r["date"] for r in rows] == [a["date"] for a in data["acquisitions"]]
+    assert {"date", "score", "tile_id", "cloud", "nodata"} <= set(rows[0])
+    plot = tmp_path / "timeline.png"
+    first_tile = data["acquisitions"][0]["tile_id"]
+    at = f"{data['lon']},{data['lat']}"
+    for place in (["--at", at], [f"tile:{first_tile}"]):
+        result = _cli(["timeline", *place, "a river", *index, "--plot", str(plot)])
+        assert f"place {centre}" in result.stdout and plot.stat().st_size > 5000
+        plot.unlink()
+    by_example = json.loads(_cli(["timeline", str(centre), "--like", str(first_tile), *index, "--json"]).stdout)
+    example_scores = [a["score"] for a in by_example["acquisitions"]]
+    assert example_scores[0] == max(example_scores) == pytest.approx(1.0, abs=2e-3)  # its own stored vector
+    unknown = CliRunner().invoke(app, ["timeline", "9999", "a river", *index])
+    assert unknown.exit_code == 2 and "no place with id 9999" in unknown.output
+
+
+def test_cli_change_json_csv_geojson_and_errors(searcher, change_series):
+    centre = change_series.place_of(searcher, CHANGED_CHIP)
+    base = ["change", "--after", AT_CHANGE.isoformat(), "--any", "--index", str(change_series.index), "-k", "3"]
+    data = json.loads(_cli(base + ["--json"]).stdout)
+    assert data["mode"] == "any" and data["left_out"] == 1 and data["places_compared"] == 9
+    assert [r["place_id"] for r in data["results"]][0] == centre and len(data["results"]) == 3
+    first = data["results"][0]
+    assert {"lon", "lat", "footprint", "before_acquisitions", "after_acquisitions", "similarity"} <= set(first)
+    rows = list(csv.DictReader(io.StringIO(_cli(base + ["--csv"]).stdout)))
+    assert [int(r["place_id"]) for r in rows] == [r["place_id"] for r in data["results"]]
+    geo = json.loads(_cli(base + ["--geojson"]).stdout)
+    assert geo["type"] == "FeatureCollection" and geo["features"][0]["geometry"]["type"] == "Polygon"
+    assert geo["features"][0]["properties"]["place_id"] == centre and geo["left_out"] == 1
+    table = _cli(base)
+    assert "1 place left out: no acquisition in one of the periods" in table.output
+    outside = CliRunner().invoke(app, base[:2] + ["2030-01-01"] + base[3:])
+    assert outside.exit_code == 2 and "outside the archive's dates" in outside.output
+
+
+def _cli(args):
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return result
