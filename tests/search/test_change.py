@@ -222,3 +222,12 @@ def _cli(args):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return result
+
+
+def test_a_chip_of_another_chip_size_is_read_again_at_its_window(searcher, change_series):
+    """Quicklooks of a timeline's acquisitions: chips cut at 96 px are re-read at their catalogued window."""
+    tile = searcher.store.place_acquisitions(change_series.place_of(searcher, CHANGED_CHIP))[0]
+    pixels = searcher.tile_pixels(tile["id"])
+    assert pixels.data.shape[1:] == (96, 96)
+    neighbour = searcher.store.place_acquisitions(change_series.place_of(searcher, LATER_CHIP))[0]
+    assert not np.array_equal(searcher.tile_pixels(neighbour["id"]).data, pixels.data)
