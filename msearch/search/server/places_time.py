@@ -19,12 +19,12 @@ from typing import Annotated, Callable, Literal, Optional
 from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 
 from msearch.search import formats
 from msearch.search.change import ChangeFinder
 from msearch.search.language import AUTO, SUPPORTED_LANGUAGES
 from msearch.search.searcher import Filters, QueryError, Searcher
+from msearch.search.server.places import ErrorBody
 from msearch.search.timeline import UnknownPlace, place_timeline
 from msearch.store import SpaceMismatchError
 
@@ -33,10 +33,6 @@ MAX_QUERY_CHARS = 1000
 PlaceId = Annotated[int, PathParam(ge=1, lt=2**63, description="A place id (`place_id` of a search result).")]
 ExampleTile = Annotated[Optional[int], Query(ge=1, lt=2**63, description="A catalogued tile id as the example.")]
 Language = Literal[(AUTO, *SUPPORTED_LANGUAGES)]
-
-
-class ErrorBody(BaseModel):
-    error: str = Field(description="What was wrong, and what to change.")
 
 
 def _errors(**why: str) -> dict:
