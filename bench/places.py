@@ -10,6 +10,14 @@ the text: the deepening ANN search, the places of the candidates, every acquisit
 rescored exactly. Recall: the top-10 places against the exact per-place ranking (each place scored by its best
 acquisition over all stored vectors, computed chunk by chunk, never all vectors in memory at once).
 
+change (--part change): a change query (`msearch change --after DATE --to TEXT`) over the same catalogue of
+N places x D dates (no ANN index: a change query scores every acquisition exactly from the stored vectors),
+split at the middle date. Timed: `ChangeFinder.rank` with a query-like vector standing for the text's (the
+text encoding is timed by bench/query_latency.py), warm: the space's acquisitions already in memory, as in
+`msearch serve`, with the server's thread settings (one BLAS thread per request: on the shared 2-core machine,
+BLAS's own threads made a 40,000-row scoring 10 times slower). The first query, which reads the acquisitions
+from the catalogue, is reported apart (cold).
+
 indexing (--part indexing): `index_archive` on the EuroSAT and Major TOM samples with place assignment and
 without it (the assignment, the look-up of the places a re-read tile had, and the deletion of emptied places
 replaced by no-ops), alternating for --rounds rounds; and, in the runs with places, the time spent inside the
@@ -19,6 +27,7 @@ there (an upper bound for real encoders); --random-full-size uses a randomly ini
     python bench/places.py                                    # both parts: 50,000 places x 20 dates, 3 rounds
     python bench/places.py --part search --places 2000        # a quick look
     python bench/places.py --part indexing --rounds 5 --random-full-size
+    python bench/places.py --part change                      # 50,000 places x 20 dates, 20 warm queries
 """
 
 from __future__ import annotations
@@ -47,16 +56,18 @@ K = 10
 TARGET_P50_MS = 100.0
 TARGET_RECALL = 0.95
 TARGET_OVERHEAD = 0.05
+TARGET_CHANGE_P50_S = 2.0
 DATA = REPO_ROOT.parent / "shared" / "data"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("search", "indexing", "both"), default="both")
+    parser.add_argument("--part", choices=("search", "indexing", "both", "change"), default="both")
     parser.add_argument("--places", type=int, default=50_000)
     parser.add_argument("--dates", type=int, default=20)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--change-queries", type=int, default=20, help="change: warm queries timed")
     parser.add_argument("--random-full-size", action="store_true", help="indexing: a full-size random encoder")
     parser.add_argument("--workdir", type=Path, default=None, help="where the catalogue is built (default: a temp dir)")
     return parser.parse_args(argv)
@@ -65,9 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 # -- search ---------------------------------------------------------------------------------------------------
 
 
-def build_catalogue(index: Path, n_places: int, n_dates: int) -> tuple[str, float, float]:
-    """Places, tiles and vectors written as `msearch index` leaves them, then the ANN index built and saved.
-    Returns (index description, seconds writing, seconds building)."""
+def build_catalogue(index: Path, n_places: int, n_dates: int, ann: bool = True) -> tuple[str, float, float]:
+    """Places, tiles and vectors written as `msearch index` leaves them, then (with `ann`) the ANN index built and
+    saved. Returns (index description, seconds writing, seconds building)."""
     from msearch.schema import catalog
     from msearch.store.index_store import IndexStore, vector_bytes
     from msearch.store.synthetic import ClusteredUnitVectors
@@ -115,6 +126,9 @@ def build_catalogue(index: Path, n_places: int, n_dates: int) -> tuple[str, floa
             conn.execute(catalog.tiles.insert(), tiles)
             conn.execute(catalog.vectors.insert(), stored)
     written = time.perf_counter() - started
+    if not ann:
+        store.engine.dispose()
+        return "none", written, 0.0
     started = time.perf_counter()
     view = store.open_space(SPACE)
     info = store.rebuild_ann(view)
@@ -212,6 +226,61 @@ def time_place_ranking(searcher, queries: np.ndarray, truth: np.ndarray) -> dict
         "recall_at_10": float(np.mean(recalls)),
         "short": short,
     }
+
+
+# -- change -----------------------------------------------------------------------------------------------------
+
+
+def bench_change(args) -> dict:
+    from msearch.search.change import ChangeFinder
+    from msearch.search.searcher import Searcher
+    from msearch.search.server.app import one_thread_per_request
+
+    one_thread_per_request()
+
+    with contextlib.ExitStack() as stack:
+        workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="msearch-change-")))
+        index = workdir / "index"
+        if (index / "catalogue.sqlite").exists():
+            print(f"using the catalogue in {index}")
+        else:
+            n = args.places * args.dates
+            print(f"writing {args.places:,} places x {args.dates} dates = {n:,} acquisitions ...")
+            _, written, _ = build_catalogue(index, args.places, args.dates, ann=False)
+            print(f"  written in {written:.0f} s")
+        split = date(2020, 1, 5) + timedelta(days=18 * (args.dates // 2))
+        vectors = query_vectors(args.places, args.change_queries + 1)
+        finder = ChangeFinder(Searcher(index, query_cache=None))
+        started = time.perf_counter()
+        answer = finder.rank(SPACE, split, split, vectors[0])
+        cold = time.perf_counter() - started
+        table = finder.cache.get(finder.searcher.store, SPACE)
+        times = []
+        for vector in vectors[1:]:
+            started = time.perf_counter()
+            answer = finder.rank(SPACE, split, split, vector)
+            times.append(time.perf_counter() - started)
+        counts = {(r.before_acquisitions, r.after_acquisitions) for r in answer.results}
+        started = time.perf_counter()
+        finder.rank(SPACE, split, split, None)
+        any_seconds = time.perf_counter() - started
+    result = {
+        "acquisitions": len(table),
+        "places": answer.places_compared,
+        "cold_s": cold,
+        "p50_s": statistics.median(times),
+        "p90_s": float(np.percentile(times, 90)),
+        "any_s": any_seconds,
+        "memory_mb": (table.codes.nbytes + table.scales.nbytes) / 1e6,
+    }
+    print(
+        f"change --to, split {split}: {result['places']:,} places compared over {result['acquisitions']:,} acquisitions "
+        f"(periods of {sorted(counts)} acquisitions); warm p50 {result['p50_s']:.2f} s, p90 {result['p90_s']:.2f} s "
+        f"over {len(times)} queries (target p50 <= {TARGET_CHANGE_P50_S:.0f} s: "
+        f"{'met' if result['p50_s'] <= TARGET_CHANGE_P50_S else 'NOT met'}); first query, reading the acquisitions: "
+        f"{cold:.1f} s; --any: {any_seconds:.1f} s; stored vectors held in memory: {result['memory_mb']:.0f} MB"
+    )
+    return result
 
 
 # -- indexing -------------------------------------------------------------------------------------------------
@@ -322,6 +391,8 @@ def main(argv=None) -> int:
             bench_indexing(args, Path(scratch))
     if args.part in ("search", "both"):
         bench_search(args)
+    if args.part == "change":
+        bench_change(args)
     return 0
 
 

@@ -161,7 +161,25 @@ class ChangeFinder:
             name = self.searcher.example_space(space)
             vector = from_vector = None
             query = "any"
-        table = self.cache.get(self.searcher.store, name)
+        answer = self.rank(name, after, before, vector, from_vector, example, top_k, filters)
+        answer.mode = "any" if any_change else "to-like" if to_like is not None else "to"
+        answer.query, answer.lang = query, lang_read
+        return answer
+
+    def rank(
+        self,
+        space: str,
+        after: date,
+        before: date,
+        vector: np.ndarray | None,
+        from_vector: np.ndarray | None = None,
+        example: int | None = None,
+        top_k: int = 10,
+        filters: Filters = Filters(),
+    ) -> ChangeAnswer:
+        """The ranking of `find` from the query's vectors in a space: `vector` (and `from_vector`) for a text
+        or an example (`example`: its tile id, left out of its place), None for any change."""
+        table = self.cache.get(self.searcher.store, space)
         first, last = _archive_dates(table)
         if not (first < np.datetime64(before, "D") and np.datetime64(after, "D") <= last):
             raise QueryError(
@@ -175,7 +193,7 @@ class ChangeFinder:
         if example is not None:
             keep &= table.tile_ids != example
         periods = _Periods(table, keep, before, after)
-        if any_change:
+        if vector is None:
             change, similarity, picks = periods.vector_change()
             scores = {"similarity": similarity}
         else:
@@ -186,13 +204,12 @@ class ChangeFinder:
                 from_medians, _ = periods.score_medians(from_vector)
                 change = change + from_medians[:, 0] - from_medians[:, 1]
                 scores |= {"from_before_score": from_medians[:, 0], "from_after_score": from_medians[:, 1]}
-        results = periods.ranked(change, scores, picks, top_k, name, self.searcher.store.place)
         return ChangeAnswer(
-            results,
-            "any" if any_change else "to-like" if to_like is not None else "to",
-            query,
-            lang_read,
-            name,
+            periods.ranked(change, scores, picks, top_k, space, self.searcher.store.place),
+            "any" if vector is None else "to",
+            "any" if vector is None else "vector",
+            None,
+            space,
             after,
             before,
             str(first),
