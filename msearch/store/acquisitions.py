@@ -91,6 +91,7 @@ def read_acquisitions(engine, space: str, dim: int) -> SpaceAcquisitions:
                 raise CatalogueError(f"space {space!r} gained vectors while being read in one snapshot")
             ids, places, acquired, clouds, nodatas, blobs = zip(*chunk)
             tile_ids[at:stop] = ids
+            # A tile without a place (a row written by hand) is a place of its own, as place_counts counts it.
             place_ids[at:stop] = [-tile if place is None else place for tile, place in zip(ids, places)]
             cloud[at:stop] = [np.nan if c is None else c for c in clouds]
             nodata[at:stop] = [np.nan if f is None else f for f in nodatas]
