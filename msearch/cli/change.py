@@ -11,10 +11,12 @@ from msearch.cli.common import (
     CATALOGUE_OPTION,
     INDEX_OPTION,
     console,
+    echo_formatted,
     err_console,
     fail,
     parse_bbox,
     parse_date,
+    plural,
     search_errors,
     space_checkpoints,
 )
@@ -62,7 +64,6 @@ def change(
     checkpoints = space_checkpoints(checkpoint)
 
     from msearch.indexer.readers import ArchivePixels
-    from msearch.search import formats
     from msearch.search.change import CSV_COLUMNS, ChangeFinder
     from msearch.search.searcher import Filters, Searcher
 
@@ -85,16 +86,10 @@ def change(
         fail(str(exc))
     if answer.left_out:
         err_console.print(
-            f"{answer.left_out} place{'s' if answer.left_out != 1 else ''} left out: no acquisition in one of "
-            f"the periods ({answer.places_compared} compared)"
+            f"{plural(answer.left_out, 'place')} left out: no acquisition in one of the periods "
+            f"({answer.places_compared} compared)"
         )
-    if as_json:
-        typer.echo(formats.to_json(answer.results, answer.info()))
-    elif as_csv:
-        typer.echo(formats.to_csv(answer.results, CSV_COLUMNS), nl=False)
-    elif as_geojson:
-        typer.echo(formats.to_geojson(answer.results, answer.info()))
-    else:
+    if not echo_formatted(answer.results, answer.info(), as_json, as_csv, as_geojson, CSV_COLUMNS):
         console.print(
             f"[bold]{answer.query}[/bold]: before {answer.before}, after {answer.after} "
             f"(archive {answer.first_date} to {answer.last_date}; {answer.space})"

@@ -13,6 +13,7 @@ from msearch.cli.common import (
     band_order_option,
     check_output,
     console,
+    echo_formatted,
     err_console,
     fail,
     parse_bbox,
@@ -130,13 +131,7 @@ def query(
     if len(answer.results) < top_k and answer.matching_tiles is not None:
         places = f" of {len(answer.results)} places" if answer.per_place else ""
         err_console.print(f"only {answer.matching_tiles} tiles{places} match the filters")
-    if as_json:
-        typer.echo(formats.to_json(answer.results, answer.info()))
-    elif as_csv:
-        typer.echo(formats.to_csv(answer.results), nl=False)
-    elif as_geojson:
-        typer.echo(formats.to_geojson(answer.results, answer.info()))
-    else:
+    if not echo_formatted(answer.results, answer.info(), as_json, as_csv, as_geojson):
         via = f", route {answer.route}" if answer.route else ""
         console.print(f"[bold]{answer.query}[/bold]  ({answer.lang or 'image'} → {', '.join(answer.spaces)}{via})")
         console.print(formats.results_table(answer.results))

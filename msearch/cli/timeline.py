@@ -14,6 +14,7 @@ from msearch.cli.common import (
     console,
     err_console,
     fail,
+    parse_numbers,
     search_errors,
     space_checkpoints,
 )
@@ -52,14 +53,7 @@ def timeline(
     text = args[0] if args else None
     if (text is None) == (like is None):
         fail("give a TEXT or --like EXAMPLE (one of them) to score the place's acquisitions")
-    point = None
-    if at is not None:
-        try:
-            point = tuple(float(v) for v in at.split(","))
-        except ValueError:
-            point = ()
-        if len(point) != 2:
-            fail(f"--at takes LON,LAT (two numbers), got {at!r}")
+    point = parse_numbers(at, 2, "--at takes LON,LAT (two numbers)") if at is not None else None
     if plot is not None:
         check_output(plot, "--plot")
     checkpoints = space_checkpoints(checkpoint)
