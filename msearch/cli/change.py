@@ -91,7 +91,13 @@ def change(
         )
     if not echo_formatted(answer.results, answer.info(), as_json, as_csv, as_geojson, CSV_COLUMNS):
         console.print(
-            f"[bold]{answer.query}[/bold]: before {answer.before}, after {answer.after} "
+            f"[bold]{answer.query}[/bold]: "
+            + (
+                f"split {answer.after}"
+                if answer.before == answer.after
+                else f"before {answer.before}, after {answer.after}"
+            )
+            + " "
             f"(archive {answer.first_date} to {answer.last_date}; {answer.space})"
         )
         console.print(_table(answer.results))
