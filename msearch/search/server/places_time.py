@@ -28,28 +28,35 @@ from msearch.search.server.places import ErrorBody
 from msearch.search.timeline import UnknownPlace, place_timeline
 from msearch.store import SpaceMismatchError
 
-MAX_TOP_K = 200
+MAX_TOP_K = 200  # as /api/search (msearch.search.server.app, which includes this router)
 MAX_QUERY_CHARS = 1000
 PlaceId = Annotated[int, PathParam(ge=1, lt=2**63, description="A place id (`place_id` of a search result).")]
 ExampleTile = Annotated[Optional[int], Query(ge=1, lt=2**63, description="A catalogued tile id as the example.")]
 Language = Literal[(AUTO, *SUPPORTED_LANGUAGES)]
 
 
-def _errors(**why: str) -> dict:
-    return {int(status.removeprefix("s")): {"model": ErrorBody, "description": text} for status, text in why.items()}
+def _errors(why: dict[int, str]) -> dict:
+    """The `responses=` of a route: each status with the server's error body and what it means here."""
+    return {status: {"model": ErrorBody, "description": text} for status, text in why.items()}
 
 
 BAD_REQUEST = "A parameter does not match the schema (a date that is not YYYY-MM-DD, a number out of range)."
+STALE = "The index changed under the server in a way it cannot follow: restart `msearch serve`."
 TIMELINE_ERRORS = _errors(
-    s400=BAD_REQUEST,
-    s404="No place with this id in the index.",
-    s409="The index changed under the server in a way it cannot follow: restart `msearch serve`.",
-    s422="Neither or both of q and like; an example tile without a vector in the space; an unknown space.",
+    {
+        400: BAD_REQUEST,
+        404: "No place with this id in the index.",
+        409: STALE,
+        422: "Neither or both of q and like; an example tile without a vector in the space; an unknown space.",
+    }
 )
 CHANGE_ERRORS = _errors(
-    s400=BAD_REQUEST + " A bbox that is not four numbers in WGS84.",
-    s422="No change mode or more than one (to, to_like, any); from without to; before after after; a split "
-    "date outside the archive's dates; an example tile without a vector in the space.",
+    {
+        400: BAD_REQUEST + " A bbox that is not four numbers in WGS84.",
+        409: STALE,
+        422: "No change mode or more than one (to, to_like, any); from without to; before after after; a split "
+        "date outside the archive's dates; an example tile without a vector in the space.",
+    }
 )
 
 
