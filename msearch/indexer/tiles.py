@@ -84,6 +84,8 @@ class Tile:
     width: int | None = None
     height: int | None = None
     pixel_size: float | None = None  # in CRS units (metres for UTM)
+    pixel_height: float | None = None  # y, in CRS units (EPSG:4326 grids have pixels of other x and y sizes)
+    origin: tuple[float, float] | None = None  # upper-left corner in CRS units: with the grid, names the place
     bounds: tuple[float, float, float, float] | None = None  # WGS84 min lon, min lat, max lon, max lat
     footprint: dict | None = None  # WGS84 GeoJSON Polygon
     level: str | None = None  # "L1C" or "L2A"

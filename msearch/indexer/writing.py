@@ -81,6 +81,9 @@ def tile_row(tile: Tile, stat_signature: str, digest: str) -> dict:
         "nodata_fraction": tile.nodata_fraction,
         "scene": tile.scene,
         "window": ",".join(map(str, source.window)) if source.window else None,
+        "origin_x": tile.origin[0] if tile.origin else None,
+        "origin_y": tile.origin[1] if tile.origin else None,
+        "pixel_height": tile.pixel_height,
     }
 
 

@@ -3,7 +3,9 @@
 Routing: English goes to the multispectral space, the nine other languages to a space whose card speaks
 them (rs-m-clip); `space=` overrides; `fuse=True` merges the rankings of every space that understands the
 query by reciprocal rank fusion. Filters run in SQL first and the vector search is restricted to the ids
-they keep, so a filtered query returns k tiles whenever k matching tiles exist.
+they keep, so a filtered query returns k tiles whenever k matching tiles exist. Results are places by default
+(msearch.search.per_place: k places whenever k places have a passing acquisition); `all_acquisitions=True`
+gives one result per acquisition, ranked as before places existed.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Sequence
@@ -23,9 +25,10 @@ from msearch.models import ModelCard, get_card
 from msearch.schema import catalog
 from msearch.schema.pixels import CannotFeed
 from msearch.search.language import detect_language, parse_language
+from msearch.search.per_place import MAX_DATES, NPROBE_SCALE, PlaceHit, top_places
 from msearch.search.query_cache import QueryCache
 from msearch.search.results import SearchResult
-from msearch.store import IndexStore, SpaceIndex, SpaceMismatchError
+from msearch.store import IndexStore, SpaceIndex, SpaceMismatchError, ann
 from msearch.store.bridges import ROUTES, Bridge, BridgeMismatchError, bridges, check_bridge, stored_route
 from msearch.store.catalogue import snapshot
 
@@ -92,6 +95,7 @@ class QueryAnswer:
     truncated: bool = False
     matching_tiles: int | None = None  # tiles that pass the filters (None without filters)
     route: str | None = None  # beyond English: rgb, bridge or fuse (see Searcher.query)
+    per_place: bool = True  # results are places (msearch.search.per_place); False: one per acquisition
 
     def info(self) -> dict:
         return {
@@ -101,6 +105,7 @@ class QueryAnswer:
             "route": self.route,
             "truncated": self.truncated,
             "matching_tiles": self.matching_tiles,
+            "per_place": self.per_place,
         }
 
 
@@ -279,19 +284,16 @@ class Searcher:
         fuse: bool = False,
         filters: Filters = Filters(),
         route: str | None = None,
+        all_acquisitions: bool = False,
     ) -> QueryAnswer:
-        """Top-k tiles for a text. Beyond English, `route` says how the query reaches the index (ROUTES); left
+        """Top-k places for a text (msearch.search.per_place), or with `all_acquisitions` the top-k tiles, one
+        result per acquisition. Beyond English, `route` says how the query reaches the index (ROUTES); left
         out, it is the route a stored evaluation found best for the language, else rgb (`default_route`)."""
         if not text or not text.strip():
             raise QueryError("the query is empty: give some words to search for")
         if top_k <= 0:
             raise QueryError(f"--top-k must be at least 1, got {top_k}")
-        try:
-            lang = parse_language(lang)
-            if lang == "auto":
-                lang = detect_language(text)
-        except ValueError as exc:  # an unknown --lang, or a script none of the encoders learnt
-            raise QueryError(str(exc)) from None
+        lang = self.query_language(text, lang)
         if route is not None and route not in ROUTES:
             raise QueryError(f"--route must be one of {', '.join(ROUTES)}, got {route!r}")
         if route is not None and (lang == "en" or space is not None or fuse):
@@ -302,7 +304,21 @@ class Searcher:
         if lang != "en" and space is None and not fuse and route is None:
             route, _ = self.default_route(lang)
         allowed = self.allowed_ids(filters)
+        matching = len(allowed) if allowed is not None else None
         if route in ("bridge", "fuse"):
+            if not all_acquisitions:
+                routed = {}
+
+                def rank(depth: int) -> list[tuple[int, float]]:
+                    ranked, routed["names"], routed["truncated"] = self.routed_ranking(
+                        text.strip(), lang, route, depth, allowed
+                    )
+                    return ranked
+
+                hits = self._top_places(rank, top_k, filters, allowed, [self.route(lang)])
+                names = routed["names"]
+                results = self._place_results(hits, "+".join(names))
+                return QueryAnswer(results, text, lang, names, routed["truncated"], matching, route)
             ranked, names, truncated = self.routed_ranking(text.strip(), lang, route, top_k, allowed)
             return QueryAnswer(
                 self.results_of(ranked[:top_k], "+".join(names)),
@@ -310,8 +326,9 @@ class Searcher:
                 lang,
                 names,
                 truncated,
-                len(allowed) if allowed is not None else None,
+                matching,
                 route,
+                per_place=False,
             )
         if fuse:
             if space is not None:
@@ -322,14 +339,49 @@ class Searcher:
         else:
             names = [self.route(lang, space)]
         truncated = False
+        vectors = {}
+        for name in names:
+            vectors[name], was_truncated = self.embed_text(name, text.strip())
+            truncated |= was_truncated
+        if not all_acquisitions:
+            if len(names) == 1:
+                hits = self.place_ranking(names[0], vectors[names[0]], top_k, filters, allowed)
+            else:
+
+                def rank(depth: int) -> list[tuple[int, float]]:
+                    return reciprocal_rank_fusion(
+                        [self._deep_search(n, vectors[n], max(depth, 100), allowed) for n in names]
+                    )
+
+                hits = self._top_places(rank, top_k, filters, allowed, names)
+            results = self._place_results(hits, "+".join(names))
+            return QueryAnswer(results, text, lang, names, truncated, matching, route)
         rankings = {}
         for name in names:
-            vector, was_truncated = self.embed_text(name, text.strip())
-            truncated |= was_truncated
-            rankings[name] = self.search_vector(name, vector, top_k if len(names) == 1 else max(top_k, 100), allowed)
+            rankings[name] = self.search_vector(
+                name, vectors[name], top_k if len(names) == 1 else max(top_k, 100), allowed
+            )
         ranked = rankings[names[0]] if len(names) == 1 else reciprocal_rank_fusion(list(rankings.values()))
         results = self.results_of(ranked[:top_k], "+".join(names))
-        return QueryAnswer(results, text, lang, names, truncated, len(allowed) if allowed is not None else None, route)
+        return QueryAnswer(results, text, lang, names, truncated, matching, route, per_place=False)
+
+    @staticmethod
+    def query_language(text: str, lang: str = "auto") -> str:
+        """The language a query text is read in: `lang`, or the detected one for "auto"."""
+        try:
+            lang = parse_language(lang)
+            return detect_language(text) if lang == "auto" else lang
+        except ValueError as exc:  # an unknown --lang, or a script none of the encoders learnt
+            raise QueryError(str(exc)) from None
+
+    def text_vector(self, text: str, lang: str = "auto", space: str | None = None) -> tuple[str, np.ndarray, str]:
+        """(the space, the text's unit vector there, its language) of a text read in the space a query in
+        its language is answered in (`space` when given), as query() reads it without a route."""
+        if not text or not text.strip():
+            raise QueryError("the query is empty: give some words to search for")
+        lang = self.query_language(text, lang)
+        name = self.route(lang, space)
+        return name, self.embed_text(name, text.strip())[0], lang
 
     # -- routes beyond English ----------------------------------------------------------------------------
 
@@ -381,36 +433,59 @@ class Searcher:
         return reciprocal_rank_fusion([direct, bridged]), [source, bridge.to_space], truncated
 
     def like(
-        self, example: str, top_k: int = 10, space: str | None = None, filters: Filters = Filters()
+        self,
+        example: str,
+        top_k: int = 10,
+        space: str | None = None,
+        filters: Filters = Filters(),
+        all_acquisitions: bool = False,
     ) -> QueryAnswer:
-        """Tiles that look like an example: a tile id, a catalogued path, or a raster file."""
+        """Places that look like an example: a tile id, a catalogued path, or a raster file. The example's own
+        place is left out (its other dates would look most like it); with `all_acquisitions`, tiles, one result
+        per acquisition, only the example tile itself left out."""
         if top_k <= 0:
             raise QueryError(f"--top-k must be at least 1, got {top_k}")
-        name = self.example_space(space)
-        tile_id = self.tile_id_of(example)
-        if tile_id is not None:
-            try:
-                vector = self.store.vectors_of(name, [tile_id])[0]
-            except KeyError:  # indexed into other spaces only: an RGB file has no multispectral vector
-                others = [other for other in self.spaces() if other != name]
-                hint = f"; search another space with --space {others[0]}" if others else ""
-                raise QueryError(
-                    f"{example} cannot be searched in space {name!r}: it was indexed without a vector there "
-                    f"(it lacks the bands that space needs){hint}"
-                ) from None
-        else:
-            vector = self.embed_file(example, name)
+        name, vector, tile_id = self.example_vector(example, space)
         allowed = self.allowed_ids(filters)
         if tile_id is not None and allowed is not None:
             allowed = allowed[allowed != tile_id]
+        matching = len(allowed) if allowed is not None else None
+        if not all_acquisitions:
+            examples = [tile_id] if tile_id is not None else []
+            hits = self._top_places(
+                lambda depth: self._deep_search(name, vector, depth, allowed),
+                top_k,
+                filters,
+                allowed,
+                [name],
+                examples=examples,
+                exact=(name, vector),
+            )
+            return QueryAnswer(
+                self._place_results(hits, name), f"like:{example}", None, [name], matching_tiles=matching
+            )
         ranked = [(t, s) for t, s in self.search_vector(name, vector, top_k + 1, allowed) if t != tile_id][:top_k]
         return QueryAnswer(
-            self.results_of(ranked, name),
-            f"like:{example}",
-            None,
-            [name],
-            matching_tiles=len(allowed) if allowed is not None else None,
+            self.results_of(ranked, name), f"like:{example}", None, [name], matching_tiles=matching, per_place=False
         )
+
+    def example_vector(self, example: str, space: str | None = None) -> tuple[str, np.ndarray, int | None]:
+        """(the space searched, the example's unit vector there, its tile id when it is a catalogued tile) of
+        an example given as a tile id, a catalogued path or a raster file: a catalogued tile's stored vector,
+        else the file's pixels encoded."""
+        name = self.example_space(space)
+        tile_id = self.tile_id_of(example)
+        if tile_id is None:
+            return name, self.embed_file(example, name), None
+        try:
+            return name, self.store.vectors_of(name, [tile_id])[0], tile_id
+        except KeyError:  # indexed into other spaces only: an RGB file has no multispectral vector
+            others = [other for other in self.spaces() if other != name]
+            hint = f"; search another space with --space {others[0]}" if others else ""
+            raise QueryError(
+                f"{example} cannot be searched in space {name!r}: it was indexed without a vector there "
+                f"(it lacks the bands that space needs){hint}"
+            ) from None
 
     def example_space(self, space: str | None) -> str:
         """The space a search by example runs in: the one asked for, else the multispectral one."""
@@ -431,6 +506,7 @@ class Searcher:
         lang: str = "auto",
         space: str | None = None,
         filters: Filters = Filters(),
+        all_acquisitions: bool = False,
     ) -> QueryAnswer:
         """Relevance feedback, Rocchio on unit vectors: the query vector is
 
@@ -439,7 +515,7 @@ class Searcher:
         where t is the text's unit vector (the term is left out without text) and liked / unliked are the
         catalogued tiles' stored unit vectors in the searched space (a mean is left out when its list is
         empty). With text the space is routed as for query(), without it as for like(). The examples
-        themselves are left out of the results."""
+        themselves are left out of the results, and per place (the default) their places too."""
         text = text.strip() if text else ""
         if not text and not like:
             raise QueryError("give a query text or at least one liked tile to search by example")
@@ -472,16 +548,23 @@ class Searcher:
         allowed = self.allowed_ids(filters)
         if allowed is not None:
             allowed = allowed[~np.isin(allowed, list(examples))]
+        shown = text or "like:" + ",".join(str(int(t)) for t in like)
+        matching = len(allowed) if allowed is not None else None
+        if not all_acquisitions:
+            query = vector / norm
+            hits = self._top_places(
+                lambda depth: self._deep_search(name, query, depth, allowed),
+                top_k,
+                filters,
+                allowed,
+                [name],
+                examples=sorted(examples),
+                exact=(name, query),
+            )
+            return QueryAnswer(self._place_results(hits, name), shown, detected, [name], truncated, matching)
         ranked = [(t, s) for t, s in self.search_vector(name, vector / norm, top_k + len(examples), allowed)]
         ranked = [(t, s) for t, s in ranked if t not in examples][:top_k]
-        return QueryAnswer(
-            self.results_of(ranked, name),
-            text or "like:" + ",".join(str(int(t)) for t in like),
-            detected,
-            [name],
-            truncated,
-            len(allowed) if allowed is not None else None,
-        )
+        return QueryAnswer(self.results_of(ranked, name), shown, detected, [name], truncated, matching, per_place=False)
 
     def _example_vectors(self, space: str, tile_ids: Sequence[int]) -> np.ndarray:
         try:
@@ -571,6 +654,79 @@ class Searcher:
             scores, ids = self.store.search(view, query, k, allowed, nprobe_scale)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
+    def _deep_search(
+        self, space: str, vector: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> list[tuple[int, float]]:
+        """search_vector for places (per_place.NPROBE_SCALE times the lists probed), never short of k while k
+        candidates exist: an inverted file's probed lists may hold fewer than a deep search asks for, and then
+        every stored id is searched (exactly where short)."""
+        found = self.search_vector(space, vector, k, allowed, NPROBE_SCALE)
+        view = self.view(space)
+        if allowed is None and len(found) < min(k, view.ntotal) and view.ann.kind != "flat":
+            with self._lock:
+                everything = ann.stored_ids(view.index)
+            found = self.search_vector(space, vector, k, everything, NPROBE_SCALE)
+        return found
+
+    def place_ranking(
+        self,
+        space: str,
+        vector: np.ndarray,
+        k: int,
+        filters: Filters = Filters(),
+        allowed: np.ndarray | None = None,
+    ) -> list[PlaceHit]:
+        """The top-k places for a unit query vector in a space, as a text query ranks them (`allowed`: the
+        filters' tile ids, when the caller has them already)."""
+        if allowed is None:
+            allowed = self.allowed_ids(filters)
+        return self._top_places(
+            lambda depth: self._deep_search(space, vector, depth, allowed),
+            k,
+            filters,
+            allowed,
+            [space],
+            exact=(space, vector),
+        )
+
+    def _top_places(
+        self,
+        rank,
+        top_k: int,
+        filters: Filters,
+        allowed: np.ndarray | None,
+        spaces: list[str],
+        examples: Sequence[int] = (),
+        exact: tuple[str, np.ndarray] | None = None,
+    ) -> list[PlaceHit]:
+        """per_place.top_places over `rank`, with the examples and their places left out."""
+        excluded = frozenset(int(t) for t in examples)
+        example_places = frozenset(p for p in self.store.places_of(excluded).values() if p is not None)
+        candidates = len(allowed) if allowed is not None else max(self.view(name).ntotal for name in spaces)
+        return top_places(
+            rank,
+            top_k,
+            self.store,
+            candidates=candidates,
+            where=filters.where() if filters.active else None,
+            exclude=excluded,
+            exclude_places=example_places,
+            exact=exact,
+        )
+
+    def _place_results(self, hits: list[PlaceHit], space: str) -> list[SearchResult]:
+        """One result per place: its best acquisition, with the place's passing acquisitions and dates."""
+        results = self.results_of([hit.best for hit in hits], space)
+        for i, hit in enumerate(hits):
+            shown = hit.acquisitions[:MAX_DATES]
+            results[i] = replace(
+                results[i],
+                acquisitions=len(hit.acquisitions),
+                dates=[acquired for _, _, acquired in shown],
+                date_tile_ids=[tile_id for tile_id, _, _ in shown],
+            )
+        return results
+
     def results_of(self, ranked: list[tuple[int, float]], space: str) -> list[SearchResult]:
         rows = self.store.tiles_by_id([t for t, _ in ranked])
         results = []
@@ -590,6 +746,7 @@ class Searcher:
                     cloud=row["cloud_cover"],
                     space=space,
                     footprint=json.loads(row["footprint"]) if row["footprint"] else None,
+                    place_id=row["place_id"],
                 )
             )
         return results

@@ -201,6 +201,8 @@ def search(
     nprobe_scale: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, ids) per query, best first; missing results are (-inf, -1) as in faiss.
+    `nprobe_scale` probes that many times the tuned number of lists (a caller that needs more than the tuned
+    recall@100, e.g. per-place search, whose near-duplicate acquisitions share lists).
 
     `nprobe_scale` probes that many times the tuned number of lists (at most all of them), for queries farther
     from the data than the tuning queries (a detector's direction).

@@ -347,6 +347,8 @@ def _make_tile(
         width=width,
         height=height,
         pixel_size=float(abs(grid.transform.a)),
+        pixel_height=float(abs(transform.e)),
+        origin=(float(transform.c), float(transform.f)),
         bounds=bounds,
         footprint=footprint,
         level=names.level,
