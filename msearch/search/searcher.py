@@ -28,7 +28,7 @@ from msearch.search.language import detect_language, parse_language
 from msearch.search.per_place import MAX_DATES, NPROBE_SCALE, PlaceHit, top_places
 from msearch.search.query_cache import QueryCache
 from msearch.search.results import SearchResult
-from msearch.store import IndexStore, SpaceIndex, SpaceMismatchError, ann
+from msearch.store import IndexStore, SpaceIndex, SpaceMismatchError
 from msearch.store.bridges import ROUTES, Bridge, BridgeMismatchError, bridges, check_bridge, stored_route
 from msearch.store.catalogue import snapshot
 
@@ -623,31 +623,42 @@ class Searcher:
         return np.asarray(ids, dtype=np.int64)
 
     def search_vector(
-        self, space: str, vector: np.ndarray, k: int, allowed: np.ndarray | None, nprobe_scale: int = 1
+        self,
+        space: str,
+        vector: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        nprobe_scale: int = 1,
+        rerank: bool = True,
     ) -> list[tuple[int, float]]:
         """Top-k (tile id, cosine) of one vector in a space, restricted to `allowed` ids when given (a small
-        subset is scored exactly, a large one searched through the index with an id selector)."""
+        subset is scored exactly, a large one searched through the index with an id selector). `nprobe_scale`
+        and `rerank` as for msearch.store.ann.search."""
         if allowed is not None and len(allowed) == 0:
             return []
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
         view = self.view(space)
         with self._lock:
-            scores, ids = self.store.search(view, query, k, allowed, nprobe_scale)
+            scores, ids = self.store.search(view, query, k, allowed, nprobe_scale, rerank)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
     def _deep_search(
         self, space: str, vector: np.ndarray, k: int, allowed: np.ndarray | None
     ) -> list[tuple[int, float]]:
-        """search_vector for places (per_place.NPROBE_SCALE times the lists probed), never short of k while k
+        """search_vector for places: per_place.NPROBE_SCALE times the lists probed, candidates not re-ranked
+        (per_place rescores every acquisition of the places they reach), and never short of k while k
         candidates exist: an inverted file's probed lists may hold fewer than a deep search asks for, and then
-        every stored id is searched (exactly where short)."""
-        found = self.search_vector(space, vector, k, allowed, NPROBE_SCALE)
+        4x more lists are probed, up to all of them. (A filtered search is never short: ann.search answers it
+        exactly where the probed lists fall short.)"""
         view = self.view(space)
-        if allowed is None and len(found) < min(k, view.ntotal) and view.ann.kind != "flat":
-            with self._lock:
-                everything = ann.stored_ids(view.index)
-            found = self.search_vector(space, vector, k, everything, NPROBE_SCALE)
-        return found
+        scale = NPROBE_SCALE
+        while True:
+            found = self.search_vector(space, vector, k, allowed, scale, rerank=False)
+            if allowed is not None or view.ann.kind == "flat" or len(found) >= min(k, view.ntotal):
+                return found
+            if view.ann.params["nprobe"] * scale >= view.ann.params["nlist"]:
+                return found
+            scale *= 4
 
     def place_ranking(
         self,
