@@ -59,8 +59,9 @@ def top_places(
 ) -> list[PlaceHit]:
     """The top-k places of `rank(depth)` (the best `depth` (tile id, score) pairs, best first). `candidates` is
     how many acquisitions could be ranked at most (deeper than that finds nothing new); `where` is the filters'
-    clause on the tiles table; `exclude` tiles and `exclude_places` (examples and their places) are never results; `exact` = (space, unit query vector)
-    rescores the chosen places' acquisitions by cosine with their stored vectors."""
+    clause on the tiles table; `exclude` tiles and `exclude_places` (examples and their places) are never
+    results; `exact` = (space, unit query vector) rescores the chosen places' acquisitions by cosine with their
+    stored vectors (an acquisition without a vector in that space is left out of its place)."""
     # With exact rescoring to follow, more places than k are gathered: the ranking's order is approximate.
     wanted = k * CANDIDATE_PLACES if exact is not None else k
     depth = min(max(k * FIRST_DEPTH_PER_PLACE, k + len(exclude)), max(candidates, 1))
