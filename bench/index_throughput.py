@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(REPO_ROOT))  # msearch without installing, and tests.tiny_models
         import torch
 
-        from msearch.indexer.pipeline import default_workers, index_archive
+        from msearch.indexer.pipeline import index_archive
+        from msearch.indexer.reading import default_workers
         from msearch.indexer.tiles import ReadSettings
         from msearch.models import load_encoder
         from msearch.models.device import default_batch_size, describe_device, resolve_device

@@ -1,7 +1,9 @@
 """The package's layers: schema -> models -> store -> indexer | search -> cli. A layer imports only the layers
-below it, so a change to one side (indexing or searching) cannot reach into the other."""
+below it, so a change to one side (indexing or searching) cannot reach into the other. msearch.client stands
+apart: it talks to a server over HTTP, with httpx and the standard library alone."""
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,19 +46,21 @@ def test_a_layer_imports_only_the_layers_below_it(layer):
     assert crossing == {}, f"imports that climb or cross layers: {crossing}"
 
 
+def test_the_client_imports_only_httpx_and_the_standard_library():
+    tree = ast.parse((PACKAGE / "client.py").read_text(encoding="utf-8"))
+    modules = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0:
+            modules.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            modules.update(alias.name.split(".")[0] for alias in node.names)
+    assert modules and modules - {"httpx", "__future__"} <= set(sys.stdlib_module_names), sorted(modules)
+
+
 def test_the_rule_catches_a_crossing_import(tmp_path):
     module = tmp_path / "bad.py"
     module.write_text("def f():\n    from msearch.indexer.readers import discover\n")
     assert _imports(module) == {"indexer"}
-
-
-# The import cycles msearch has today, each as a chain from its first module in sorted order. The indexer's split
-# (plan, read, encode, write, runners: issue 26) removes both; the set is emptied when it lands. Any other cycle,
-# or a new one, fails the test below.
-KNOWN_CYCLES = {
-    "msearch.indexer.distributed -> msearch.indexer.pipeline -> msearch.indexer.distributed",
-    "msearch.indexer.pipeline -> msearch.indexer.reader_processes -> msearch.indexer.pipeline",
-}
 
 
 def _module_names(root: Path) -> dict[str, Path]:
@@ -129,7 +133,7 @@ def _cycles(graph: dict[str, set[str]], most: int = 100) -> set[str]:
 
 def test_no_import_cycles():
     cycles = _cycles(_import_graph(PACKAGE))
-    assert cycles <= KNOWN_CYCLES, "import cycles:\n" + "\n".join(sorted(cycles - KNOWN_CYCLES))
+    assert cycles == set(), "import cycles:\n" + "\n".join(sorted(cycles))
 
 
 def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import(tmp_path):

@@ -21,7 +21,21 @@ from __future__ import annotations
 import typer
 from typer.core import TyperGroup
 
-from msearch.cli import align, catalogue, classify, evaluate, export, index, info, models, query, serve
+from msearch.cli import (
+    align,
+    catalogue,
+    classify,
+    collection,
+    detect,
+    evaluate,
+    export,
+    index,
+    info,
+    locate,
+    models,
+    query,
+    serve,
+)
 
 # Paragraphs are single lines: the help keeps line breaks as written and wraps to the terminal itself.
 APP_HELP = """Search archives of Sentinel-2 imagery by text, in ten languages.
@@ -70,6 +84,7 @@ def main() -> None:
 app.command()(index.index)
 app.command()(info.info)
 app.command()(query.query)
+app.command()(locate.locate)
 app.command("eval")(evaluate.evaluate)
 app.command()(align.align)
 app.command()(classify.classify)
@@ -77,3 +92,5 @@ app.command()(models.models)
 app.command()(export.export)
 app.command()(serve.serve)
 app.add_typer(catalogue.app, name="catalogue")
+app.add_typer(collection.app, name="collection")
+app.command()(detect.detect)

@@ -27,6 +27,7 @@ def serve(
         import uvicorn
 
         from msearch.search.server import LOOPBACK_NAMES, check_bind, create_app, is_loopback, one_thread_per_request
+        from msearch.search.server.contract import UVICORN_LIMITS
     except ImportError as exc:
         fail(f"`msearch serve` needs the serve extra: pip install 'msearch[serve]' ({exc})")
     try:
@@ -50,4 +51,4 @@ def serve(
     )
     one_thread_per_request()
     application = create_app(searcher, token=token, allowed_hosts=hosts)
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    uvicorn.run(application, host=host, port=port, log_level="warning", **UVICORN_LIMITS)

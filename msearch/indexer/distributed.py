@@ -1,18 +1,19 @@
 """Indexing on a Ray cluster: `msearch index PATHS --ray local|auto|HOST:PORT`.
 
-This process, the driver, plans exactly as a local run does (`pipeline.plan`, the weights check, --prune) and
+The Ray runner, the counterpart of the local one (local.py); pipeline.py chooses between them. This process,
+the driver, plans exactly as a local run does (`plan.plan`, the weights check, --prune: pipeline.py) and
 keeps everything that needs ids: the catalogue assigns tile ids as it merges, the FAISS views follow it, and
-the search indexes are trained once at the end (`pipeline.index_archive`). The cluster does the heavy work,
-as one Ray Data stream:
+the search indexes are trained once at the end (pipeline.py). The cluster does the heavy work, as one Ray
+Data stream:
 
     work units (whole file groups: a scene's chips share its files)
-      -> read and prepare: one Ray task per unit, on CPUs (`pipeline.PreparedTiles`)
+      -> read and prepare: one Ray task per unit, on CPUs (`reading.PreparedTiles`)
       -> encode: an actor pool, one model per space per actor, a GPU each when the cluster has GPUs
-         (`pipeline.embed_batch`), each unit written as a Parquet shard into <index>/staging/
+         (`encoding.embed_batch`), each unit written as a Parquet shard into <index>/staging/
 
 A shard holds its unit's catalogue rows, vectors and problems, keyed by (root, key) and the files' stat
 signature, never by tile id; it is written under a temporary name and renamed when complete. As each
-shard's name comes back, the driver merges it in one transaction (`pipeline.CatalogueWriter`, as a local
+shard's name comes back, the driver merges it in one transaction (`writing.CatalogueWriter`, as a local
 batch) and deletes it.
 
 Resuming: a driver killed at any moment leaves committed shards in the catalogue, perhaps complete shards
@@ -27,12 +28,20 @@ Every node must see the archive paths, the index directory and the model weights
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import logging
 import os
 import pickle
+import pty
+import re
+import sys
+import termios
+import threading
 import time
+import tty
 from pathlib import Path
 from typing import Sequence
 
@@ -40,19 +49,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from msearch.indexer.pipeline import (
-    FAISS_CHECKPOINT_SECONDS,
-    CatalogueWriter,
-    EmbeddedBatch,
-    PendingTile,
-    PreparedTiles,
-    Progress,
-    ProgressCallback,
-    RunSummary,
-    embed_batch,
-    feedable_spaces,
-)
+from msearch.indexer.encoding import EmbeddedBatch, embed_batch
+from msearch.indexer.plan import PendingTile, feedable_spaces
+from msearch.indexer.reading import PreparedTiles
+from msearch.indexer.runs import Progress, RunRequest, RunSummary
 from msearch.indexer.tiles import ReadSettings
+from msearch.indexer.writing import CatalogueWriter
 from msearch.models import Encoder, load_encoder
 from msearch.store.index_store import IndexStore, SpaceIndex, SpaceMismatchError, vector_bytes, vector_from_bytes
 
@@ -118,6 +120,88 @@ def _quiet_ray_data() -> None:
     context.enable_operator_progress_bars = False
     context.enable_auto_log_stats = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # e.g. "progress bars disabled": we did that
+
+
+# Ray's C++ log line: "[2026-12-07 05:23:29,547 E 19462 19462] core_worker.cc:2465: ..."
+RAY_CORE_LOG_LINE = re.compile(rb"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [DIWEF] \d+ \d+\] ")
+# What may be the beginning of such a line, at the end of what was read so far
+RAY_LINE_BEGINNING = re.compile(rb"\[[0-9: ,DIWEF-]*\Z")
+RAY_PREFIX_BYTES = 64  # the longest such beginning: "[date time,ms E pid tid] "
+HELD_LINE_BYTES = 1 << 16  # a Ray line not ended by then passes after all
+
+
+@contextlib.contextmanager
+def ray_errors_held_back():
+    """Ray's C++ core logs its errors to the driver's stderr as well as to its log file (python-core-driver-*.log
+    in the session's log folder), among them one on every run that is Ray Data's own and harmless: "Actor ...
+    has constructor arguments in the object store and max_restarts > 0" (ray-project/ray#57733). While the
+    block runs, stderr passes through a filter that keeps such lines off the terminal (they stay in Ray's log
+    folder) and lets everything else through as it comes (the progress bar); if the block raises, the lines
+    held back are shown after all. A terminal stays a terminal (a pseudo-terminal of its size), so that the
+    progress bar keeps drawing."""
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    if os.isatty(terminal):
+        reader, writer = pty.openpty()
+        tty.setraw(writer)  # the bytes as written: the terminal itself turns "\n" into "\r\n"
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(writer, termios.TIOCSWINSZ, fcntl.ioctl(terminal, termios.TIOCGWINSZ, b"\0" * 8))
+    else:
+        reader, writer = os.pipe()
+    os.dup2(writer, 2)
+    os.close(writer)
+    held: list[bytes] = []
+    forwarder = threading.Thread(target=_pass_all_but_ray_lines, args=(reader, terminal, held), daemon=True)
+    forwarder.start()
+    failed = False
+    try:
+        yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        sys.stderr.flush()
+        os.dup2(terminal, 2)  # the filter's last writer closed: it reads to the end, and stops
+        forwarder.join(timeout=10)  # a process that took the pipe along would keep it from ending
+        os.close(reader)
+        if failed:
+            _write_all(terminal, b"".join(held))
+        os.close(terminal)
+
+
+def _pass_all_but_ray_lines(reader: int, terminal: int, held: list[bytes]) -> None:
+    """Copy `reader` to `terminal` but for Ray's log lines, which go to `held`. A Ray line may begin anywhere
+    (a progress bar leaves the cursor at the end of its line); what may be its beginning waits for more."""
+    pending = b""
+    while True:
+        try:
+            chunk = os.read(reader, 1 << 16)
+        except OSError:  # a pseudo-terminal whose other end is closed
+            chunk = b""
+        if not chunk:
+            break
+        pending += chunk
+        while True:
+            match = RAY_CORE_LOG_LINE.search(pending)
+            end = pending.find(b"\n", match.end()) if match else -1
+            if end < 0:
+                break
+            _write_all(terminal, pending[: match.start()])
+            held.append(pending[match.start() : end + 1])
+            pending = pending[end + 1 :]
+        if match is not None and len(pending) - match.start() < HELD_LINE_BYTES:
+            keep = match.start()  # the rest of Ray's line is still to come
+        else:
+            maybe = RAY_LINE_BEGINNING.search(pending, max(0, len(pending) - RAY_PREFIX_BYTES))
+            keep = maybe.start() if maybe else len(pending)
+        _write_all(terminal, pending[:keep])
+        pending = pending[keep:]
+    _write_all(terminal, pending)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
 
 
 # -- the work ---------------------------------------------------------------------------------------------
@@ -286,11 +370,10 @@ class ShardMerger:
     def __init__(
         self, store: IndexStore, summary: RunSummary, pending, encoders, views: dict[str, SpaceIndex], settings
     ):
-        self.summary = summary
         self.waiting = {(str(p.source.root), p.source.key): p for p in pending}
         self.facts = ShardFacts.of(encoders, settings)
         self.recipes = {space: encoder.card.input for space, encoder in encoders.items()}
-        self.writer = CatalogueWriter(store, summary.run_id, views)
+        self.writer = CatalogueWriter(store, summary, views)
 
     def merge(self, path: Path) -> tuple[int, str | None]:
         """Merge a shard and delete it: (tiles of the plan it settled, why it was unusable or None)."""
@@ -333,8 +416,7 @@ class ShardMerger:
             settled.append((record["root"], record["key"]))
         batch = EmbeddedBatch(done, problems, embedded, unfed)
         if done or problems:
-            self.writer.write_batch(batch.done, batch.problems)
-            self.summary.record(batch)
+            self.writer.commit(batch)
         for key in settled:
             self.waiting.pop(key, None)
         path.unlink(missing_ok=True)
@@ -347,25 +429,19 @@ def index_on_ray(
     pending: list[PendingTile],
     encoders: dict[str, Encoder],
     views: dict[str, SpaceIndex],
-    settings: ReadSettings,
+    request: RunRequest,
     batch_size: int,
-    progress: ProgressCallback | None,
-    *,
-    address: str,
-    actors: int | None = None,
-    checkpoint: str | Path | None = None,
 ) -> None:
-    """Read, prepare and encode `pending` on a Ray cluster, merging the shards here as they come back (the
-    Ray counterpart of pipeline._run_batches)."""
+    """Read, prepare and encode `pending` on the Ray cluster at `request.ray_address`, merging the shards here
+    as they come back (the Ray counterpart of local.run_batches)."""
+    settings, progress, checkpoint = request.settings, request.progress, request.checkpoint
     staging = store.directory / STAGING_DIR
     staging.mkdir(exist_ok=True)
     merger = ShardMerger(store, summary, pending, encoders, views, settings)
     stages = summary.stage_seconds
     stages.update(read=0.0, encode=0.0, merge=0.0)
-    last_save = time.monotonic()
 
     def merge(path: Path) -> int:
-        nonlocal last_save
         started = time.perf_counter()
         settled, why_not = merger.merge(path)
         if why_not:
@@ -374,10 +450,6 @@ def index_on_ray(
         if progress:
             settled_so_far = len(pending) - len(merger.waiting)
             progress(Progress(total=len(pending), read=settled_so_far, committed=settled_so_far))
-        if time.monotonic() - last_save > FAISS_CHECKPOINT_SECONDS:
-            for view in views.values():
-                store.save_space(view)
-            last_save = time.monotonic()
         return settled
 
     # What an interrupted run left: half-written shards are dropped, complete ones merged, not recomputed.
@@ -394,46 +466,47 @@ def index_on_ray(
 
     import ray
 
-    started_here = connect(address)
+    started_here = connect(request.ray_address)
     try:
-        _quiet_ray_data()
-        size, reserve = encoder_pool(actors)
-        facts = merger.facts.to_json()
-        recipes = {space: encoder.card.input for space, encoder in encoders.items()}
-        read_kwargs = {"recipes": recipes, "settings": settings}
-        # A shard lost in between (deleted, unreadable) leaves its tiles waiting: one more pass redoes them.
-        for attempt in range(2):
-            units = work_units(list(merger.waiting.values()), batch_size)
-            items = [
-                {"shard": f"shard-{summary.run_id}-{attempt}-{number:06d}", "tiles": pickle.dumps(unit, protocol=5)}
-                for number, unit in enumerate(units)
-            ]
-            stream = (
-                ray.data.from_items(items, override_num_blocks=len(items))
-                .map(read_unit, fn_kwargs=read_kwargs, num_cpus=1, memory=read_task_memory(recipes, batch_size))
-                .map_batches(
-                    ShardEncoder,
-                    fn_constructor_kwargs={
-                        "precisions": {space: encoder.precision for space, encoder in encoders.items()},
-                        "checkpoint": str(checkpoint) if checkpoint else None,
-                        "facts": facts,
-                        "staging": str(staging),
-                        "batch_size": batch_size,
-                    },
-                    batch_size=1,  # units: the actor cuts each into forward passes of batch_size tiles
-                    compute=ray.data.ActorPoolStrategy(size=size),
-                    **reserve,
+        with ray_errors_held_back():
+            _quiet_ray_data()
+            size, reserve = encoder_pool(request.ray_actors)
+            facts = merger.facts.to_json()
+            recipes = {space: encoder.card.input for space, encoder in encoders.items()}
+            read_kwargs = {"recipes": recipes, "settings": settings}
+            # A shard lost in between (deleted, unreadable) leaves its tiles waiting: one more pass redoes them.
+            for attempt in range(2):
+                units = work_units(list(merger.waiting.values()), batch_size)
+                items = [
+                    {"shard": f"shard-{summary.run_id}-{attempt}-{number:06d}", "tiles": pickle.dumps(unit, protocol=5)}
+                    for number, unit in enumerate(units)
+                ]
+                stream = (
+                    ray.data.from_items(items, override_num_blocks=len(items))
+                    .map(read_unit, fn_kwargs=read_kwargs, num_cpus=1, memory=read_task_memory(recipes, batch_size))
+                    .map_batches(
+                        ShardEncoder,
+                        fn_constructor_kwargs={
+                            "precisions": {space: encoder.precision for space, encoder in encoders.items()},
+                            "checkpoint": str(checkpoint) if checkpoint else None,
+                            "facts": facts,
+                            "staging": str(staging),
+                            "batch_size": batch_size,
+                        },
+                        batch_size=1,  # units: the actor cuts each into forward passes of batch_size tiles
+                        compute=ray.data.ActorPoolStrategy(size=size),
+                        **reserve,
+                    )
                 )
-            )
-            for row in stream.iter_rows():
-                stages["read"] += float(row["read_seconds"])
-                stages["encode"] += float(row["encode_seconds"])
-                merge(Path(row["shard"]))
-            if not merger.waiting:
-                break
-        if merger.waiting:
-            some = ", ".join(key for _, key in list(merger.waiting)[:3])
-            raise RuntimeError(f"{len(merger.waiting)} tiles (e.g. {some}) came back in no readable shard")
+                for row in stream.iter_rows():
+                    stages["read"] += float(row["read_seconds"])
+                    stages["encode"] += float(row["encode_seconds"])
+                    merge(Path(row["shard"]))
+                if not merger.waiting:
+                    break
+            if merger.waiting:
+                some = ", ".join(key for _, key in list(merger.waiting)[:3])
+                raise RuntimeError(f"{len(merger.waiting)} tiles (e.g. {some}) came back in no readable shard")
     finally:
         if started_here:
             ray.shutdown()

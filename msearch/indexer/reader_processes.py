@@ -1,4 +1,4 @@
-"""Reader processes for an indexing run: torch's DataLoader over `pipeline.PreparedTiles`. A module of its own
+"""Reader processes for an indexing run: torch's DataLoader over `reading.PreparedTiles`. A module of its own
 so that torch is imported only when there is something to read (an unchanged re-check imports none)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Iterator
 
 import torch
 
-from msearch.indexer.pipeline import PreparedTiles
+from msearch.indexer.reading import PreparedTiles
 
 
 class ReaderShares(torch.utils.data.IterableDataset):

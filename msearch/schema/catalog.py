@@ -28,9 +28,11 @@ from sqlalchemy import (
 
 CATALOGUE_FILE = "catalogue.sqlite"
 # 1: the catalogue before it carried a version (no `catalogue_meta` table); 2: `catalogue_meta` with the
-# catalogue's id and version; 3: vectors stored as int8 codes with a scale (float32 before); 4: places (a grid
-# key per tile: `tiles.origin_x/origin_y/pixel_height`, and `tiles.place_id` naming a row of `places`).
-SCHEMA_VERSION = 4
+# catalogue's id and version; 3: vectors stored as int8 codes with a scale (float32 before); 4: collections of
+# labelled examples (`collections`, `collection_labels`).
+# 5: places (a grid key per tile: `tiles.origin_x/origin_y/pixel_height`, and `tiles.place_id` naming a row
+# of `places`).
+SCHEMA_VERSION = 5
 metadata = MetaData()
 
 # Paths and keys are compared as ranges of code points (`key >= 'a/' AND key < 'a0'` finds what lies under
@@ -174,6 +176,38 @@ problems = Table(
     Column("kind", String(16), nullable=False),  # error (unreadable, bad) | skipped (e.g. all nodata)
     Column("reason", Text, nullable=False),
     UniqueConstraint("root", "key", name="uq_problems_root_key"),
+)
+
+# A named set of labelled examples in one encoder space (msearch.store.collections), which a detector is fitted on.
+collections = Table(
+    "collections",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("space", String(128), nullable=False),
+    Column("note", Text),
+    Column("created_by", String(128)),
+    Column("created_at", String(32), nullable=False),
+)
+
+# One labelled example. A catalogued tile is named by its identity (root, key), not its row id: index runs keep
+# a tile's row, but a pruned and re-indexed tile gets a new one, and the label must follow the tile. A file given
+# by path keeps its embedding here (`vector`, as msearch.store.vector_codec stores it) with `root`/`key` null.
+collection_labels = Table(
+    "collection_labels",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("collection_id", Integer, ForeignKey("collections.id", ondelete="CASCADE"), nullable=False),
+    Column("label", String(16), nullable=False),  # positive | negative
+    Column("root", PathText),
+    Column("key", PathText),
+    Column("file", PathText),  # an example given as a file: its absolute path when it was embedded
+    Column("vector", LargeBinary),
+    Column("note", Text),
+    Column("added_by", String(128)),
+    Column("added_at", String(32), nullable=False),
+    UniqueConstraint("collection_id", "root", "key", name="uq_collection_labels_tile"),
+    UniqueConstraint("collection_id", "file", name="uq_collection_labels_file"),
 )
 
 

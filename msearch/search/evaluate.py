@@ -249,6 +249,11 @@ def evaluate_routes(searcher: Searcher, queries_path: str | Path, k: int = 100) 
             f"in other languages reach the index, so give a query set with a lang column"
         )
     langs = {query_language(q) for q in queryset.queries} - {"en"}
+    if not langs:
+        raise QueryError(
+            f"{queries_path} has no query beyond English: --routes compares how queries in other languages "
+            f"reach the index (English ones take the direct route), so give queries with another lang"
+        )
     if not any(searcher.bridge_for(lang) for lang in langs):
         raise QueryError("this index has no bridge to compare routes with: run `msearch align` first")
     lookup = tile_lookup(searcher)

@@ -61,14 +61,15 @@ def to_json(results: list[SearchResult], query_info: dict) -> str:
     return json.dumps(document, ensure_ascii=False, allow_nan=False, indent=2)
 
 
-def to_csv(results: list[SearchResult]) -> str:
-    """One row per result in CSV_COLUMNS order, with a header; unknown values are empty cells."""
+def to_csv(results: list[SearchResult], columns: tuple[str, ...] = CSV_COLUMNS) -> str:
+    """One row per result in `columns` order (fields of the results), with a header; unknown values are empty
+    cells."""
     buffer = io.StringIO()
     # "\n" rather than csv's default "\r\n": the text goes to a terminal or a redirect, not a Windows tool.
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(columns)
     for result in results:
-        writer.writerow([_csv_cell(getattr(result, column)) for column in CSV_COLUMNS])
+        writer.writerow([_csv_cell(getattr(result, column)) for column in columns])
     return buffer.getvalue()
 
 
@@ -100,11 +101,12 @@ def geojson_collection(results: list[SearchResult], query_info: dict) -> dict:
     return {"type": "FeatureCollection", **_checked_query_info(query_info), "features": features}
 
 
-def results_table(results: list[SearchResult]) -> Table:
-    """The default terminal output: one row per result, best first."""
+def results_table(results: list[SearchResult], probability: bool = False) -> Table:
+    """The default terminal output: one row per result, best first; a detector's results (`probability`) show
+    their probability and label instead of the score."""
     table = Table(show_edge=False, header_style="bold")
     table.add_column("#", justify="right")
-    table.add_column("score", justify="right")
+    table.add_column("probability" if probability else "score", justify="right")
     table.add_column("file", overflow="fold")
     table.add_column("lat, lon", justify="right")
     table.add_column("date")
@@ -116,9 +118,10 @@ def results_table(results: list[SearchResult]) -> Table:
         table.add_column("dates", justify="right")
     for result in results:
         place = f"{result.lat:.4f}, {result.lon:.4f}" if result.lat is not None else "-"
+        value = f"{result.probability:.3f}" + (f" ({result.label})" if result.label else "") if probability else None
         table.add_row(
             str(result.rank),
-            f"{result.score:.3f}",
+            value or f"{result.score:.3f}",
             result.path,
             place,
             result.date or "-",

@@ -293,12 +293,7 @@ class Searcher:
             raise QueryError("the query is empty: give some words to search for")
         if top_k <= 0:
             raise QueryError(f"--top-k must be at least 1, got {top_k}")
-        try:
-            lang = parse_language(lang)
-            if lang == "auto":
-                lang = detect_language(text)
-        except ValueError as exc:  # an unknown --lang, or a script none of the encoders learnt
-            raise QueryError(str(exc)) from None
+        lang = language_of(text, lang)
         if route is not None and route not in ROUTES:
             raise QueryError(f"--route must be one of {', '.join(ROUTES)}, got {route!r}")
         if route is not None and (lang == "en" or space is not None or fuse):
@@ -308,7 +303,7 @@ class Searcher:
             )
         if lang != "en" and space is None and not fuse and route is None:
             route, _ = self.default_route(lang)
-        allowed = self._allowed_ids(filters)
+        allowed = self.allowed_ids(filters)
         matching = len(allowed) if allowed is not None else None
         if route in ("bridge", "fuse"):
             if not all_acquisitions:
@@ -326,7 +321,7 @@ class Searcher:
                 return QueryAnswer(results, text, lang, names, routed["truncated"], matching, route)
             ranked, names, truncated = self.routed_ranking(text.strip(), lang, route, top_k, allowed)
             return QueryAnswer(
-                self._results(ranked[:top_k], "+".join(names)),
+                self.results_of(ranked[:top_k], "+".join(names)),
                 text,
                 lang,
                 names,
@@ -367,7 +362,7 @@ class Searcher:
                 name, vectors[name], top_k if len(names) == 1 else max(top_k, 100), allowed
             )
         ranked = rankings[names[0]] if len(names) == 1 else reciprocal_rank_fusion(list(rankings.values()))
-        results = self._results(ranked[:top_k], "+".join(names))
+        results = self.results_of(ranked[:top_k], "+".join(names))
         return QueryAnswer(results, text, lang, names, truncated, matching, route, per_place=False)
 
     # -- routes beyond English ----------------------------------------------------------------------------
@@ -432,8 +427,34 @@ class Searcher:
         per acquisition, only the example tile itself left out."""
         if top_k <= 0:
             raise QueryError(f"--top-k must be at least 1, got {top_k}")
-        name = self._example_space(space)
-        tile_id = self._tile_id_of(example)
+        name, vector, tile_id = self.example_vector(example, space)
+        allowed = self.allowed_ids(filters)
+        if tile_id is not None and allowed is not None:
+            allowed = allowed[allowed != tile_id]
+        matching = len(allowed) if allowed is not None else None
+        if not all_acquisitions:
+            hits = self._top_places(
+                lambda depth: self._deep_search(name, vector, depth, allowed),
+                top_k,
+                filters,
+                allowed,
+                [name],
+                examples=[tile_id] if tile_id is not None else [],
+                exact=(name, vector),
+            )
+            return QueryAnswer(
+                self._place_results(hits, name), f"like:{example}", None, [name], matching_tiles=matching
+            )
+        ranked = [(t, s) for t, s in self.search_vector(name, vector, top_k + 1, allowed) if t != tile_id][:top_k]
+        return QueryAnswer(
+            self.results_of(ranked, name), f"like:{example}", None, [name], matching_tiles=matching, per_place=False
+        )
+
+    def example_vector(self, example: str, space: str | None = None) -> tuple[str, np.ndarray, int | None]:
+        """(space, vector, tile id or None) of an example as `like` searches with it: a catalogued tile's stored
+        vector in the space (the one asked for, else the multispectral one), or a raster file's embedding."""
+        name = self.example_space(space)
+        tile_id = self.tile_id_of(example)
         if tile_id is not None:
             try:
                 vector = self.store.vectors_of(name, [tile_id])[0]
@@ -445,31 +466,10 @@ class Searcher:
                     f"(it lacks the bands that space needs){hint}"
                 ) from None
         else:
-            vector = self._embed_file(example, name)
-        allowed = self._allowed_ids(filters)
-        if tile_id is not None and allowed is not None:
-            allowed = allowed[allowed != tile_id]
-        matching = len(allowed) if allowed is not None else None
-        if not all_acquisitions:
-            examples = [tile_id] if tile_id is not None else []
-            hits = self._top_places(
-                lambda depth: self._deep_search(name, vector, depth, allowed),
-                top_k,
-                filters,
-                allowed,
-                [name],
-                examples=examples,
-                exact=(name, vector),
-            )
-            return QueryAnswer(
-                self._place_results(hits, name), f"like:{example}", None, [name], matching_tiles=matching
-            )
-        ranked = [(t, s) for t, s in self.search_vector(name, vector, top_k + 1, allowed) if t != tile_id][:top_k]
-        return QueryAnswer(
-            self._results(ranked, name), f"like:{example}", None, [name], matching_tiles=matching, per_place=False
-        )
+            vector = self.embed_file(example, name)
+        return name, vector, tile_id
 
-    def _example_space(self, space: str | None) -> str:
+    def example_space(self, space: str | None) -> str:
         """The space a search by example runs in: the one asked for, else the multispectral one."""
         spaces = self.spaces()
         if not spaces:
@@ -513,7 +513,7 @@ class Searcher:
                 detected = detect_language(text)
             name = self.route(detected, space)
         else:
-            name = self._example_space(space)
+            name = self.example_space(space)
         alpha, beta, gamma = ROCCHIO_WEIGHTS
         truncated = False
         vector = np.zeros(self.store.manifest(name).dim, dtype=np.float64)
@@ -527,7 +527,7 @@ class Searcher:
         if not np.isfinite(norm) or norm < 1e-9:
             raise QueryError("the liked and unliked examples cancel out: remove an unliked tile or add text")
         examples = {int(t) for t in (*like, *unlike)}
-        allowed = self._allowed_ids(filters)
+        allowed = self.allowed_ids(filters)
         if allowed is not None:
             allowed = allowed[~np.isin(allowed, list(examples))]
         shown = text or "like:" + ",".join(str(int(t)) for t in like)
@@ -546,7 +546,7 @@ class Searcher:
             return QueryAnswer(self._place_results(hits, name), shown, detected, [name], truncated, matching)
         ranked = [(t, s) for t, s in self.search_vector(name, vector / norm, top_k + len(examples), allowed)]
         ranked = [(t, s) for t, s in ranked if t not in examples][:top_k]
-        return QueryAnswer(self._results(ranked, name), shown, detected, [name], truncated, matching, per_place=False)
+        return QueryAnswer(self.results_of(ranked, name), shown, detected, [name], truncated, matching, per_place=False)
 
     def _example_vectors(self, space: str, tile_ids: Sequence[int]) -> np.ndarray:
         try:
@@ -558,7 +558,16 @@ class Searcher:
                 raise QueryError(f"no tiles with ids {missing[:10]} in this index") from None
             raise QueryError(f"some example tiles have no vectors in space {space!r}: search another space") from None
 
-    def _tile_id_of(self, example: str) -> int | None:
+    def catalogued_tile_id(self, name: str) -> int:
+        """The id of a catalogued tile named by its id, key (a chip's `path#col,row,width,height`) or path."""
+        if name.isdigit() and not self.store.tiles_by_id([int(name)]):
+            raise QueryError(f"no tile with id {name} in this index")
+        tile_id = self.tile_id_of(name)
+        if tile_id is None:
+            raise QueryError(f"{name!r} is a file, not a catalogued tile: index it first, or name a tile id")
+        return tile_id
+
+    def tile_id_of(self, example: str) -> int | None:
         t = catalog.tiles.c
         with self.store.engine.connect() as conn:
             if example.isdigit():
@@ -590,7 +599,7 @@ class Searcher:
                 ).all()
         return rows
 
-    def _embed_file(self, path: str, space: str) -> np.ndarray:
+    def embed_file(self, path: str, space: str) -> np.ndarray:
         # A file catalogued only in chips is read with the band order it was indexed with.
         # (`bands` lists them in canonical order; a multiband file's own order is its `file_band_order`)
         catalogued = [row.file_band_order for row in self._catalogued_rows_of_file(path) if row.reader == "geotiff"]
@@ -615,7 +624,7 @@ class Searcher:
             raise QueryError("this searcher was made without a pixel reader, so it cannot read raster files")
         return self.pixels
 
-    def _allowed_ids(self, filters: Filters) -> np.ndarray | None:
+    def allowed_ids(self, filters: Filters) -> np.ndarray | None:
         if not filters.active:
             return None
         with self.store.engine.connect() as conn:
@@ -671,7 +680,7 @@ class Searcher:
         """The top-k places for a unit query vector in a space, as a text query ranks them (`allowed`: the
         filters' tile ids, when the caller has them already)."""
         if allowed is None:
-            allowed = self._allowed_ids(filters)
+            allowed = self.allowed_ids(filters)
         return self._top_places(
             lambda depth: self._deep_search(space, vector, depth, allowed),
             k,
@@ -708,7 +717,7 @@ class Searcher:
 
     def _place_results(self, hits: list[PlaceHit], space: str) -> list[SearchResult]:
         """One result per place: its best acquisition, with the place's passing acquisitions and dates."""
-        results = self._results([hit.best for hit in hits], space)
+        results = self.results_of([hit.best for hit in hits], space)
         for i, hit in enumerate(hits):
             shown = hit.acquisitions[:MAX_DATES]
             results[i] = replace(
@@ -719,7 +728,7 @@ class Searcher:
             )
         return results
 
-    def _results(self, ranked: list[tuple[int, float]], space: str) -> list[SearchResult]:
+    def results_of(self, ranked: list[tuple[int, float]], space: str) -> list[SearchResult]:
         rows = self.store.tiles_by_id([t for t, _ in ranked])
         results = []
         for rank, (tile_id, score) in enumerate(ranked, start=1):
@@ -742,6 +751,15 @@ class Searcher:
                 )
             )
         return results
+
+
+def language_of(text: str, lang: str) -> str:
+    """The language a query is read as: `lang`, or the detected one for 'auto'."""
+    try:
+        lang = parse_language(lang)
+        return detect_language(text) if lang == "auto" else lang
+    except ValueError as exc:  # an unknown --lang, or a script none of the encoders learnt
+        raise QueryError(str(exc)) from None
 
 
 def reciprocal_rank_fusion(rankings: list[list[tuple[int, float]]], k: int = RRF_K) -> list[tuple[int, float]]:

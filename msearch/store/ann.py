@@ -202,10 +202,10 @@ def search(
     rerank: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, ids) per query, best first; missing results are (-inf, -1) as in faiss.
-    `nprobe_scale` probes that many times the tuned number of lists (a caller that needs more than the tuned
-    recall@100, e.g. per-place search, whose near-duplicate acquisitions share lists). `rerank=False` leaves an
-    ivf-pq index's candidates in the order and with the approximate scores of their codes, for a caller that
-    scores its candidates exactly itself (per-place search).
+    `nprobe_scale` probes that many times the tuned number of lists (at most all of them), for queries farther
+    from the data than the tuning queries (a detector's direction) or a per-place search, whose near-duplicate
+    acquisitions share lists. `rerank=False` leaves an ivf-pq index's candidates in the order and with the
+    approximate scores of their codes, for a caller that scores its candidates exactly itself (per-place search).
 
     `vectors_lookup(ids) -> (len(ids), d)` returns stored full vectors: required for ivf-pq (exact re-ranking),
     otherwise the index reconstructs them. `allowed_ids` restricts the search to those ids (which must be in

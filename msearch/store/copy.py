@@ -35,7 +35,16 @@ from msearch.store.catalogue import (
 from msearch.store.migrations import create_schema, lock_schema, prepare_catalogue
 
 # Parents before children (foreign keys); catalogue_meta is the catalogue's own identity, never copied.
-COPIED_TABLES = (catalog.spaces, catalog.places, catalog.tiles, catalog.vectors, catalog.runs, catalog.problems)
+COPIED_TABLES = (
+    catalog.spaces,
+    catalog.places,
+    catalog.tiles,
+    catalog.vectors,
+    catalog.runs,
+    catalog.problems,
+    catalog.collections,
+    catalog.collection_labels,
+)
 CHUNK_ROWS = 5_000
 
 

@@ -35,7 +35,7 @@ from msearch.schema import catalog
 from msearch.schema.manifest import SpaceManifest
 from msearch.store import vector_codec
 from msearch.store.catalogue import snapshot
-from msearch.store.index_store import IndexStore
+from msearch.store.index_store import IndexStore, id_chunks
 
 GEOPARQUET_VERSION = "1.1.0"
 GEOMETRY_COLUMN = "geometry"
@@ -60,6 +60,44 @@ def export_geoparquet(
 ) -> int:
     """Write the index's tiles (and the vectors of `spaces`, default: all) to a GeoParquet file; returns
     the number of rows written."""
+    out_path = _checked_output(out_path)
+    store = IndexStore(index, create=False, catalogue=catalogue)
+    manifests = [store.manifest(space) for space in spaces] if spaces else list(store.manifests().values())
+    # Two passes (bbox, then rows) must see the same tiles while an indexing run may be writing.
+    with snapshot(store.engine) as conn:
+        schema = _schema(manifests, _footprints_bbox(conn))
+        return _write_atomically(out_path, schema, _record_batches(conn, manifests, schema, row_group_rows))
+
+
+def export_tiles(
+    store: IndexStore, out_path: str | os.PathLike, tile_ids: Sequence[int], columns: dict[str, pa.Array]
+) -> int:
+    """Write the given tiles, in the order given, as GeoParquet like `export_geoparquet` (no embeddings), with
+    `columns` (one value per tile, in the same order) after the catalogue's: a detector's ranked tiles with
+    their probabilities. Returns the number of rows written."""
+    out_path = _checked_output(out_path)
+    ids = [int(t) for t in tile_ids]
+    extra = [pa.field(name, array.type) for name, array in columns.items()]
+    with snapshot(store.engine) as conn:
+        rows = {}
+        for chunk in id_chunks(ids):
+            statement = select(*_tile_columns(), catalog.tiles.c.footprint).where(catalog.tiles.c.id.in_(chunk))
+            rows.update({row.id: row for row in conn.execute(statement)})
+    ordered = [rows[t] for t in ids]
+    bbox = _footprints_bbox_of([row.footprint for row in ordered if row.footprint is not None])
+    schema = _schema([], bbox, extra)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for start in range(0, len(ordered), ROW_GROUP_ROWS):
+            part = ordered[start : start + ROW_GROUP_ROWS]
+            arrays = _tile_arrays(part, schema)
+            arrays += [columns[field.name].slice(start, len(part)) for field in extra]
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+    return _write_atomically(out_path, schema, batches())
+
+
+def _checked_output(out_path: str | os.PathLike) -> Path:
     out_path = Path(out_path)
     if not out_path.parent.is_dir():
         # checked here, or the error would name the temporary file written beside the output
@@ -67,24 +105,23 @@ def export_geoparquet(
             f"cannot write {out_path}: the folder {out_path.parent} does not exist; create it first "
             f"(mkdir -p {out_path.parent}) or choose another path"
         )
-    store = IndexStore(index, create=False, catalogue=catalogue)
-    manifests = [store.manifest(space) for space in spaces] if spaces else list(store.manifests().values())
+    return out_path
+
+
+def _write_atomically(out_path: Path, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> int:
+    """Write the batches (a row group each) under a temporary name, then move the file into place."""
     tmp = out_path.parent / f".{out_path.name}.{os.getpid()}.tmp"
     rows = 0
-    # Two passes (bbox, then rows) must see the same tiles while an indexing run may be writing.
-    with snapshot(store.engine) as conn:
-        bbox = _footprints_bbox(conn)
-        schema = _schema(manifests, bbox)
-        try:
-            with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-                for batch in _record_batches(conn, manifests, schema, row_group_rows):
-                    writer.write_batch(batch)
-                    rows += batch.num_rows
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, out_path)
-        finally:
-            tmp.unlink(missing_ok=True)
+    try:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return rows
 
 
@@ -105,11 +142,12 @@ def _arrow_type(column) -> pa.DataType:
     return pa.string()
 
 
-def _schema(manifests: list[SpaceManifest], bbox: list[float] | None) -> pa.Schema:
+def _schema(manifests: list[SpaceManifest], bbox: list[float] | None, extra: Sequence[pa.Field] = ()) -> pa.Schema:
     fields = [pa.field(column.name, _arrow_type(column), nullable=column.name != "id") for column in _tile_columns()]
     fields.append(pa.field(GEOMETRY_COLUMN, pa.binary()))
     fields.append(pa.field(BBOX_COLUMN, BBOX_TYPE))
     fields.extend(pa.field(embedding_column(m.space), pa.list_(pa.float32(), m.dim)) for m in manifests)
+    fields.extend(extra)
     metadata = {"geo": json.dumps(geo_metadata(bbox)), "msearch": json.dumps(msearch_metadata(manifests))}
     return pa.schema(fields, metadata=metadata)
 
@@ -156,14 +194,22 @@ def _footprints_bbox(conn: Connection) -> list[float] | None:
         select(catalog.tiles.c.footprint).where(catalog.tiles.c.footprint.is_not(None))
     )
     for part in result.partitions():
-        bounds = shapely.bounds(shapely.from_geojson([row[0] for row in part]))
-        part_extent = np.concatenate([bounds[:, :2].min(axis=0), bounds[:, 2:].max(axis=0)])
+        part_extent = _footprints_bbox_of([row[0] for row in part])
         extent = (
             part_extent
             if extent is None
-            else np.concatenate([np.minimum(extent[:2], part_extent[:2]), np.maximum(extent[2:], part_extent[2:])])
+            else [min(extent[0], part_extent[0]), min(extent[1], part_extent[1])]
+            + [max(extent[2], part_extent[2]), max(extent[3], part_extent[3])]
         )
-    return None if extent is None else [float(v) for v in extent]
+    return extent
+
+
+def _footprints_bbox_of(footprints: list[str]) -> list[float] | None:
+    """[xmin, ymin, xmax, ymax] over GeoJSON footprints, or None for none."""
+    if not footprints:
+        return None
+    bounds = shapely.bounds(shapely.from_geojson(footprints))
+    return [float(v) for v in np.concatenate([bounds[:, :2].min(axis=0), bounds[:, 2:].max(axis=0)])]
 
 
 def _record_batches(
@@ -180,16 +226,23 @@ def _record_batches(
         )
     result = conn.execution_options(yield_per=row_group_rows).execute(statement.order_by(tiles.c.id))
     for part in result.partitions():
-        arrays = [
-            _tile_array(column, [row[j] for row in part], schema.field(column.name).type)
-            for j, column in enumerate(columns)
-        ]
-        geometries = shapely.from_geojson([row[len(columns)] for row in part])
-        arrays.append(pa.array(shapely.to_wkb(geometries), pa.binary()))
-        arrays.append(_bbox_array(geometries))
+        arrays = _tile_arrays(part, schema)
         for i, manifest in enumerate(manifests):
             arrays.append(_embedding_array([row[len(columns) + 1 + i] for row in part], manifest))
         yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _tile_arrays(part: list, schema: pa.Schema) -> list[pa.Array]:
+    """The catalogue columns, geometry and bbox of rows that hold `_tile_columns()` and then the footprint."""
+    columns = _tile_columns()
+    arrays = [
+        _tile_array(column, [row[j] for row in part], schema.field(column.name).type)
+        for j, column in enumerate(columns)
+    ]
+    geometries = shapely.from_geojson([row[len(columns)] for row in part])
+    arrays.append(pa.array(shapely.to_wkb(geometries), pa.binary()))
+    arrays.append(_bbox_array(geometries))
+    return arrays
 
 
 def _tile_array(column, values: list, arrow_type: pa.DataType) -> pa.Array:

@@ -28,6 +28,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from sqlalchemy import delete, func, select, update
@@ -237,25 +238,67 @@ class IndexStore:
 
     def catch_up(self, view: SpaceIndex, conn: Connection) -> int:
         """Add vectors committed after the view's sync point (replacing older vectors of the same tiles)."""
-        total, seq = 0, view.synced_seq
-        while True:
-            # In chunks: refilling a space of millions of vectors must not hold them all in memory at once.
-            rows = conn.execute(
-                select(catalog.vectors.c.tile_id, catalog.vectors.c.vector, catalog.vectors.c.seq)
-                .where(catalog.vectors.c.space == view.manifest.space, catalog.vectors.c.seq > seq)
-                .order_by(catalog.vectors.c.seq)
-                .limit(ann.CHUNK_ROWS)
-            ).all()
-            if not rows:
-                break
-            ids, matrix = vectors_from_rows(rows, view.manifest.dim)
+        total, synced = 0, view.synced_seq
+        for ids, matrix, last in self.vector_chunks(conn, view.manifest.space, view.manifest.dim, after_seq=synced):
             if view.synced_seq:  # a refill from zero has nothing to replace
                 ann.remove(view.index, ids)
             ann.add(view.index, matrix, ids)
-            seq = int(rows[-1][2])
-            total += len(rows)
-        view.synced_seq = seq
+            total, synced = total + len(ids), last
+        view.synced_seq = synced
         return total
+
+    def vector_chunks(
+        self, conn: Connection, space: str, dim: int, after_seq: int = 0, chunk_rows: int = ann.CHUNK_ROWS
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        """(tile ids, float32 matrix, last seq) of the space's vectors committed after `after_seq`, in seq order
+        and in chunks: a space of millions of vectors is never held in memory at once."""
+        seq = after_seq
+        while True:
+            rows = conn.execute(
+                select(catalog.vectors.c.tile_id, catalog.vectors.c.vector, catalog.vectors.c.seq)
+                .where(catalog.vectors.c.space == space, catalog.vectors.c.seq > seq)
+                .order_by(catalog.vectors.c.seq)
+                .limit(chunk_rows)
+            ).all()
+            if not rows:
+                return
+            seq = int(rows[-1][2])
+            yield (*vectors_from_rows(rows, dim), seq)
+
+    def sample_vectors(self, space: str, n: int, seed: int, exclude=()) -> tuple[np.ndarray, np.ndarray]:
+        """(tile ids, vectors) of up to n of the space's tiles drawn at random (seeded: the same draw for the
+        same catalogue), leaving out `exclude`. Drawn by seq, so a space of millions is not listed to draw a few."""
+        excluded = {int(t) for t in exclude}
+        rng = np.random.default_rng(seed)
+        with snapshot(self.engine) as conn:
+            low, high, count = conn.execute(
+                select(func.min(catalog.vectors.c.seq), func.max(catalog.vectors.c.seq), func.count()).where(
+                    catalog.vectors.c.space == space
+                )
+            ).one()
+            if not count:
+                return np.empty(0, np.int64), np.empty((0, self.manifest(space).dim), np.float32)
+            wanted = min(n, count - len(excluded))
+            chosen: dict[int, np.ndarray] = {}
+            tried: set[int] = set()
+            # Seqs have gaps where vectors were replaced or deleted: draw again until enough are found.
+            while len(chosen) < wanted and len(tried) < high - low + 1:
+                draw = [int(s) for s in rng.integers(low, high + 1, size=2 * (wanted - len(chosen)) + 16)]
+                draw = sorted(set(draw) - tried)
+                tried.update(draw)
+                for chunk in id_chunks(draw):
+                    rows = conn.execute(
+                        select(catalog.vectors.c.tile_id, catalog.vectors.c.vector).where(
+                            catalog.vectors.c.space == space, catalog.vectors.c.seq.in_(chunk)
+                        )
+                    ).all()
+                    ids, matrix = vectors_from_rows(rows, self.manifest(space).dim)
+                    for tile_id, vector in zip(ids.tolist(), matrix):
+                        if tile_id not in excluded and len(chosen) < wanted:
+                            chosen[tile_id] = vector
+        ids = np.fromiter(chosen, dtype=np.int64, count=len(chosen))
+        matrix = np.stack(list(chosen.values())) if chosen else np.empty((0, self.manifest(space).dim), np.float32)
+        return ids, matrix
 
     def save_space(self, view: SpaceIndex) -> None:
         """Write the view under a new file name, then point the manifest at it, then drop older files."""

@@ -70,7 +70,7 @@ PLACE_COLUMNS = ("origin_x", "origin_y", "pixel_height", "place_id")
 
 
 def _add_places(conn: Connection) -> None:
-    """3 -> 4: places (msearch.store.places). Every tile gets its grid corner and y pixel size, computed from
+    """4 -> 5: places (msearch.store.places). Every tile gets its grid corner and y pixel size, computed from
     what the catalogue already stores, with no raster read and nothing re-embedded: its footprint is its grid's
     corners carried to WGS84 (west-south, east-south, east-north, west-north), so the west-north and
     west-south corners carried back to the tile's CRS give the corner and, over `height` pixels, the pixel
@@ -151,6 +151,12 @@ def _footprint_ring(footprint: str | None) -> list | None:
     return geometry["coordinates"][0]
 
 
+def _add_collections(conn: Connection) -> None:
+    """3 -> 4: collections of labelled examples (empty)."""
+    catalog.collections.create(conn)
+    catalog.collection_labels.create(conn)
+
+
 def _tiles_in_normal_form(conn: Connection) -> None:
     """Bands in canonical order, with a multiband file's own order kept in `file_band_order` (which such
     catalogues lack, and which marks them), and acquisition times as `normal_time` writes them."""
@@ -179,7 +185,12 @@ def _tiles_in_normal_form(conn: Connection) -> None:
 
 
 # from version -> the step to the next version
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_catalogue_meta, 2: _vectors_to_int8, 3: _add_places}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    1: _add_catalogue_meta,
+    2: _vectors_to_int8,
+    3: _add_collections,
+    4: _add_places,
+}
 
 
 def schema_version(conn: Connection, tables: set[str]) -> int | None:

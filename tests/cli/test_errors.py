@@ -75,6 +75,16 @@ CASES = [
     (["export", "{missing}/tiles.parquet"], "the folder {missing} does not exist; create it (mkdir -p {missing})"),
     (["export", "{dir}"], "export to {dir} is a folder"),
     (["export", "{dir}/tiles.parquet", "--index", "{missing}"], "no msearch index at {missing}"),
+    # collection, detect
+    (["collection", "add", "c"], "give examples: --positive ID, --negative ID or --from-query TEXT"),
+    (["collection", "show", "c", "--index", "{missing}"], "no msearch index at {missing}"),
+    (["collection", "list", "--index", "{missing}"], "no msearch index at {missing}"),
+    (["detect", "c", "--threshold", "1.5"], "--threshold is a probability between 0 and 1"),
+    (["detect", "c", "--json", "--csv"], "choose one of --json, --csv, --geojson"),
+    (["detect", "c", "--out", "{dir}/d.shp"], "--out writes FILE.parquet (GeoParquet) or FILE.geojson"),
+    (["detect", "c", "--out", "{missing}/d.parquet"], "the folder {missing} does not exist"),
+    (["detect", "c", "--suggest", "3", "--top-k", "5"], "--suggest lists the tiles to label next"),
+    (["detect", "c", "--index", "{missing}"], "no msearch index at {missing}"),
     # the group itself
     (["nosuch"], "No such command 'nosuch'"),
 ]

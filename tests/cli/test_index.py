@@ -11,8 +11,14 @@ from typer.testing import CliRunner
 
 from msearch.cli import app
 from tests import tiny_models
-from tests.indexer.helpers import copy_eurosat, problems_by_key, tiles_by_key, vector_seqs, vectors_by_key
-from tests.indexer.test_pipeline import make_bad_archive
+from tests.indexer.helpers import (
+    copy_eurosat,
+    make_bad_archive,
+    problems_by_key,
+    tiles_by_key,
+    vector_seqs,
+    vectors_by_key,
+)
 
 runner = CliRunner()
 MODEL_ARGS = ["--model", "tiny-ms-clip", "--model", "rs-m-clip", "--band-order", "eurosat", "--workers", "0"]

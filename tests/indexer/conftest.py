@@ -1,5 +1,6 @@
-"""A real local Ray cluster for the tests of `msearch index --ray`: started once per test session, and only
-when a test asks for it (a start costs seconds), with 2 CPUs and a small object store."""
+"""Fixtures of the indexer tests: the tiny encoders of both families, small copies of the sample tiles, an
+observer of model loads, and a real local Ray cluster for the tests of `msearch index --ray` (started once per
+test session, and only when a test asks for it: a start costs seconds, with 2 CPUs and a small object store)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
+from msearch.indexer import pipeline
+from tests.indexer.helpers import copy_eurosat, run
 
 RAY_CPUS = 2
 RAY_OBJECT_STORE_BYTES = 200 * 2**20
@@ -60,3 +64,42 @@ def _stop_leftovers(temp: Path) -> None:
                 os.kill(process.info["pid"], signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+@pytest.fixture
+def encoders(tiny_msclip, tiny_rsmclip):
+    """Loaded once per session; a fresh dict per test because index_archive fills in what it loads."""
+    return {"tiny-ms-clip": tiny_msclip, "rs-m-clip": tiny_rsmclip}
+
+
+@pytest.fixture
+def load_calls(monkeypatch):
+    """Observes pipeline.load_encoder (the real function still runs): the spaces it was asked to load."""
+    calls = []
+    real = pipeline.load_encoder
+
+    def counting(space, *args, **kwargs):
+        calls.append(space)
+        return real(space, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "load_encoder", counting)
+    return calls
+
+
+@pytest.fixture
+def eurosat4(shared_data, tmp_path):
+    src = tmp_path / "eurosat"
+    copy_eurosat(shared_data, src)
+    return src
+
+
+@pytest.fixture(scope="module")
+def archive12(shared_data, tmp_path_factory, tiny_msclip, tiny_rsmclip):
+    """12 EuroSAT tiles and an index of them built by one uninterrupted run."""
+    base = tmp_path_factory.mktemp("archive12")
+    src = base / "src"
+    copy_eurosat(shared_data, src, classes=("AnnualCrop", "Forest", "River", "SeaLake"), per_class=3)
+    reference = base / "reference"
+    summary = run(src, reference, {"tiny-ms-clip": tiny_msclip, "rs-m-clip": tiny_rsmclip})
+    assert summary.indexed == 12
+    return src, reference

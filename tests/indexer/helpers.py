@@ -1,15 +1,21 @@
-"""Shared helpers of the indexer tests: small copies of the sample tiles and views of an index directory."""
+"""Shared helpers of the indexer tests: small copies of the sample tiles (good and broken ones), a run of the
+indexer, runs in another process to kill, and views of an index directory."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import rasterio
 from sqlalchemy import select
 
+from msearch.indexer.pipeline import index_archive
 from msearch.indexer.tiles import ReadSettings
 from msearch.schema import catalog
 from msearch.schema.bands import BAND_LAYOUTS
@@ -139,6 +145,116 @@ def gdal_on_grid(source, settings: ReadSettings) -> np.ndarray:
                 raster.read(band.index, window=window, out_shape=(height, width), resampling=Resampling.nearest)
             )
     return np.stack(planes)
+
+
+def run(src, index, encoders=None, **kw):
+    kw.setdefault("settings", EUROSAT)
+    kw.setdefault("workers", 0)
+    kw.setdefault("batch_size", 4)
+    if encoders is None:
+        kw.setdefault("models", MODELS)
+    return index_archive([src], index=index, encoders=dict(encoders) if encoders else None, **kw)
+
+
+def read_raw(path: Path) -> np.ndarray:
+    with rasterio.open(path) as raster:
+        return raster.read()
+
+
+def catalogued(index: Path) -> list[tuple[int, str, str]]:
+    """(id, root, path) of every catalogued tile: the same path may be catalogued under two roots."""
+    with IndexStore(index).engine.connect() as conn:
+        return sorted(conn.execute(select(catalog.tiles.c.id, catalog.tiles.c.root, catalog.tiles.c.path)).all())
+
+
+def assert_index_holds(index: Path, tile_ids: list[int]) -> None:
+    """The catalogue, each space's vectors and its FAISS view hold exactly these tiles."""
+    assert sorted(tile_id for tile_id, _, _ in catalogued(index)) == sorted(tile_ids)
+    store = IndexStore(index)
+    for space in MODELS:
+        assert sorted(store.all_vectors(space)[0].tolist()) == sorted(tile_ids)
+        assert sorted(faiss_ids(store.open_space(space)).tolist()) == sorted(tile_ids)
+        assert_view_matches_catalogue(index, space)
+
+
+def catalogue_vectors(index: Path) -> int:
+    path = index / catalog.CATALOGUE_FILE
+    if not path.exists():
+        return 0
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("SELECT count(*) FROM vectors").fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+
+
+def start_index(src: Path, index: Path, log: Path, batch_size: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        index_command(src, index, batch_size),
+        env=subprocess_env(),
+        cwd=log.parent,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def wait_for_first_commit(proc: subprocess.Popen, index: Path, log: Path, unit: str) -> None:
+    """Until the run in `proc` has committed vectors to the catalogue (its first `unit`: batch or shard);
+    fails if the run ends first or nothing is committed within 4 minutes."""
+    deadline = time.monotonic() + 240
+    while catalogue_vectors(index) == 0:
+        assert proc.poll() is None, f"the run ended before its first {unit}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {unit} committed within 4 minutes"
+        time.sleep(0.02)
+
+
+def kill(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)  # the run and its reader worker, as a crash or OOM kill would
+    proc.wait(timeout=30)
+
+
+def store_count(store: IndexStore, space: str) -> int:
+    from sqlalchemy import func
+
+    with store.engine.connect() as conn:
+        return conn.execute(
+            select(func.count()).select_from(catalog.vectors).where(catalog.vectors.c.space == space)
+        ).scalar_one()
+
+
+def write_tif(path: Path, data: np.ndarray, like: Path) -> None:
+    with rasterio.open(like) as raster:
+        profile = dict(raster.profile)
+    profile.update(count=data.shape[0], dtype=str(data.dtype), height=data.shape[1], width=data.shape[2])
+    with rasterio.open(path, "w", **profile) as out:
+        out.write(data)
+
+
+def make_bad_archive(shared_data: Path, src: Path) -> dict[str, tuple[str, str]]:
+    """Two good EuroSAT tiles beside broken files; returns key -> (problem kind, reason pattern)."""
+    good = copy_eurosat(shared_data, src, classes=("Forest",), per_class=2)
+    bad = src / "bad"
+    bad.mkdir()
+    truncated = bad / "truncated.tif"
+    content = good[0].read_bytes()
+    truncated.write_bytes(content[: len(content) // 3])
+    (bad / "text.tif").write_text("this is not a GeoTIFF\n")
+    write_tif(bad / "twelve_bands.tif", read_raw(good[0])[:12], like=good[0])
+    write_tif(bad / "all_zeros.tif", np.zeros((13, 64, 64), np.uint16), like=good[0])
+    floats = read_raw(good[1]).astype(np.float32)
+    floats[:, 10:20, 10:20] = np.nan
+    write_tif(bad / "nans.tif", floats, like=good[0])
+    (bad / "notes.txt").write_text("not a raster\n")
+    return {
+        "bad/truncated.tif": ("error", r"^not a readable raster \(.*(IReadBlock|TIFFRead)"),
+        "bad/text.tif": ("error", r"^not a readable raster \(.*not recognized as being in a supported file format"),
+        "bad/twelve_bands.tif": ("error", r"12 bands but --band-order names 13"),
+        "bad/all_zeros.tif": ("skipped", r"every pixel is nodata"),
+        "bad/nans.tif": ("error", r"NaN"),
+    }
 
 
 def as_catalogue_before_places(conn) -> None:

@@ -17,23 +17,29 @@ from typer.testing import CliRunner
 
 from msearch.cli import app
 from msearch.indexer import distributed
-from msearch.indexer.pipeline import embed_batch, index_archive, plan
+from msearch.indexer.encoding import embed_batch
+from msearch.indexer.pipeline import index_archive
+from msearch.indexer.plan import plan
 from msearch.indexer.readers import discover
+from msearch.indexer.reading import PreparedTiles
 from msearch.store.index_store import IndexStore
 from msearch.store.vector_codec import VECTOR_ATOL
 from tests.indexer.helpers import (
     EUROSAT,
     MODELS,
     assert_view_matches_catalogue,
+    catalogue_vectors,
     copy_eurosat,
     index_command,
+    kill,
+    make_bad_archive,
     problems_by_key,
     subprocess_env,
     tiles_by_key,
     vector_seqs,
     vectors_by_key,
+    wait_for_first_commit,
 )
-from tests.indexer.test_pipeline import catalogue_vectors, kill, make_bad_archive, wait_for_first_commit
 
 # Columns that differ between two runs by construction: ids are assigned in merge order, and runs differ.
 RUN_COLUMNS = ("id", "run_id", "indexed_at")
@@ -161,7 +167,7 @@ def test_ray_options_are_checked(tmp_path, ray_cluster):
 
 def test_work_units_keep_file_groups_together():
     """A scene's chips share its files: they stay in one unit (cut only when larger than a unit)."""
-    from msearch.indexer.pipeline import PendingTile
+    from msearch.indexer.plan import PendingTile
     from msearch.indexer.tiles import TileSource
 
     def tiles(name: str, n: int) -> list[PendingTile]:
@@ -180,9 +186,7 @@ def write_leftover_shard(src: Path, index: Path, encoders, settings, keys: list[
     pending = [p for p in plan(store, discover([src], settings), MODELS).pending if p.source.key in keys]
     assert len(pending) == len(keys)
     recipes = {space: encoder.card.input for space, encoder in encoders.items()}
-    results = [
-        result for batch in distributed.PreparedTiles(pending, recipes, settings, len(pending)) for result in batch
-    ]
+    results = [result for batch in PreparedTiles(pending, recipes, settings, len(pending)) for result in batch]
     batch = embed_batch(results, encoders)
     for _, vectors in batch.done:
         for space in vectors:
@@ -261,11 +265,33 @@ def test_a_killed_driver_resumed_gives_every_tile_once(archive12, tmp_path, enco
         kill(proc)
     committed = catalogue_vectors(index)
     assert 0 < committed < 24 and committed % 2 == 0  # whole shards: both spaces of each tile
+    assert "core_worker.cc" not in log.read_text()  # Ray's own log lines stay in its log folder
 
     summary = run(src, index, encoders, ray_address=ray_cluster)
     assert (summary.indexed, summary.unchanged) == (12 - committed // 2, committed // 2)
     assert_same_index(index, reference)
     assert staged(index) == []
+
+
+RAY_CORE_LINE = b"[2026-12-07 05:23:29,547 E 19462 19462] core_worker.cc:2465: Actor with class name: ...\n"
+
+
+def test_ray_log_lines_stay_off_the_terminal_unless_the_run_fails(capfd):
+    """Written to the process's stderr (fd 2, as Ray's C++ core writes), Ray's log lines are held back while
+    everything else passes in order, a progress bar's carriage returns included; a failure shows them."""
+    with distributed.ray_errors_held_back():
+        os.write(2, b"indexing 1/2")  # a progress bar on a terminal: the cursor stays at the end of its line
+        os.write(2, RAY_CORE_LINE)
+        os.write(2, b"\r\x1b[2Kindexing 2/2 \x1b[33m0:00:25")
+        os.write(2, RAY_CORE_LINE[:20])  # a line in two writes
+        os.write(2, RAY_CORE_LINE[20:])
+        os.write(2, b"\r[a line of ours]\n")
+    assert capfd.readouterr().err == "indexing 1/2\r\x1b[2Kindexing 2/2 \x1b[33m0:00:25\r[a line of ours]\n"
+    with pytest.raises(RuntimeError, match="the cluster went away"):
+        with distributed.ray_errors_held_back():
+            os.write(2, RAY_CORE_LINE)
+            raise RuntimeError("the cluster went away")
+    assert capfd.readouterr().err == RAY_CORE_LINE.decode()
 
 
 def test_without_ray_option_nothing_imports_ray(shared_data, tmp_path):

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from msearch.indexer import pipeline
-from msearch.indexer.pipeline import Progress, RunInterrupted, index_archive, rebuild_indexes
+from msearch.indexer import rebuild
+from msearch.indexer.pipeline import index_archive, rebuild_indexes
+from msearch.indexer.runs import Progress, RunInterrupted
 from msearch.indexer.tiles import IdentityResolver, iter_files
 from msearch.schema import catalog
 from msearch.store.index_store import IndexStore
@@ -205,7 +206,7 @@ def test_rebuild_ann_of_an_exact_space_loads_no_model(shared_data, tmp_path, enc
     copy_eurosat(shared_data, src)
     run(src, index, dict(encoders))
     loads = []
-    monkeypatch.setattr(pipeline, "load_encoder", lambda *args: loads.append(args))
+    monkeypatch.setattr(rebuild, "load_encoder", lambda *args: loads.append(args))
     notes = rebuild_indexes(index)
     assert loads == []
     assert notes == [f"{space}: 4 vectors, searched with exact search" for space in ("rs-m-clip", "tiny-ms-clip")]

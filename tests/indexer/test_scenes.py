@@ -10,6 +10,7 @@ import rasterio
 from sqlalchemy import text
 
 from msearch.indexer import pipeline
+from msearch.indexer.plan import PendingTile, scene_units
 from msearch.indexer.readers import ArchivePixels, discover, read_scene, read_tile
 from msearch.indexer.tiles import ReadSettings
 from msearch.schema.bands import BAND_LAYOUTS
@@ -126,8 +127,8 @@ def test_the_scene_reader_holds_a_few_block_rows_not_the_scene(shared_data, tmp_
 def test_scene_units_keep_each_scene_whole_and_group_tiles(jp2_scene, shared_data, tmp_path):
     eurosat = copy_eurosat(shared_data, tmp_path / "eurosat", per_class=3)
     sources = discover([jp2_scene, tmp_path / "eurosat", shared_data / MAJORTOM_CELL], EUROSAT).sources
-    pending = [pipeline.PendingTile(source, "", ("tiny-ms-clip",)) for source in sources]
-    units = pipeline.scene_units(pending, 4)
+    pending = [PendingTile(source, "", ("tiny-ms-clip",)) for source in sources]
+    units = scene_units(pending, 4)
     assert [len(unit) for unit in units] == [9, 25, 4, 2]
     assert [len({item.source.scene for item in unit}) for unit in units] == [1, 1, 4, 2]
     assert sorted(i.source.key for u in units for i in u) == sorted(s.key for s in sources)

@@ -30,6 +30,17 @@ def eurosat_index(tmp_path_factory, shared_data):
 
 
 @pytest.fixture(scope="session")
+def planted_index(tmp_path_factory):
+    """An index of 20,060 synthetic vectors with a planted cluster (tests/search/planted.py), built once: copy it
+    (shutil.copytree) before changing it."""
+    from tests.search.planted import build_planted_index
+
+    directory = tmp_path_factory.mktemp("planted") / "index"
+    build_planted_index(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
 def places_series_index(tmp_path_factory, shared_data, tiny_msclip):
     """A Major TOM cell indexed at six dates (tests/places_series.py): 9 places of 6 acquisitions each."""
     from msearch.indexer.pipeline import index_archive

@@ -184,6 +184,17 @@ def test_eval_routes_compares_every_route_per_language_and_can_store_it(bridged_
     assert Searcher(index, query_cache=None).default_route("pt")[0] == chosen
 
 
+def test_eval_routes_on_a_query_set_in_english_only_says_so(bridged_index, tmp_path):
+    """After `align` too: the set, not the index, lacks what --routes compares."""
+    lines = EUROSAT_SAMPLE_QUERIES.read_text(encoding="utf-8").splitlines()
+    english = tmp_path / "english.csv"
+    english.write_text("\n".join([lines[0], *(line for line in lines[1:] if ",en," in line)]), encoding="utf-8")
+    result = runner.invoke(app, ["eval", str(english), "--index", str(bridged_index), "--routes"])
+    said = " ".join(result.output.split())  # as one line: the error is wrapped at the terminal's width
+    assert result.exit_code == 2
+    assert "english.csv has no query beyond English" in said and "msearch align" not in said
+
+
 def test_align_and_routes_on_the_command_line(eurosat_index, tmp_path):
     index = tmp_path / "index"
     shutil.copytree(eurosat_index, index)

@@ -3,68 +3,21 @@ Selenium), against a real `msearch serve` process on a free loopback port that t
 EuroSAT tiles, and over a Major TOM cell indexed at six dates (tests/places_series.py), whose places the page
 shows as one card each with a strip of its dates."""
 
-import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from msearch.search.searcher import Searcher
+from tests.search.live_server import live_server
 
-REPO = Path(__file__).resolve().parents[2]
 TOP_K = 6
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(eurosat_index, tmp_path_factory):
-    yield from running_server(eurosat_index, tmp_path_factory.mktemp("serve"))
-
-
-def running_server(index: Path, folder: Path):
-    """`msearch serve` over an index on a free loopback port: yields its base URL, stops it after."""
-    port = _free_port()
-    log = folder / "serve.log"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "msearch", "serve", "--index", str(index), "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as response:
-                    assert json.load(response) == {"status": "ok"}
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"msearch serve did not start: {log.read_text()[-3000:]}")
-                time.sleep(0.2)
+    with live_server(eurosat_index, tmp_path_factory.mktemp("serve") / "serve.log") as base:
         yield base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +136,8 @@ PLACES_TOP_K = 4
 
 @pytest.fixture(scope="module")
 def places_server(places_series_index, tmp_path_factory):
-    yield from running_server(places_series_index, tmp_path_factory.mktemp("serve-places"))
+    with live_server(places_series_index, tmp_path_factory.mktemp("serve-places") / "serve.log") as base:
+        yield base
 
 
 def _cards(driver) -> list[dict]:

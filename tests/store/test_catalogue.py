@@ -103,6 +103,8 @@ def as_float32_catalogue(store: IndexStore, version: int) -> None:
                 .where(catalog.vectors.c.tile_id == int(tile_id))
                 .values(vector=vector.astype("<f4").tobytes())
             )
+        catalog.collection_labels.drop(conn)  # collections came with schema 4
+        catalog.collections.drop(conn)
         if version == 1:  # as msearch wrote it before catalogues carried a version
             catalog.catalogue_meta.drop(conn)
         else:
@@ -288,7 +290,16 @@ def test_copy_sqlite_to_postgresql_and_back_is_identical(tmp_path, pg_catalogue,
     want = store.search(store.open_space(SPACE), query, 5)[1].tolist()
     source = str(index / catalog.CATALOGUE_FILE)
     counts, checksum = catalogue_checksum(source)
-    assert counts == {"spaces": 1, "places": 1, "tiles": 40, "vectors": 40, "runs": 1, "problems": 1}
+    assert counts == {
+        "spaces": 1,
+        "places": 1,
+        "tiles": 40,
+        "vectors": 40,
+        "runs": 1,
+        "problems": 1,
+        "collections": 0,
+        "collection_labels": 0,
+    }
 
     result = runner.invoke(app, ["catalogue", "copy", source, pg_catalogue, "--index", str(index)])
     assert result.exit_code == 0, result.output

@@ -24,24 +24,23 @@ THRESHOLDS = {"exact_threshold": 1_000, "compressed_threshold": 4_000}
 GENERATOR = ClusteredUnitVectors(DIM, n_clusters=30, seed=3)
 
 
+def synthetic_tile(i: int) -> dict:
+    """The catalogue row of synthetic tile i (id i + 1): a name, no file."""
+    return {
+        "id": i + 1,
+        "root": "/archive",
+        "key": f"t{i}.tif",
+        "path": f"t{i}.tif",
+        "reader": "geotiff",
+        "stat_signature": "s",
+    }
+
+
 def fill(store: IndexStore, start: int, stop: int) -> np.ndarray:
     """Tiles start..stop-1 (ids start+1..stop), each with the generator's vector of that row, in one commit."""
     vectors = GENERATOR.rows(start, stop)
     with store.engine.begin() as conn:
-        conn.execute(
-            catalog.tiles.insert(),
-            [
-                {
-                    "id": i + 1,
-                    "root": "/archive",
-                    "key": f"t{i}.tif",
-                    "path": f"t{i}.tif",
-                    "reader": "geotiff",
-                    "stat_signature": "s",
-                }
-                for i in range(start, stop)
-            ],
-        )
+        conn.execute(catalog.tiles.insert(), [synthetic_tile(i) for i in range(start, stop)])
         conn.execute(
             catalog.vectors.insert(),
             [

@@ -1,14 +1,16 @@
 """The HTTP API and the web page of `msearch serve`, over one warm Searcher.
 
-Endpoints (JSON errors are {"error": "what to change"} with a 4xx status):
+Endpoints (errors are {"error": "what to change"}; msearch.search.server.contract says which status means what):
     GET  /api/search                 a text search; a GeoJSON FeatureCollection, ranked as `msearch query`:
                                      places by default, one feature per acquisition with all_acquisitions
     POST /api/search                 relevance feedback: text and/or liked and unliked tile ids (Searcher.feedback)
     GET  /api/places/{id}            a place and its acquisitions (msearch.search.server.places)
     GET  /api/tiles/{id}             a catalogued tile's fields
     GET  /api/tiles/{id}/quicklook.png   its true-colour quicklook (msearch.search.quicklook's stretch)
+    GET  /api/tiles/{id}/heatmap.png, heatmap.tif, locate   where in it a query matches (server/heatmaps.py)
     GET  /api/info                   spaces, counts, index kinds (msearch info's report)
     GET  /api/openapi.json           the OpenAPI schema
+    /api/collections/...             collections of labelled examples and their detectors (collections.py)
     GET  /health                     liveness, no token needed
     GET  /  and  /static/{name}      the page and the files it loads, all shipped with the package
 
@@ -24,45 +26,51 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from datetime import date
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Optional
 
 from fastapi import FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from msearch import __version__
 from msearch.search import formats
-from msearch.search.language import AUTO, SUPPORTED_LANGUAGES
 from msearch.search.quicklook import png_bytes, true_colour
 from msearch.search.searcher import Filters, QueryAnswer, QueryError, Searcher
+from msearch.search.server import contract, params
+from msearch.search.server.collections import collections_router
+from msearch.search.server.contract import ApiError, errors
+from msearch.search.server.heatmaps import heatmap_router
+from msearch.search.server.params import MAX_EXAMPLES, MAX_QUERY_CHARS, MAX_TOP_K, TileId, parse_bbox
 from msearch.search.server.places import places_router
+from msearch.search.server.schemas import (
+    FeedbackAnswer,
+    FeedbackRequest,
+    Health,
+    InfoReport,
+    Language,
+    Route,
+    SearchAnswer,
+    TileFields,
+)
 from msearch.store import SpaceMismatchError
-from msearch.store.bridges import ROUTES
 from msearch.store.report import index_report
 
-MAX_TOP_K = 200  # results per request (top_k + offset)
-MAX_QUERY_CHARS = 1000  # the text towers read 77 tokens; longer texts are only a cost
-MAX_EXAMPLES = 100  # liked tiles, and unliked tiles, in one feedback request
 QUICKLOOK_CACHE = 256  # PNGs kept in memory, by tile id and file signature
 QUERY_MEMORY = 10_000  # query embeddings kept in memory in front of the shared on-disk query cache
 REFRESH_SECONDS = 1.0  # how often requests look for tiles that index runs committed since
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 STATIC = Path(__file__).parent / "static"
-LANGUAGES = (AUTO, *SUPPORTED_LANGUAGES)
-# A tile id as SQLite stores it: a positive 64-bit integer (a larger one would be an overflow, not a 404).
-TileId = Annotated[int, Field(ge=1, lt=2**63)]
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+# What a search answers 422 to: the rules across values that the schema cannot state.
+SEARCH_RULES = (
+    "The request matches the schema but cannot be answered: top_k + offset over the limit; a bbox outside "
+    "WGS84 or with min > max; date_from after date_to; a space not in this index, or one that does not read "
+    "the language; fuse with a space; a route for English or with a space or fuse; text in a script none of "
+    "the encoders read; (POST) a tile both liked and unliked, liked tiles not in the index or without vectors "
+    "in the space, examples that cancel out."
+)
+SEARCH_ERRORS = errors(409, 422, why={422: SEARCH_RULES})
+TILE_ERRORS = errors(404, why={404: "No tile with this id (or the path names no tile id)."})
 
 
 def is_loopback(host: str) -> bool:
@@ -81,28 +89,6 @@ def check_bind(host: str, token: str | None) -> None:
             f"--host {host} makes the server reachable from other machines: give --token TOKEN "
             f"(or set MSEARCH_TOKEN), which every /api request must then send as `Authorization: Bearer TOKEN`"
         )
-
-
-class FeedbackRequest(BaseModel):
-    """POST /api/search: text and/or examples, with the filters of GET /api/search."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    q: Optional[str] = Field(None, max_length=MAX_QUERY_CHARS, description="Query text (optional with `like`).")
-    like: list[TileId] = Field(default_factory=list, max_length=MAX_EXAMPLES, description="Tile ids to move toward.")
-    unlike: list[TileId] = Field(
-        default_factory=list, max_length=MAX_EXAMPLES, description="Tile ids to move away from."
-    )
-    lang: Literal[LANGUAGES] = "auto"
-    space: Optional[str] = Field(None, max_length=100)
-    top_k: int = Field(10, ge=1, le=MAX_TOP_K)
-    offset: int = Field(0, ge=0, lt=MAX_TOP_K)
-    bbox: Optional[str] = Field(None, max_length=200, description="minlon,minlat,maxlon,maxlat (WGS84)")
-    date_from: Optional[date] = None
-    date_to: Optional[date] = None
-    max_cloud: Optional[float] = Field(None, ge=0, le=100)
-    tile_id: Optional[str] = Field(None, max_length=10)
-    all_acquisitions: bool = Field(False, description="One result per acquisition instead of per place.")
 
 
 def create_app(
@@ -130,14 +116,16 @@ def create_app(
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
-    if allowed_hosts is not None:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+    contract.install(app, token)
     quicklooks = QuicklookCache(searcher, QUICKLOOK_CACHE)
     static_files = _static_table()
     expected = f"Bearer {token}".encode() if token else None
 
     @app.middleware("http")
-    async def require_token(request: Request, call_next):
+    async def require_host_and_token(request: Request, call_next):
+        if allowed_hosts is not None and _host_name(request.headers.get("host", "")) not in allowed_hosts:
+            names = ", ".join(allowed_hosts)
+            return JSONResponse({"error": f"this server answers only requests addressed to {names}"}, 400)
         if expected is not None and request.url.path.startswith("/api"):
             given = request.headers.get("authorization", "").encode()
             if not hmac.compare_digest(given, expected):
@@ -148,24 +136,11 @@ def create_app(
                 )
         return await call_next(request)
 
-    @app.exception_handler(ApiError)
-    async def api_error(_request: Request, exc: ApiError):
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, exc: RequestValidationError):
-        return JSONResponse({"error": _validation_message(exc)}, status_code=400)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException):
-        message = "not found" if exc.status_code == 404 else str(exc.detail)
-        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
-
-    @app.get("/health")
+    @app.get("/health", response_model=Health)
     def health():
         return {"status": "ok"}
 
-    @app.get("/api/info")
+    @app.get("/api/info", response_model=InfoReport)
     def info():
         """Spaces, tile and vector counts and search index kinds: what `msearch info --json` reports."""
         report = index_report(searcher.store.directory)
@@ -173,21 +148,23 @@ def create_app(
         report["languages"] = {name: card.languages for name, card in searcher.spaces().items()}
         return report
 
-    @app.get("/api/search")
+    @app.get("/api/search", response_model=SearchAnswer, responses=SEARCH_ERRORS)
     def search(
-        q: str = Query(..., min_length=1, max_length=MAX_QUERY_CHARS, description="Query text, any of ten languages."),
-        lang: Literal[LANGUAGES] = "auto",
-        space: Optional[str] = Query(None, max_length=100),
-        fuse: bool = False,
-        top_k: int = Query(10, ge=1, le=MAX_TOP_K),
-        offset: int = Query(0, ge=0, lt=MAX_TOP_K),
-        bbox: Optional[str] = Query(None, max_length=200, description="minlon,minlat,maxlon,maxlat (WGS84)"),
-        date_from: Optional[date] = None,
-        date_to: Optional[date] = None,
-        max_cloud: Optional[float] = Query(None, ge=0, le=100),
-        tile_id: Optional[str] = Query(None, max_length=10),
-        route: Optional[Literal[ROUTES]] = Query(None, description="Beyond English: rgb, bridge or fuse."),
-        all_acquisitions: bool = Query(False, description="One result per acquisition instead of per place."),
+        q: Annotated[params.QueryText, Query()],
+        lang: Annotated[Language, Query()] = "auto",
+        space: Annotated[Optional[params.SpaceName], Query()] = None,
+        fuse: Annotated[bool, Query(description="Merge every space that reads the query (rank fusion).")] = False,
+        top_k: Annotated[params.TopK, Query()] = 10,
+        offset: Annotated[params.Offset, Query()] = 0,
+        bbox: Annotated[Optional[params.BboxText], Query()] = None,
+        date_from: Annotated[Optional[params.IsoDate], Query()] = None,
+        date_to: Annotated[Optional[params.IsoDate], Query(description="The last day, included.")] = None,
+        max_cloud: Annotated[Optional[params.CloudPercent], Query()] = None,
+        tile_id: Annotated[Optional[params.MgrsTile], Query()] = None,
+        route: Annotated[Optional[Route], Query(description="Beyond English: rgb, bridge or fuse.")] = None,
+        all_acquisitions: Annotated[
+            bool, Query(description="One result per acquisition instead of per place.")
+        ] = False,
     ):
         """A text search, ranked exactly as `msearch query` ranks it; results `offset` to `offset + top_k`.
         Each result is a place (its best acquisition, `place_id`, `acquisitions`, `dates`), or with
@@ -208,7 +185,7 @@ def create_app(
         )
         return _geojson(answer, offset)
 
-    @app.post("/api/search")
+    @app.post("/api/search", response_model=FeedbackAnswer, responses=SEARCH_ERRORS)
     def feedback(body: FeedbackRequest):
         """Relevance feedback: q = normalise(1.0 t + 0.75 mean(like) - 0.15 mean(unlike)) (Rocchio on unit
         vectors; t the text's vector, left out without text). The examples are left out of the results."""
@@ -228,22 +205,30 @@ def create_app(
         )
         return _geojson(answer, body.offset, like=body.like, unlike=body.unlike)
 
-    @app.get("/api/tiles/{tile_id}")
-    def tile(tile_id: str):
+    @app.get("/api/tiles/{tile_id}", response_model=TileFields, responses=TILE_ERRORS)
+    def tile(tile_id: Annotated[TileId, PathParam()]):
         """A catalogued tile's fields: file, archive root, footprint, date, cloud cover, MGRS tile, scene."""
         row = _tile_row(searcher, tile_id)
         row["footprint"] = json.loads(row["footprint"]) if row.get("footprint") else None
         return row
 
-    @app.get("/api/tiles/{tile_id}/quicklook.png", response_class=Response)
-    def quicklook(tile_id: str):
+    @app.get(
+        "/api/tiles/{tile_id}/quicklook.png",
+        response_class=PngResponse,
+        responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}}
+        | errors(404, why={404: "No tile with this id, or its file can no longer be read."}),
+    )
+    def quicklook(tile_id: Annotated[TileId, PathParam()]):
         """True colour (B04, B03, B02), 2-98 percentile stretch: the same picture as `msearch query --html`."""
         row = _tile_row(searcher, tile_id)
         try:
             image = quicklooks.get(row)
         except Exception as exc:  # the file moved or broke since it was indexed: say so, do not crash
             raise ApiError(404, f"tile {row['id']} has no quicklook: {exc}") from exc
-        return Response(image, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+        return PngResponse(image, headers={"Cache-Control": "private, max-age=300"})
+
+    app.include_router(heatmap_router(searcher))
+    app.include_router(collections_router(searcher, refresher.maybe_refresh, _filters))
 
     app.include_router(places_router(searcher))
 
@@ -260,7 +245,7 @@ def create_app(
             refresher.maybe_refresh()  # tiles an index run committed since
             return run()
         except QueryError as exc:
-            raise ApiError(400, str(exc)) from exc
+            raise ApiError(422, str(exc)) from exc
         except SpaceMismatchError as exc:
             raise ApiError(409, str(exc)) from exc
 
@@ -354,34 +339,36 @@ class QuicklookCache:
         return image
 
 
-def _tile_row(searcher: Searcher, tile_id: str) -> dict:
-    # The id is only ever a catalogue key: anything but a plain number (a path, `..`) is simply not a tile.
-    if not (tile_id.isascii() and tile_id.isdigit() and len(tile_id) <= 18):
-        raise ApiError(404, f"no tile {tile_id[:40]!r}: tiles are named by their numeric id")
-    row = searcher.store.tiles_by_id([int(tile_id)]).get(int(tile_id))
+class PngResponse(Response):
+    media_type = "image/png"
+
+
+def _tile_row(searcher: Searcher, tile_id: int) -> dict:
+    # The id is only ever a catalogue key (TileId: anything but a number, a path or `..`, is a 404).
+    row = searcher.store.tiles_by_id([tile_id]).get(tile_id)
     if row is None:
         raise ApiError(404, f"no tile with id {tile_id} in this index")
     return row
 
 
+def _host_name(host: str) -> str:
+    """The name in a Host header, without the port: '127.0.0.1:8765' -> '127.0.0.1', '[::1]:80' -> '[::1]'."""
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.split(":")[0]
+
+
 def _check_window(top_k: int, offset: int) -> None:
     if top_k + offset > MAX_TOP_K:
-        raise ApiError(400, f"top_k + offset may be at most {MAX_TOP_K}, got {top_k} + {offset}")
+        raise ApiError(422, f"top_k + offset may be at most {MAX_TOP_K}, got {top_k} + {offset}")
 
 
 def _filters(bbox, date_from, date_to, max_cloud, tile_id) -> Filters:
-    box = None
-    if bbox:
-        try:
-            box = tuple(float(v) for v in bbox.split(","))
-        except ValueError:
-            box = ()
-        if len(box) != 4:
-            raise ApiError(400, f"bbox must be four numbers minlon,minlat,maxlon,maxlat, got {bbox[:60]!r}")
+    box = parse_bbox(bbox) if bbox else None  # the schema's pattern held: four numbers
     try:
         return Filters(bbox=box, date_from=date_from, date_to=date_to, max_cloud=max_cloud, tile_id=tile_id)
     except QueryError as exc:
-        raise ApiError(400, str(exc).replace("--", "")) from exc
+        raise ApiError(422, str(exc).replace("--", "")) from exc
 
 
 def _geojson(answer: QueryAnswer, offset: int, **extra) -> JSONResponse:
@@ -393,14 +380,6 @@ def _geojson(answer: QueryAnswer, offset: int, **extra) -> JSONResponse:
     for feature in collection["features"]:
         feature["id"] = feature["properties"]["tile_id"]
     return JSONResponse(collection)
-
-
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for error in exc.errors()[:5]:
-        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("query", "body", "path"))
-        parts.append(f"{where or 'request body'}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
 
 
 def _static_table() -> dict[str, tuple[Path, str]]:

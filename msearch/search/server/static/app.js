@@ -15,15 +15,22 @@ map.attributionControl.addAttribution("land: Natural Earth (public domain)");
 const footprints = L.featureGroup().addTo(map);
 const markers = L.featureGroup().addTo(map);
 let areaLayer = null;
-let overlay = null;
+map.createPane("land").style.zIndex = 250; // under the quicklooks (imagery.js)
+const imagery = createImagery(map, quicklookUrl, (tileId, shown) =>
+  markers.eachLayer((marker) => {
+    if (marker.tileId === tileId && marker.getElement()) marker.getElement().classList.toggle("over-picture", shown);
+  }),
+);
 
 fetch("/static/land-110m.geojson")
   .then((response) => response.json())
   .then((land) => {
     L.geoJSON(land, {
       interactive: false,
+      pane: "land",
+      renderer: L.svg({ pane: "land" }),
       style: { color: "#8a8f86", weight: 0.8, fillColor: "#f1eee4", fillOpacity: 1 },
-    }).addTo(map).bringToBack();
+    }).addTo(map);
   });
 
 // -- requests ---------------------------------------------------------------------------------------------
@@ -130,8 +137,10 @@ function showResults(answer) {
   list.replaceChildren();
   footprints.clearLayers();
   markers.clearLayers();
+  imagery.clear();
   clearSelection();
   state.features = answer ? answer.features : [];
+  if (!answer && typeof heat !== "undefined") heat.attach(null);
   const via = answer && answer.route ? ` (route ${answer.route})` : "";
   $("detected").textContent = answer && answer.lang ? `read as ${answer.lang} → ${answer.space}${via}` : answer ? `→ ${answer.space}` : "";
   if (!answer) return;
@@ -144,12 +153,15 @@ function showResults(answer) {
   for (const feature of answer.features) {
     list.appendChild(resultCard(feature));
     if (feature.geometry) {
+      // No fill tint over the quicklook; the fill stays, transparent, so that the whole footprint is a target.
       const layer = L.geoJSON(feature, {
-        style: { color: "#e4572e", weight: 2, fillOpacity: 0.15, className: "footprint" },
+        style: { color: "#e4572e", weight: 2, fillOpacity: 0, className: "footprint" },
         pointToLayer: (_f, latlng) => L.circleMarker(latlng, { radius: 6, className: "footprint" }),
       });
       layer.tileId = feature.properties.tile_id;
       layer.on("click", () => select(feature.properties.tile_id, true));
+      layer.on("mouseover", () => imagery.hover(feature.properties.tile_id));
+      layer.on("mouseout", () => imagery.hover(null));
       footprints.addLayer(layer);
       // A footprint of a few hundred metres is a dot at regional zoom: a marker at its centre stays visible.
       const centre = layer.getBounds().getCenter();
@@ -157,10 +169,14 @@ function showResults(answer) {
       marker.tileId = feature.properties.tile_id;
       marker.bindTooltip(`#${feature.properties.rank}`);
       marker.on("click", () => select(feature.properties.tile_id, true));
+      marker.on("mouseover", () => imagery.hover(feature.properties.tile_id));
+      marker.on("mouseout", () => imagery.hover(null));
       markers.addLayer(marker);
     }
   }
+  imagery.show(answer.features);
   if (footprints.getLayers().length) map.fitBounds(footprints.getBounds(), { maxZoom: 11, padding: [30, 30] });
+  if (typeof heat !== "undefined") heat.attach(answer); // heatmaps.js: a heat toggle per card
 }
 
 function resultCard(feature) {
@@ -173,7 +189,7 @@ function resultCard(feature) {
   meta.className = "meta";
   const score = document.createElement("span");
   score.className = "score";
-  score.textContent = `#${p.rank} · ${p.score.toFixed(3)}`;
+  score.textContent = p.probability !== undefined ? `#${p.rank} · p ${p.probability.toFixed(3)}${p.label ? " · " + p.label : ""}` : `#${p.rank} · ${p.score.toFixed(3)}`;
   meta.append(score, document.createElement("br"));
   meta.append(document.createTextNode([p.date ? p.date.slice(0, 10) : null, p.tile, p.cloud !== null ? `${p.cloud.toFixed(0)}% cloud` : null].filter(Boolean).join(" · ") || `tile ${p.tile_id}`));
   meta.append(document.createElement("br"), document.createTextNode(p.path));
@@ -186,6 +202,8 @@ function resultCard(feature) {
   card.append(thumb, meta, votes);
   placeStrip(card, p); // places.js: a place's dates
   card.addEventListener("click", () => select(p.tile_id, false));
+  card.addEventListener("mouseenter", () => imagery.hover(p.tile_id));
+  card.addEventListener("mouseleave", () => imagery.hover(null));
   return card;
 }
 
@@ -203,6 +221,8 @@ function voteButton(kind, label, title, action) {
 }
 
 function vote(tileId, list) {
+  // collections.js labels the tile in the chosen collection; in its detect views that is all a vote does
+  if (window.onVote && window.onVote(tileId, list)) return;
   const other = list === "like" ? "unlike" : "like";
   state[other] = state[other].filter((t) => t !== tileId);
   if (!state[list].includes(tileId)) state[list].push(tileId);
@@ -237,7 +257,7 @@ function drawExamples() {
 }
 
 // -- quicklooks, loaded when they scroll into view -------------------------------------------------------
-const quicklookUrls = new Map(); // tile id -> object URL of its PNG
+const quicklookUrls = new Map(); // tile id -> a promise of the object URL of its PNG
 const watcher = new IntersectionObserver((entries) => {
   for (const entry of entries) {
     if (entry.isIntersecting) {
@@ -257,13 +277,20 @@ function quicklookBox(tileId, alt) {
   return box;
 }
 
-async function quicklookUrl(tileId) {
+// One request per tile: the card and the map ask at the same time, and share the answer.
+function quicklookUrl(tileId) {
   if (!quicklookUrls.has(tileId)) {
-    const response = await api(`/api/tiles/${tileId}/quicklook.png`);
-    if (!response.ok) throw new Error((await response.json().catch(() => ({}))).error || "no quicklook");
-    quicklookUrls.set(tileId, URL.createObjectURL(await response.blob()));
+    const loading = fetchQuicklook(tileId);
+    loading.catch(() => quicklookUrls.delete(tileId)); // asked again next time
+    quicklookUrls.set(tileId, loading);
   }
   return quicklookUrls.get(tileId);
+}
+
+async function fetchQuicklook(tileId) {
+  const response = await api(`/api/tiles/${tileId}/quicklook.png`);
+  if (!response.ok) throw new Error((await response.json().catch(() => ({}))).error || "no quicklook");
+  return URL.createObjectURL(await response.blob());
 }
 
 async function loadQuicklook(box) {
@@ -282,8 +309,6 @@ async function loadQuicklook(box) {
 // -- selection: a card and its footprint, and the tile's details -------------------------------------------
 function clearSelection() {
   state.selected = null;
-  if (overlay) map.removeLayer(overlay);
-  overlay = null;
   $("detail").hidden = true;
 }
 
@@ -304,14 +329,11 @@ async function select(tileId, fromMap) {
     }
   });
   markers.eachLayer((marker) => marker.setStyle({ color: marker.tileId === tileId ? "#1f6feb" : "#e4572e" }));
-  if (bounds && !fromMap) map.fitBounds(bounds, { maxZoom: 13, padding: [60, 60] });
-  if (overlay) map.removeLayer(overlay);
-  overlay = null;
+  if (bounds && !fromMap) map.fitBounds(bounds, { maxZoom: 15, padding: [60, 60] }); // close enough to see the picture
   try {
     const [tile, url] = await Promise.all([apiJson(`/api/tiles/${tileId}`), quicklookUrl(tileId).catch(() => null)]);
     if (state.selected !== tileId) return;
     showDetail(tile, url);
-    if (url && bounds) overlay = L.imageOverlay(url, bounds, { opacity: 0.95 }).addTo(map);
   } catch (error) {
     setStatus(error.message, true);
   }

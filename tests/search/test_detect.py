@@ -1,0 +1,162 @@
+"""Detectors on planted structure (tests/search/planted.py): five planted tiles as positives put the other
+planted tiles at the top of the ranking; candidates from the IVF-PQ search index, rescored exactly, equal the
+exhaustive scoring on the top of the ranking; suggestions; the CLI's outputs (GeoParquet and GeoJSON read
+back with geopandas) and its errors (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import geopandas
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from msearch.cli import app
+from msearch.search.detect import BACKGROUND_NEGATIVES, Detector
+from msearch.search.searcher import Filters, QueryError, Searcher
+from msearch.store.collections import CollectionError, add_labels, create_collection
+from msearch.store.index_store import IndexStore
+from tests.search.planted import PLANTED, SPACE, planted_ids
+
+runner = CliRunner()
+POSITIVES = planted_ids()[:5]
+OTHERS = set(planted_ids()[5:])
+
+
+@pytest.fixture(scope="module")
+def planted(planted_index, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("detect") / "index"
+    shutil.copytree(planted_index, directory)
+    store = IndexStore(directory)
+    create_collection(store, "planted", SPACE, note="the planted cluster")
+    add_labels(store, "planted", positive=POSITIVES)
+    create_collection(store, "one", SPACE)
+    add_labels(store, "one", positive=POSITIVES[:1])
+    return directory
+
+
+def flat(output: str) -> str:
+    return " ".join(output.split())
+
+
+def test_five_positives_put_the_other_planted_tiles_at_the_top(planted):
+    detector = Detector(Searcher(planted), "planted")
+    assert detector.probe.positives == 5 and detector.probe.negatives == 0
+    assert detector.probe.background == BACKGROUND_NEGATIVES
+    assert detector.probe.cv["folds"] == 5 and detector.probe.cv["average_precision"] > 0.9
+    answer = detector.detect(top_k=PLANTED)
+    ranked = [r.tile_id for r in answer.results]
+    unlabelled = [t for t in ranked if t not in POSITIVES]
+    assert set(unlabelled[: PLANTED - 5]) == OTHERS  # every other planted tile, before any background tile
+    assert {r.tile_id: r.label for r in answer.results if r.label} == {t: "positive" for t in POSITIVES}
+    probabilities = [r.probability for r in answer.results]
+    assert probabilities == sorted(probabilities, reverse=True) and min(probabilities) > 0.5
+    assert answer.candidates < 20_000  # from the search index, not every vector
+
+
+def test_candidates_rescored_exactly_equal_the_exhaustive_scoring_on_the_top(planted):
+    detector = Detector(Searcher(planted), "planted")
+    fast, full = detector.detect(top_k=100), detector.detect(top_k=100, exhaustive=True)
+    assert full.candidates == 20_060 and full.exhaustive
+    assert [r.tile_id for r in fast.results[:80]] == [r.tile_id for r in full.results[:80]]
+    np.testing.assert_allclose([r.probability for r in fast.results], [r.probability for r in full.results], rtol=1e-6)
+    above = detector.detect(threshold=0.5)
+    assert [r.tile_id for r in above.results] == [
+        r.tile_id for r in detector.detect(threshold=0.5, exhaustive=True).results
+    ]
+    assert {r.tile_id for r in above.results} >= OTHERS and all(r.probability >= 0.5 for r in above.results)
+
+
+def test_the_same_collection_gives_the_same_probe(planted):
+    first, second = Detector(Searcher(planted), "planted"), Detector(Searcher(planted), "planted")
+    np.testing.assert_array_equal(first.probe.weights, second.probe.weights)
+
+
+def test_filters_restrict_the_detections(planted):
+    detector = Detector(Searcher(planted), "planted")
+    box = (-10.0, 40.0, -5.0, 1000.0 and 90.0)
+    answer = detector.detect(top_k=20, filters=Filters(bbox=box))
+    assert answer.results and all(r.lon <= -5.0 + 0.02 for r in answer.results)
+    assert answer.matching_tiles is not None and answer.matching_tiles < 20_060
+
+
+def test_suggestions_are_unlabelled_tiles_nearest_one_half(planted):
+    detector = Detector(Searcher(planted), "planted")
+    answer = detector.suggest(5)
+    assert len(answer.results) == 5 and answer.suggestions
+    assert not {r.tile_id for r in answer.results} & set(POSITIVES)
+    distances = [abs(r.probability - 0.5) for r in answer.results]
+    assert distances == sorted(distances)
+    # no scored candidate outside the suggestions is nearer 0.5 than the last suggestion
+    everything = detector.detect(top_k=20_060, exhaustive=True).results
+    nearer = [r for r in everything if abs(r.probability - 0.5) < distances[-1] and r.tile_id not in POSITIVES]
+    assert {r.tile_id for r in nearer} <= {r.tile_id for r in answer.results}
+
+
+def test_a_probe_needs_two_positives(planted):
+    with pytest.raises(QueryError, match="at least 2 positive examples, the collection has 1"):
+        Detector(Searcher(planted), "one")
+
+
+def test_detect_cli_writes_geoparquet_and_geojson_with_probabilities(planted, tmp_path):
+    parquet, geojson = tmp_path / "d.parquet", tmp_path / "d.geojson"
+    result = runner.invoke(app, ["detect", "planted", "--index", str(planted), "-k", "60", "--out", str(parquet)])
+    assert result.exit_code == 0, result.output
+    assert "fitted on 5 positives and 0 negatives + 500 unlabelled tiles" in flat(result.output)
+    table = geopandas.read_parquet(parquet)
+    assert len(table) == 60 and table.crs.to_string() == "OGC:CRS84"
+    assert list(table["rank"]) == list(range(1, 61))
+    assert set(table["id"]) == set(planted_ids())
+    assert (table["probability"].diff().dropna() <= 0).all()
+    assert table.geometry.iloc[0].geom_type == "Polygon" and table.geometry.iloc[0].area > 0
+    assert sorted(table.loc[table["label"] == "positive", "id"]) == POSITIVES
+
+    result = runner.invoke(app, ["detect", "planted", "--index", str(planted), "-k", "10", "--out", str(geojson)])
+    assert result.exit_code == 0, result.output
+    frame = geopandas.read_file(geojson)
+    assert len(frame) == 10 and set(frame["tile_id"]) <= set(planted_ids())
+    assert (frame["probability"] > 0.5).all()
+
+
+def test_detect_cli_json_csv_and_suggest(planted):
+    result = runner.invoke(app, ["detect", "planted", "--index", str(planted), "-k", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["collection"] == "planted" and document["fit"]["background_negatives"] == 500
+    assert [set(r) >= {"tile_id", "footprint", "probability", "label"} for r in document["results"]] == [True] * 5
+    result = runner.invoke(app, ["detect", "planted", "--index", str(planted), "-k", "3", "--csv"])
+    header, *rows = result.stdout.strip().splitlines()
+    assert header.endswith("probability,label") and len(rows) == 3
+    result = runner.invoke(app, ["detect", "planted", "--index", str(planted), "--suggest", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    suggested = json.loads(result.stdout)["results"]
+    assert len(suggested) == 4 and all(r["label"] is None for r in suggested)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["detect", "one"], "at least 2 positive examples, the collection has 1"),
+        (["detect", "nothing"], "no collection named 'nothing' in this index (it has: one, planted)"),
+        (["detect", "planted", "--space", "rs-m-clip"], "holds examples of space 'tiny-ms-clip', not 'rs-m-clip'"),
+        (["collection", "add", "planted", "--positive", "999999"], "'999999' is neither a tile id"),
+        (["collection", "add", "nothing", "--positive", "1"], "no collection named 'nothing'"),
+        (["collection", "create", "planted"], "a collection named 'planted' exists already"),
+        (["collection", "create", "x", "--space", "rs-m-clip"], "no space 'rs-m-clip' in this index"),
+        (["collection", "create", "a b"], "collection name 'a b'"),
+        (["detect", "planted", "--threshold", "1.5"], "--threshold is a probability between 0 and 1"),
+        (["detect", "planted", "--out", "x.shp"], "--out writes FILE.parquet"),
+    ],
+)
+def test_errors_are_one_clear_line_and_exit_2(planted, args, message):
+    result = runner.invoke(app, [*args, "--index", str(planted)])
+    assert result.exit_code == 2, result.output
+    assert message in flat(result.output)
+    assert "Traceback" not in result.output
+
+
+def test_unknown_collection_is_a_collection_error(planted):
+    with pytest.raises(CollectionError, match="no collection named 'x'"):
+        Detector(Searcher(planted), "x")
