@@ -279,7 +279,7 @@ def test_api_place_and_its_acquisitions(client, searcher):
         ("/api/places/abc", 404, "places are named by their numeric id"),
         ("/api/places/-1", 404, "places are named by their numeric id"),
         ("/api/search?q=river&date_from=2020-13-01", 400, "date_from"),
-        ("/api/search?q=river&date_from=2020-12-01&date_to=2020-01-01", 400, "date-from 2020-12-01 is after"),
+        ("/api/search?q=river&date_from=2020-12-01&date_to=2020-01-01", 422, "2020-12-01 is after"),
         ("/api/search?q=river&all_acquisitions=maybe", 400, "all_acquisitions"),
     ],
 )

@@ -3,7 +3,7 @@
     GET /api/places/{id}     the place (grid, footprint, centre) and every acquisition of it in date order
 
 Routes of places go here, on the router `places_router` makes; create_app includes it. Errors are the server's
-body, {"error": "..."}, documented per route with `responses=`.
+(msearch.search.server.contract: ApiError, documented per route with `errors`).
 """
 
 from __future__ import annotations
@@ -12,23 +12,16 @@ import json
 from typing import Optional
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 
 from msearch.search.searcher import Searcher
+from msearch.search.server.contract import ApiError, errors
+
+PLACE_NOT_FOUND = errors(404, why={404: "No place with this id (or the path names no place id)."})
 
 
-class ErrorBody(BaseModel):
-    error: str
-
-
-PLACE_NOT_FOUND = {404: {"model": ErrorBody, "description": "No place with this id (or the path names no place id)."}}
-
-
-class PlaceNotFound(Exception):
+class PlaceNotFound(ApiError):
     def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
+        super().__init__(404, message)
 
 
 def places_router(searcher: Searcher) -> APIRouter:
@@ -39,10 +32,7 @@ def places_router(searcher: Searcher) -> APIRouter:
     def place(place_id: str):
         """A place: its grid (CRS, pixel size, size, upper-left corner) and footprint, its centre (`lon`, `lat`),
         and `acquisitions`: every tile of it in date order, with the fields of /api/tiles/{id}."""
-        try:
-            return place_document(searcher, place_id)
-        except PlaceNotFound as exc:
-            return JSONResponse({"error": exc.message}, status_code=404)
+        return place_document(searcher, place_id)
 
     return router
 
