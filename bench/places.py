@@ -69,7 +69,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--change-queries", type=int, default=20, help="change: warm queries timed")
     parser.add_argument("--random-full-size", action="store_true", help="indexing: a full-size random encoder")
-    parser.add_argument("--workdir", type=Path, default=None, help="where the catalogue is built (default: a temp dir)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where the catalogue is built and kept (default: a temporary folder); an index there is reused",
+    )
     return parser.parse_args(argv)
 
 
@@ -182,9 +187,14 @@ def bench_search(args) -> dict:
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="msearch-places-")))
         index = workdir / "index"
-        print(f"writing {args.places:,} places x {args.dates} dates = {args.places * args.dates:,} acquisitions ...")
-        described, written, built = build_catalogue(index, args.places, args.dates)
-        print(f"  written in {written:.0f} s; index: {described}, built in {built:.0f} s")
+        if args.workdir and (index / "catalogue.sqlite").exists():  # built by an earlier run with the same sizes
+            view = IndexStore(index).open_space(SPACE)
+            described = view.ann.describe()
+            print(f"reusing {index} ({view.ntotal:,} acquisitions); index: {described}")
+        else:
+            print(f"writing {args.places:,} places x {args.dates} dates = {args.places * args.dates:,} acquisitions")
+            described, written, built = build_catalogue(index, args.places, args.dates)
+            print(f"  written in {written:.0f} s; index: {described}, built in {built:.0f} s")
         queries = query_vectors(args.places, args.queries)
         store = IndexStore(index)
         started = time.perf_counter()

@@ -11,6 +11,7 @@ of msearch's layers, so it runs wherever the server can be reached.
         refined = client.search("a river", like=[best["tile_id"]])  # relevance feedback
         png = client.quicklook(best["tile_id"])                   # bytes of a PNG
         fields = client.tile(best["tile_id"])                     # footprint, date, cloud cover, ...
+        scores = client.heatmap(best["tile_id"], q="a river")      # GeoTIFF bytes: where in it the river is
 
 Searches answer GeoJSON FeatureCollections (`geopandas.GeoDataFrame.from_features(answer["features"])` makes
 a table of one). An error answer raises MsearchApiError with the server's status and message.
@@ -119,6 +120,28 @@ class Client:
         if "before" in params:
             params["before"] = _date_text(params["before"])
         return self.get("/api/change", after=_date_text(after), **params)
+
+    def heatmap(
+        self,
+        tile_id: int,
+        q: str | None = None,
+        like: int | None = None,
+        lang: str | None = None,
+        space: str | None = None,
+        kind: str = "tif",
+    ) -> bytes:
+        """Where in the tile a text (q) or an example tile (like) matches: a float32 GeoTIFF of per-patch scores
+        (kind "tif"), or the RGBA picture on the tile's pixel grid ("png"); GET /api/tiles/{id}/heatmap.KIND."""
+        if kind not in ("tif", "png"):
+            raise ValueError(f"kind is tif or png, got {kind!r}")
+        query = {"q": q, "like": like, "lang": lang, "space": space}
+        params = {name: _param_text(value) for name, value in query.items() if value is not None}
+        return self._send("GET", f"/api/tiles/{int(tile_id)}/heatmap.{kind}", params=params).content
+
+    def locate(self, tile_id: int, q: str | None = None, like: int | None = None, **params: Any) -> dict:
+        """Outlines of the tile's best-scoring patches, a GeoJSON FeatureCollection in WGS84 (GET
+        /api/tiles/{id}/locate; params: lang, space, threshold)."""
+        return self.get(f"/api/tiles/{int(tile_id)}/locate", q=q, like=like, **params)
 
     def info(self) -> dict:
         """Spaces, counts, index kinds, languages and limits (GET /api/info)."""

@@ -32,6 +32,7 @@ from msearch.cli import (
     export,
     index,
     info,
+    locate,
     models,
     query,
     serve,
@@ -87,6 +88,7 @@ app.command()(info.info)
 app.command()(query.query)
 app.command()(timeline.timeline)
 app.command()(change.change)
+app.command()(locate.locate)
 app.command("eval")(evaluate.evaluate)
 app.command()(align.align)
 app.command()(classify.classify)

@@ -82,11 +82,29 @@ def check_index_folder(index: Optional[Path]) -> None:
         fail(f"the index folder {folder} is a file: give --index a folder (new or an msearch index)")
 
 
+def check_folder(path: Path, option: str) -> None:
+    """An output folder: made now if its parent exists (so that nothing is computed for a folder that cannot
+    be), and writable."""
+    if path.exists() and not path.is_dir():
+        fail(f"{option} {path} is a file: give a folder (new or existing)")
+    if not path.exists():
+        if not path.parent.is_dir():
+            fail(f"{option} {path}: the folder {path.parent} does not exist; create it (mkdir -p {path})")
+        path.mkdir()
+    if not os.access(path, os.W_OK):
+        fail(f"{option} {path}: cannot write into it (permission denied)")
+
+
 def write_text(path: Path, text: str) -> None:
+    """Write a file whole or not at all: a temporary file beside it, then an atomic rename."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
     """Write a file whole or not at all: a temporary file beside it, then an atomic rename."""
     scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        scratch.write_text(text, encoding="utf-8")
+        scratch.write_bytes(data)
         os.replace(scratch, path)
     finally:
         scratch.unlink(missing_ok=True)

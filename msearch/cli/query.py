@@ -11,6 +11,7 @@ from msearch.cli.common import (
     CATALOGUE_OPTION,
     INDEX_OPTION,
     band_order_option,
+    check_folder,
     check_output,
     console,
     echo_formatted,
@@ -20,6 +21,7 @@ from msearch.cli.common import (
     parse_date,
     search_errors,
     space_checkpoints,
+    write_bytes,
     write_text,
 )
 
@@ -64,6 +66,11 @@ def query(
     html: Optional[Path] = typer.Option(
         None, help="Also write one self-contained HTML page with a quicklook per result."
     ),
+    heatmaps: Optional[Path] = typer.Option(
+        None,
+        help="Also write, per result, where in it the query matches: RANK_ID.tif (one float32 score per patch, "
+        "georeferenced) and RANK_ID.png (the quicklook with the heat over it), into this folder.",
+    ),
     checkpoint: Optional[List[str]] = typer.Option(
         None, help="SPACE=PATH: local weights for a space's encoder (repeatable)."
     ),
@@ -98,6 +105,8 @@ def query(
     order = band_order_option(band_order)
     if html is not None:
         check_output(html, "--html")
+    if heatmaps is not None:
+        check_folder(heatmaps, "--heatmaps")
 
     from msearch.indexer.readers import ArchivePixels
     from msearch.indexer.tiles import ReadSettings
@@ -146,3 +155,26 @@ def query(
                 images.append(None)
         write_text(html, html_page(answer.results, images, answer.info()))
         err_console.print(f"wrote {html}")
+    if heatmaps is not None:
+        write_heatmaps(searcher, answer, heatmaps, text=text, like=like, lang=lang, space=space)
+
+
+def write_heatmaps(searcher, answer, folder: Path, **target) -> None:
+    """--heatmaps: each result's heat GeoTIFF and overlay PNG; a result whose tile cannot be read again is
+    named on stderr and left out."""
+    from msearch.search.heatmaps import blend, geotiff_bytes, heat_maps, heat_rgba, heat_target
+    from msearch.search.quicklook import png_bytes
+
+    skipped: list[tuple[int, str]] = []
+    try:
+        maps = heat_maps(searcher, [r.tile_id for r in answer.results], heat_target(searcher, **target), True, skipped)
+    except search_errors() as exc:
+        fail(str(exc))
+    ranks = {result.tile_id: result.rank for result in answer.results}
+    for heat_map in maps:
+        stem = folder / f"{ranks[heat_map.tile_id]}_{heat_map.tile_id}"
+        write_bytes(stem.with_suffix(".tif"), geotiff_bytes(heat_map))
+        write_bytes(stem.with_suffix(".png"), png_bytes(blend(heat_map.quicklook, heat_rgba(heat_map))))
+    for _, why in skipped:
+        err_console.print(f"[yellow]no heat map:[/yellow] {why}")
+    err_console.print(f"wrote {len(maps)} heat maps ({maps[0].space if maps else 'none'}) to {folder}")

@@ -84,8 +84,6 @@ class Tile:
     width: int | None = None
     height: int | None = None
     pixel_size: float | None = None  # in CRS units (metres for UTM)
-    pixel_height: float | None = None  # y, in CRS units (EPSG:4326 grids have pixels of other x and y sizes)
-    origin: tuple[float, float] | None = None  # upper-left corner in CRS units: with the grid, names the place
     bounds: tuple[float, float, float, float] | None = None  # WGS84 min lon, min lat, max lon, max lat
     footprint: dict | None = None  # WGS84 GeoJSON Polygon
     level: str | None = None  # "L1C" or "L2A"
@@ -97,6 +95,10 @@ class Tile:
     nodata_fraction: float | None = None
     scene: str | None = None  # for chips: the scene (relative path) they were cut from
     extra: dict = field(default_factory=dict)
+    # The affine transform of the tile's grid (its window on the scene, for a chip), GDAL's order (a, b, c, d,
+    # e, f), and the grid's declared nodata value: where heat maps put per-patch values (schema.PlacedPixels).
+    transform: tuple[float, float, float, float, float, float] | None = None
+    nodata: float | None = None
 
 
 class SkipTile(Exception):

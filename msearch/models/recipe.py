@@ -100,11 +100,42 @@ def _resize_crop_normalise(recipe: InputRecipe, batch: torch.Tensor) -> torch.Te
     """Steps 4-5 on a float32 batch (n, bands, H, W) of one size, on its own device (normalised in place:
     the batch is the caller's own)."""
     interpolation = _INTERPOLATION[recipe.interpolation]
-    resized = TF.resize(batch, [recipe.resize], interpolation=interpolation, antialias=True)
-    cropped = TF.center_crop(resized, [recipe.crop, recipe.crop])
+    height, width = batch.shape[-2:]
+    size = resized_size(recipe, height, width)
+    resized = TF.resize(batch, list(size), interpolation=interpolation, antialias=True)
+    top, left = crop_origin(recipe, height, width)
+    cropped = resized[..., top : top + recipe.crop, left : left + recipe.crop]
     mean = torch.tensor(recipe.mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
     std = torch.tensor(recipe.std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
     return cropped.sub_(mean).div_(std)
+
+
+def resized_size(recipe: InputRecipe, height: int, width: int) -> tuple[int, int]:
+    """Step 4's resize of a (height, width) tile: the shorter side becomes `recipe.resize`, the longer one is
+    scaled alike and truncated to whole pixels (torchvision's rule for a one-number size)."""
+    if height <= width:
+        return recipe.resize, int(recipe.resize * width / height)
+    return int(recipe.resize * height / width), recipe.resize
+
+
+def crop_origin(recipe: InputRecipe, height: int, width: int) -> tuple[int, int]:
+    """Step 4's centre crop: (top, left) of the `recipe.crop` square in the resized tile (torchvision's
+    center_crop rounding). Heat maps use it to find the ground under each patch the encoder saw."""
+    resized_height, resized_width = resized_size(recipe, height, width)
+    if min(resized_height, resized_width) < recipe.crop:
+        raise ValueError(f"the recipe resizes to {recipe.resize} px, smaller than its {recipe.crop} px crop")
+    return int(round((resized_height - recipe.crop) / 2.0)), int(round((resized_width - recipe.crop) / 2.0))
+
+
+def input_window(recipe: InputRecipe, height: int, width: int) -> tuple[float, float, float, float]:
+    """Where the encoder's input lies on a (height, width) tile, in the tile's pixels: (left, top, x_step,
+    y_step), the input's pixel (row r, column c) covering tile columns left + c * x_step to left + (c + 1) *
+    x_step and rows top + r * y_step to top + (r + 1) * y_step (the resize maps the tile's edges onto the
+    resized image's edges)."""
+    resized_height, resized_width = resized_size(recipe, height, width)
+    top, left = crop_origin(recipe, height, width)
+    x_step, y_step = width / resized_width, height / resized_height
+    return left * x_step, top * y_step, x_step, y_step
 
 
 def _by_key(keys: Sequence) -> list[list[int]]:

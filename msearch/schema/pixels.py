@@ -79,6 +79,19 @@ class NativeBands:
             out[list(group.positions)] = group.resample(plane)
         return out
 
+    def nodata_mask(self, nodata: float | None) -> np.ndarray:
+        """(height, width) bool on the tile's grid: True where every band holds the nodata value (`nodata`, or
+        0, Sentinel-2's no-data value, when the file declares none; NaN matches NaN), found at each band's
+        own resolution. The one rule for nodata pixels: the indexer's nodata fraction and heat maps use it."""
+        empty = np.ones(self.size, dtype=bool)
+        for planes, group in zip(self.planes, self.groups):
+            if nodata is not None and isinstance(nodata, float) and np.isnan(nodata):
+                own = np.isnan(planes).all(axis=0)
+            else:
+                own = (planes == (0 if nodata is None else nodata)).all(axis=0)
+            empty &= group.resample(own)
+        return empty
+
     def select(self, positions: list[int]) -> NativeBands:
         """The bands at `positions` (indexes into this one's bands), in that order."""
         planes, groups = [], []
@@ -162,6 +175,22 @@ class Pixels:
         if missing:
             raise MissingBandsError(missing, self.bands)
         return [index[name] for name in names]
+
+
+@dataclass(frozen=True)
+class PlacedPixels:
+    """A tile's pixels and where they lie: `crs` (a CRS string, e.g. 'EPSG:32633'), `transform` (the affine
+    transform of the tile's grid, GDAL's order (a, b, c, d, e, f): x = a * col + b * row + c, y = d * col +
+    e * row + f; for a chip, its window on the scene) and the grid's declared `nodata` value (None: none
+    declared, 0 then marks Sentinel-2 no-data). What heat maps need to put per-patch values on the ground."""
+
+    pixels: Pixels
+    crs: str | None
+    transform: tuple[float, float, float, float, float, float] | None
+    nodata: float | None = None
+
+    def nodata_mask(self) -> np.ndarray:
+        return self.pixels.native.nodata_mask(self.nodata)
 
 
 class CannotFeed(ValueError):

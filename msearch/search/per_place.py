@@ -2,12 +2,14 @@
 the dates of its acquisitions that pass the filters.
 
 A place's score is its best acquisition's. The ranking of acquisitions is searched deeper (x4 at a time) until
-it holds k distinct places or every candidate has been ranked, so k places come back whenever k places have a
-passing acquisition, however many repeats of the best places rank above them. Then every passing acquisition
+it holds k distinct places (3k when they are rescored exactly, below: one more round at most once k are there)
+or every candidate has been ranked, so k
+places come back whenever k places have a passing acquisition, however many repeats of the best places rank
+above them. Then every passing acquisition
 of the chosen places is read from the catalogue (msearch.store.places), and, when the ranking is one space's
 cosine, scored exactly from its stored vector: a place's best acquisition and its dates' order are exact even
-where the approximate index missed one of its acquisitions, and the places are ordered by those scores. Then
-every place the ranking reached (up to 3k) is rescored, and the best k by exact score are kept.
+where the approximate index missed one of its acquisitions, and the places are ordered by those scores: the
+first 3k places of the ranking are rescored, and the best k by exact score are kept.
 """
 
 from __future__ import annotations
@@ -57,9 +59,13 @@ def top_places(
 ) -> list[PlaceHit]:
     """The top-k places of `rank(depth)` (the best `depth` (tile id, score) pairs, best first). `candidates` is
     how many acquisitions could be ranked at most (deeper than that finds nothing new); `where` is the filters'
-    clause on the tiles table; `exclude` tiles and `exclude_places` (examples and their places) are never results; `exact` = (space, unit query vector)
-    rescores the chosen places' acquisitions by cosine with their stored vectors."""
+    clause on the tiles table; `exclude` tiles and `exclude_places` (examples and their places) are never
+    results; `exact` = (space, unit query vector) rescores the chosen places' acquisitions by cosine with their
+    stored vectors (an acquisition without a vector in that space is left out of its place)."""
+    # With exact rescoring to follow, more places than k are gathered: the ranking's order is approximate.
+    wanted = k * CANDIDATE_PLACES if exact is not None else k
     depth = min(max(k * FIRST_DEPTH_PER_PLACE, k + len(exclude)), max(candidates, 1))
+    searched_for_candidates = False
     while True:
         ranked = [(t, s) for t, s in rank(depth) if t not in exclude]
         place_of = store.places_of([t for t, _ in ranked])
@@ -67,12 +73,16 @@ def top_places(
         for tile_id, score in ranked:
             if place_of.get(tile_id) not in exclude_places:
                 first.setdefault(_place_key(place_of.get(tile_id), tile_id), (tile_id, score))
-        if len(first) >= k or depth >= candidates:
+        if len(first) >= wanted or depth >= candidates:
             break
+        if len(first) >= k:  # k places are there: one more round for candidates, no more
+            if searched_for_candidates:
+                break
+            searched_for_candidates = True
         depth = min(depth * DEEPER, candidates)
-    # With exact scores, every place the ranking reached (up to a bound) is a candidate: a place whose best
-    # acquisition the approximate index missed still comes in by its others, and takes its true rank.
-    chosen = list(first.items())[: k * CANDIDATE_PLACES if exact is not None else k]
+    # With exact scores, the first `wanted` places of the ranking are candidates: a place whose best acquisition
+    # the approximate index missed or misplaced still comes in by its others, and takes its true rank.
+    chosen = list(first.items())[:wanted]
     passing = store.acquisitions_by_place([key for key, _ in chosen if isinstance(key, int)], where)
     dated = {tile_id: acquired for rows in passing.values() for tile_id, acquired in rows}
     if any(not isinstance(key, int) for key, _ in chosen):  # tiles without a place: their own rows

@@ -28,7 +28,7 @@ from msearch.search.language import detect_language, parse_language
 from msearch.search.per_place import MAX_DATES, NPROBE_SCALE, PlaceHit, top_places
 from msearch.search.query_cache import QueryCache
 from msearch.search.results import SearchResult
-from msearch.store import IndexStore, SpaceIndex, SpaceMismatchError, ann
+from msearch.store import IndexStore, SpaceIndex, SpaceMismatchError
 from msearch.store.bridges import ROUTES, Bridge, BridgeMismatchError, bridges, check_bridge, stored_route
 from msearch.store.catalogue import snapshot
 
@@ -293,7 +293,7 @@ class Searcher:
             raise QueryError("the query is empty: give some words to search for")
         if top_k <= 0:
             raise QueryError(f"--top-k must be at least 1, got {top_k}")
-        lang = self.query_language(text, lang)
+        lang = language_of(text, lang)
         if route is not None and route not in ROUTES:
             raise QueryError(f"--route must be one of {', '.join(ROUTES)}, got {route!r}")
         if route is not None and (lang == "en" or space is not None or fuse):
@@ -365,21 +365,12 @@ class Searcher:
         results = self.results_of(ranked[:top_k], "+".join(names))
         return QueryAnswer(results, text, lang, names, truncated, matching, route, per_place=False)
 
-    @staticmethod
-    def query_language(text: str, lang: str = "auto") -> str:
-        """The language a query text is read in: `lang`, or the detected one for "auto"."""
-        try:
-            lang = parse_language(lang)
-            return detect_language(text) if lang == "auto" else lang
-        except ValueError as exc:  # an unknown --lang, or a script none of the encoders learnt
-            raise QueryError(str(exc)) from None
-
     def text_vector(self, text: str, lang: str = "auto", space: str | None = None) -> tuple[str, np.ndarray, str]:
         """(the space, the text's unit vector there, its language) of a text read in the space a query in
         its language is answered in (`space` when given), as query() reads it without a route."""
         if not text or not text.strip():
             raise QueryError("the query is empty: give some words to search for")
-        lang = self.query_language(text, lang)
+        lang = language_of(text, lang)
         name = self.route(lang, space)
         return name, self.embed_text(name, text.strip())[0], lang
 
@@ -451,14 +442,13 @@ class Searcher:
             allowed = allowed[allowed != tile_id]
         matching = len(allowed) if allowed is not None else None
         if not all_acquisitions:
-            examples = [tile_id] if tile_id is not None else []
             hits = self._top_places(
                 lambda depth: self._deep_search(name, vector, depth, allowed),
                 top_k,
                 filters,
                 allowed,
                 [name],
-                examples=examples,
+                examples=[tile_id] if tile_id is not None else [],
                 exact=(name, vector),
             )
             return QueryAnswer(
@@ -470,22 +460,23 @@ class Searcher:
         )
 
     def example_vector(self, example: str, space: str | None = None) -> tuple[str, np.ndarray, int | None]:
-        """(the space searched, the example's unit vector there, its tile id when it is a catalogued tile) of
-        an example given as a tile id, a catalogued path or a raster file: a catalogued tile's stored vector,
-        else the file's pixels encoded."""
+        """(space, vector, tile id or None) of an example as `like` searches with it: a catalogued tile's stored
+        vector in the space (the one asked for, else the multispectral one), or a raster file's embedding."""
         name = self.example_space(space)
         tile_id = self.tile_id_of(example)
-        if tile_id is None:
-            return name, self.embed_file(example, name), None
-        try:
-            return name, self.store.vectors_of(name, [tile_id])[0], tile_id
-        except KeyError:  # indexed into other spaces only: an RGB file has no multispectral vector
-            others = [other for other in self.spaces() if other != name]
-            hint = f"; search another space with --space {others[0]}" if others else ""
-            raise QueryError(
-                f"{example} cannot be searched in space {name!r}: it was indexed without a vector there "
-                f"(it lacks the bands that space needs){hint}"
-            ) from None
+        if tile_id is not None:
+            try:
+                vector = self.store.vectors_of(name, [tile_id])[0]
+            except KeyError:  # indexed into other spaces only: an RGB file has no multispectral vector
+                others = [other for other in self.spaces() if other != name]
+                hint = f"; search another space with --space {others[0]}" if others else ""
+                raise QueryError(
+                    f"{example} cannot be searched in space {name!r}: it was indexed without a vector there "
+                    f"(it lacks the bands that space needs){hint}"
+                ) from None
+        else:
+            vector = self.embed_file(example, name)
+        return name, vector, tile_id
 
     def example_space(self, space: str | None) -> str:
         """The space a search by example runs in: the one asked for, else the multispectral one."""
@@ -576,6 +567,15 @@ class Searcher:
                 raise QueryError(f"no tiles with ids {missing[:10]} in this index") from None
             raise QueryError(f"some example tiles have no vectors in space {space!r}: search another space") from None
 
+    def catalogued_tile_id(self, name: str) -> int:
+        """The id of a catalogued tile named by its id, key (a chip's `path#col,row,width,height`) or path."""
+        if name.isdigit() and not self.store.tiles_by_id([int(name)]):
+            raise QueryError(f"no tile with id {name} in this index")
+        tile_id = self.tile_id_of(name)
+        if tile_id is None:
+            raise QueryError(f"{name!r} is a file, not a catalogued tile: index it first, or name a tile id")
+        return tile_id
+
     def tile_id_of(self, example: str) -> int | None:
         t = catalog.tiles.c
         with self.store.engine.connect() as conn:
@@ -641,32 +641,42 @@ class Searcher:
         return np.asarray(ids, dtype=np.int64)
 
     def search_vector(
-        self, space: str, vector: np.ndarray, k: int, allowed: np.ndarray | None, nprobe_scale: int = 1
+        self,
+        space: str,
+        vector: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        nprobe_scale: int = 1,
+        rerank: bool = True,
     ) -> list[tuple[int, float]]:
         """Top-k (tile id, cosine) of one vector in a space, restricted to `allowed` ids when given (a small
-        subset is scored exactly, a large one searched through the index with an id selector); an inverted
-        file probes `nprobe_scale` times its tuned lists."""
+        subset is scored exactly, a large one searched through the index with an id selector). `nprobe_scale`
+        and `rerank` as for msearch.store.ann.search."""
         if allowed is not None and len(allowed) == 0:
             return []
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
         view = self.view(space)
         with self._lock:
-            scores, ids = self.store.search(view, query, k, allowed, nprobe_scale)
+            scores, ids = self.store.search(view, query, k, allowed, nprobe_scale, rerank)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
     def _deep_search(
         self, space: str, vector: np.ndarray, k: int, allowed: np.ndarray | None
     ) -> list[tuple[int, float]]:
-        """search_vector for places (per_place.NPROBE_SCALE times the lists probed), never short of k while k
+        """search_vector for places: per_place.NPROBE_SCALE times the lists probed, candidates not re-ranked
+        (per_place rescores every acquisition of the places they reach), and never short of k while k
         candidates exist: an inverted file's probed lists may hold fewer than a deep search asks for, and then
-        every stored id is searched (exactly where short)."""
-        found = self.search_vector(space, vector, k, allowed, NPROBE_SCALE)
+        4x more lists are probed, up to all of them. (A filtered search is never short: ann.search answers it
+        exactly where the probed lists fall short.)"""
         view = self.view(space)
-        if allowed is None and len(found) < min(k, view.ntotal) and view.ann.kind != "flat":
-            with self._lock:
-                everything = ann.stored_ids(view.index)
-            found = self.search_vector(space, vector, k, everything, NPROBE_SCALE)
-        return found
+        scale = NPROBE_SCALE
+        while True:
+            found = self.search_vector(space, vector, k, allowed, scale, rerank=False)
+            if allowed is not None or view.ann.kind == "flat" or len(found) >= min(k, view.ntotal):
+                return found
+            if view.ann.params["nprobe"] * scale >= view.ann.params["nlist"]:
+                return found
+            scale *= 4
 
     def place_ranking(
         self,
@@ -750,6 +760,15 @@ class Searcher:
                 )
             )
         return results
+
+
+def language_of(text: str, lang: str) -> str:
+    """The language a query is read as: `lang`, or the detected one for 'auto'."""
+    try:
+        lang = parse_language(lang)
+        return detect_language(text) if lang == "auto" else lang
+    except ValueError as exc:  # an unknown --lang, or a script none of the encoders learnt
+        raise QueryError(str(exc)) from None
 
 
 def reciprocal_rank_fusion(rankings: list[list[tuple[int, float]]], k: int = RRF_K) -> list[tuple[int, float]]:

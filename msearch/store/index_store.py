@@ -381,9 +381,10 @@ class IndexStore:
         k: int,
         allowed_ids: np.ndarray | None = None,
         nprobe_scale: int = 1,
+        rerank: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, tile ids) per query in a view; exact re-ranking and id subsets read the stored
-        vectors from the catalogue (see ann.search, also for `nprobe_scale`)."""
+        vectors from the catalogue (see ann.search, also for `nprobe_scale` and `rerank`)."""
         space = view.manifest.space
         return ann.search(
             view.index,
@@ -393,6 +394,7 @@ class IndexStore:
             allowed_ids=allowed_ids,
             vectors_lookup=lambda ids: self.vectors_of(space, ids),
             nprobe_scale=nprobe_scale,
+            rerank=rerank,
         )
 
     def _generation(self, conn: Connection, space: str) -> int:

@@ -93,10 +93,7 @@ class PlaceAssigner:
             return self._new_place(None, row)
         col, grid_row = grid.key
         coarse = (grid.crs, grid.width, grid.height)
-        candidates: list[tuple[Grid, int]] = []
-        for dc in (-1, 0, 1):
-            for dr in (-1, 0, 1):
-                candidates += self._places_at((*coarse, col + dc, grid_row + dr))
+        candidates = self._places_around(coarse, col, grid_row)
         matching = [(grid.distance(g), place_id) for g, place_id in candidates if grid.same_place(g)]
         if matching:
             return min(matching)[1]
@@ -104,17 +101,38 @@ class PlaceAssigner:
         self._known.setdefault((*coarse, col, grid_row), []).append((grid, place_id))
         return place_id
 
-    def _places_at(self, key: tuple) -> list[tuple[Grid, int]]:
-        if key not in self._known:
+    def _places_around(self, coarse: tuple, col: int, row: int) -> list[tuple[Grid, int]]:
+        """The places whose key is within one of (col, row): from memory when all nine cells were read before,
+        else in one statement (the nine cells are then remembered, empty ones too)."""
+        cells = [(*coarse, col + dc, row + dr) for dc in (-1, 0, 1) for dr in (-1, 0, 1)]
+        if any(cell not in self._known for cell in cells):
             p = catalog.places.c
-            crs, width, height, col, row = key
+            crs, width, height = coarse
             rows = self.conn.execute(
-                select(p.id, p.crs, p.pixel_size, p.pixel_height, p.width, p.height, p.origin_x, p.origin_y).where(
-                    p.crs == crs, p.width == width, p.height == height, p.grid_col == col, p.grid_row == row
+                select(
+                    p.id,
+                    p.crs,
+                    p.pixel_size,
+                    p.pixel_height,
+                    p.width,
+                    p.height,
+                    p.origin_x,
+                    p.origin_y,
+                    p.grid_col,
+                    p.grid_row,
+                ).where(
+                    p.crs == crs,
+                    p.width == width,
+                    p.height == height,
+                    p.grid_col.between(col - 1, col + 1),
+                    p.grid_row.between(row - 1, row + 1),
                 )
             ).all()
-            self._known[key] = [(grid_of(r._mapping), r.id) for r in rows]
-        return self._known[key]
+            for cell in cells:
+                self._known[cell] = []
+            for r in rows:
+                self._known[(*coarse, r.grid_col, r.grid_row)].append((grid_of(r._mapping), r.id))
+        return [place for cell in cells for place in self._known[cell]]
 
     def _new_place(self, grid: Grid | None, row) -> int:
         values = {name: row.get(name) for name in GEOMETRY_COLUMNS}

@@ -88,6 +88,23 @@ def test_tile_quicklook_info_and_schema(client, searcher):
     assert client.get("/health") == {"status": "ok"}  # any route, by path
 
 
+def test_heat_maps_and_outlines(client, searcher):
+    from rasterio.io import MemoryFile
+
+    from msearch.search.heatmaps import geotiff_bytes, heat_maps, heat_target
+
+    [expected] = heat_maps(searcher, [3], heat_target(searcher, text="a river"))
+    assert client.heatmap(3, q="a river") == geotiff_bytes(expected)
+    with MemoryFile(client.heatmap(3, like=4, kind="tif")) as memory, memory.open() as dataset:
+        assert dataset.shape == (14, 14)
+    assert client.heatmap(3, q="a river", kind="png").startswith(b"\x89PNG")
+    outlines = client.locate(3, q="a river", threshold=-2)
+    assert sum(f["properties"]["patches"] for f in outlines["features"]) == 196
+    with pytest.raises(MsearchApiError) as raised:
+        client.heatmap(3)
+    assert raised.value.status == 422
+
+
 def test_errors_raise_with_the_server_status_and_message(client):
     with pytest.raises(MsearchApiError) as refused:
         client.search("river", top_k=500)

@@ -18,9 +18,13 @@ from typer.testing import CliRunner
 
 from msearch.cli import app
 from msearch.indexer.readers import ArchivePixels
+from msearch.schema import catalog
 from msearch.search import per_place
+from msearch.search import searcher as searcher_module
 from msearch.search.searcher import Filters, Searcher
 from msearch.search.server import create_app
+from msearch.store.index_store import IndexStore, vector_bytes
+from msearch.store.synthetic import ClusteredUnitVectors
 from tests.places_series import SERIES_DATES, SERIES_SETTINGS
 
 SPACE = "tiny-ms-clip"
@@ -77,6 +81,59 @@ def test_no_under_return_when_repeats_fill_the_first_search(searcher, monkeypatc
     answer = searcher.query("a river", top_k=9)
     assert sorted(r.place_id for r in answer.results) == sorted(set(searcher.store.places_of(range(1, 55)).values()))
     assert searcher.query("a river", top_k=50).results == answer.results  # 9 places are all there are
+
+
+def test_no_under_return_from_an_inverted_file_whose_probed_lists_run_short(tmp_path, monkeypatch):
+    """400 places x 5 dates of synthetic vectors behind an inverted file of 50 lists: asking for every place makes
+    the probed lists run short, so more lists are probed (up to all) and every place comes back, each scored by
+    its best acquisition exactly."""
+    n_places, n_dates, dim = 400, 5, 32
+    store = IndexStore(tmp_path / "index", create=True)
+    store.ensure_space("synthetic", "synthetic-card", "0" * 64, dim)
+    places = ClusteredUnitVectors(dim, n_clusters=20, seed=1).rows(0, n_places)
+    noise = np.random.default_rng(2).standard_normal((n_places, n_dates, dim)).astype(np.float32) * 0.05
+    vectors = places[:, None, :] + noise
+    vectors = (vectors / np.linalg.norm(vectors, axis=2, keepdims=True)).reshape(-1, dim)
+    with store.engine.begin() as conn:
+        conn.execute(catalog.places.insert(), [{"id": p + 1} for p in range(n_places)])
+        conn.execute(
+            catalog.tiles.insert(),
+            [
+                {
+                    "id": i + 1,
+                    "root": "/a",
+                    "key": f"{i}",
+                    "path": f"{i}",
+                    "reader": "geotiff",
+                    "stat_signature": "s",
+                    "place_id": i // n_dates + 1,
+                    "acquired": f"2020-01-{i % n_dates + 1:02d}",
+                }
+                for i in range(len(vectors))
+            ],
+        )
+        conn.execute(
+            catalog.vectors.insert(),
+            [{"tile_id": i + 1, "space": "synthetic", "vector": vector_bytes(v)} for i, v in enumerate(vectors)],
+        )
+    view = store.open_space("synthetic")
+    info = store.rebuild_ann(view, exact_threshold=1_000, target_recall=0.3)  # few lists probed
+    store.save_space(view)
+    assert info.kind == "ivf-flat" and info.params["nprobe"] < info.params["nlist"]
+    monkeypatch.setattr(per_place, "FIRST_DEPTH_PER_PLACE", 1)
+    monkeypatch.setattr(searcher_module, "NPROBE_SCALE", 1)
+    query = ClusteredUnitVectors(dim, n_clusters=20, seed=1).rows(n_places, n_places + 1)[0]
+    searcher = Searcher(tmp_path / "index")
+    assert len(searcher.search_vector("synthetic", query, len(vectors), None)) < len(vectors)  # the lists run short
+    hits = searcher.place_ranking("synthetic", query, n_places)
+    assert sorted(hit.place_id for hit in hits) == list(range(1, n_places + 1))
+    stored_ids, stored = store.all_vectors("synthetic")
+    best = {}
+    for tile_id, score in zip(stored_ids.tolist(), (stored @ query).tolist()):
+        place = (tile_id - 1) // n_dates + 1
+        best[place] = max(best.get(place, -2.0), score)
+    assert [hit.place_id for hit in hits] == sorted(best, key=lambda p: -best[p])
+    assert [hit.best[1] for hit in hits] == pytest.approx(sorted(best.values(), reverse=True), abs=1e-5)
 
 
 def test_filters_apply_to_acquisitions_before_grouping(searcher):
@@ -222,7 +279,7 @@ def test_api_place_and_its_acquisitions(client, searcher):
         ("/api/places/abc", 404, "places are named by their numeric id"),
         ("/api/places/-1", 404, "places are named by their numeric id"),
         ("/api/search?q=river&date_from=2020-13-01", 400, "date_from"),
-        ("/api/search?q=river&date_from=2020-12-01&date_to=2020-01-01", 400, "date-from 2020-12-01 is after"),
+        ("/api/search?q=river&date_from=2020-12-01&date_to=2020-01-01", 422, "2020-12-01 is after"),
         ("/api/search?q=river&all_acquisitions=maybe", 400, "all_acquisitions"),
     ],
 )

@@ -155,7 +155,8 @@ def test_a_body_over_the_limit_is_413_and_a_url_over_the_limit_is_414(server, re
     longest = httpx.get(f"{server}/api/search", params={"q": "🌊" * 1000, "top_k": 1})
     assert longest.status_code == 200, longest.text
     # ...and a longer URL is a 414 on every path, before anything reads it.
-    for path in ("/api/search", "/api/info", "/api/tiles/1", "/api/tiles/1/quicklook.png", "/health"):
+    tile_paths = [f"/api/tiles/1/{name}" for name in ("quicklook.png", "heatmap.png", "heatmap.tif", "locate")]
+    for path in ("/api/search", "/api/info", "/api/tiles/1", *tile_paths, "/health"):
         response = httpx.get(f"{server}{path}?q={'x' * MAX_URL_BYTES}")
         assert response.status_code == 414 and response.json()["error"].startswith("the URL is"), path
         reached[("GET", path.replace("/1", "/{tile_id}"))].add(414)

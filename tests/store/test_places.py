@@ -21,12 +21,14 @@ from msearch.indexer.tiles import ReadSettings
 from msearch.schema import catalog
 from msearch.schema.bands import BAND_LAYOUTS
 from msearch.store.index_store import IndexStore
+from msearch.store.migrations import MIGRATIONS, _add_places
 from msearch.store.places import PlaceAssigner
 from tests.indexer.helpers import as_catalogue_before_places
 from tests.indexer.safe_products import build_safe, per_band_copy
 from tests.places_series import SERIES_DATES, SERIES_SETTINGS, build_majortom_series, landscape_example
 
 runner = CliRunner()
+BEFORE_PLACES = next(version for version, step in MIGRATIONS.items() if step is _add_places)  # the places step
 EOLEARN_DATES = ("2017-05-01", "2017-06-10", "2017-07-15", "2017-08-09", "2017-09-18")  # given by this test
 
 
@@ -202,7 +204,9 @@ def test_a_catalogue_before_places_is_migrated_to_the_places_a_fresh_index_gives
     with store.engine.begin() as conn:
         as_catalogue_before_places(conn)
         conn.execute(
-            catalog.catalogue_meta.update().where(catalog.catalogue_meta.c.key == "schema_version").values(value="4")
+            catalog.catalogue_meta.update()
+            .where(catalog.catalogue_meta.c.key == "schema_version")
+            .values(value=str(BEFORE_PLACES))
         )
     store.engine.dispose()
 

@@ -15,6 +15,7 @@ from msearch.indexer.readers.remote import is_remote, redact
 from msearch.indexer.readers.safe import SafeReader
 from msearch.indexer.readers.stac import StacReader
 from msearch.indexer.tiles import Reader, ReadSettings, SkipTile, TileSource, is_raster_name, iter_files, quiet_rasterio
+from msearch.schema.pixels import PlacedPixels
 
 # SAFE first: its L1C IMG_DATA folders look like per-band folders. STAC before per-band folders: an item
 # describing band files says more than their names. The plain multiband GeoTIFF reader takes what is left.
@@ -115,6 +116,14 @@ class ArchivePixels:
 
     def of_tile(self, row) -> object:
         """Re-read a catalogued tile (a catalogue row) with the band order and offset it was indexed with."""
+        return self._read_catalogued(row).pixels
+
+    def placed(self, row) -> PlacedPixels:
+        """A catalogued tile's pixels, re-read as `of_tile` does, with its CRS, grid transform and nodata value."""
+        tile = self._read_catalogued(row)
+        return PlacedPixels(tile.pixels, tile.crs, tile.transform, tile.nodata)
+
+    def _read_catalogued(self, row):
         settings = ReadSettings(
             band_order=tuple(row["file_band_order"].split(",")) if row["file_band_order"] else None,
             offset=row["offset"],
@@ -143,4 +152,4 @@ class ArchivePixels:
             raise FileNotFoundError(f"{row['path']} is no longer readable under {row['root']}")
         if window is not None:
             source = replace(source, key=f"{source.key}#{row['window']}", window=window)
-        return read_tile(source, settings).pixels
+        return read_tile(source, settings)

@@ -347,8 +347,6 @@ def _make_tile(
         width=width,
         height=height,
         pixel_size=float(abs(grid.transform.a)),
-        pixel_height=float(abs(transform.e)),
-        origin=(float(transform.c), float(transform.f)),
         bounds=bounds,
         footprint=footprint,
         level=names.level,
@@ -360,6 +358,8 @@ def _make_tile(
         nodata_fraction=nodata_fraction,
         scene=source.path if source.window else None,
         extra=extra,
+        transform=tuple(float(v) for v in transform[:6]),
+        nodata=None if grid.nodata is None else float(grid.nodata),
     )
 
 
@@ -564,13 +564,5 @@ def _nearest(grid_size: int, own_size: int) -> np.ndarray:
 
 
 def nodata_fraction_of(native: NativeBands, nodata: float | None) -> float:
-    """Fraction of the grid's pixels where every band is nodata (0 for Sentinel-2 products when the file
-    declares none), found at each band's own resolution."""
-    empty = np.ones(native.size, dtype=bool)
-    for planes, group in zip(native.planes, native.groups):
-        if nodata is not None and isinstance(nodata, float) and np.isnan(nodata):
-            own = np.isnan(planes).all(axis=0)
-        else:
-            own = (planes == (0 if nodata is None else nodata)).all(axis=0)
-        empty &= group.resample(own)
-    return float(empty.mean())
+    """Fraction of the grid's pixels where every band is nodata (NativeBands.nodata_mask)."""
+    return float(native.nodata_mask(nodata).mean())

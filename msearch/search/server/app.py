@@ -7,6 +7,7 @@ Endpoints (errors are {"error": "what to change"}; msearch.search.server.contrac
     GET  /api/places/{id}            a place and its acquisitions (msearch.search.server.places)
     GET  /api/tiles/{id}             a catalogued tile's fields
     GET  /api/tiles/{id}/quicklook.png   its true-colour quicklook (msearch.search.quicklook's stretch)
+    GET  /api/tiles/{id}/heatmap.png, heatmap.tif, locate   where in it a query matches (server/heatmaps.py)
     GET  /api/info                   spaces, counts, index kinds (msearch info's report)
     GET  /api/places/{id}/timeline   a place's acquisitions in date order, scored (msearch.search.server.places_time)
     GET  /api/change                 places ranked by change between dates (msearch.search.server.places_time)
@@ -41,6 +42,7 @@ from msearch.search.searcher import Filters, QueryAnswer, QueryError, Searcher
 from msearch.search.server import contract, params
 from msearch.search.server.collections import collections_router
 from msearch.search.server.contract import ApiError, errors
+from msearch.search.server.heatmaps import heatmap_router
 from msearch.search.server.params import MAX_EXAMPLES, MAX_QUERY_CHARS, MAX_TOP_K, TileId, parse_bbox
 from msearch.search.server.places import places_router
 from msearch.search.server.places_time import places_time_router
@@ -228,6 +230,7 @@ def create_app(
             raise ApiError(404, f"tile {row['id']} has no quicklook: {exc}") from exc
         return PngResponse(image, headers={"Cache-Control": "private, max-age=300"})
 
+    app.include_router(heatmap_router(searcher))
     app.include_router(collections_router(searcher, refresher.maybe_refresh, _filters))
 
     app.include_router(places_router(searcher))

@@ -2,26 +2,27 @@
 
     GET /api/places/{id}     the place (grid, footprint, centre) and every acquisition of it in date order
 
-Routes of places go here, on the router `places_router` makes; create_app includes it after contract.install.
-Errors are the contract's body, {"error": "..."}, documented per route with `responses=errors(...)`.
+Routes of places go here, on the router `places_router` makes; create_app includes it. Errors are the server's
+(msearch.search.server.contract: ApiError, documented per route with `errors`).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Optional
 
 from fastapi import APIRouter
-from fastapi import Path as PathParam
 
 from msearch.search.searcher import Searcher
 from msearch.search.server.contract import ApiError, errors
-from msearch.search.server.params import integer
 from msearch.search.server.schemas import PlaceFields
 
-# Place ids are catalogue row ids, as tile ids are (params.MAX_TILE_ID).
-PlaceId = integer(ge=1, le=2**53 - 1, description="A place id (`place_id` of a search result).")
 PLACE_NOT_FOUND = errors(404, why={404: "No place with this id (or the path names no place id)."})
+
+
+class PlaceNotFound(ApiError):
+    def __init__(self, message: str):
+        super().__init__(404, message)
 
 
 def places_router(searcher: Searcher) -> APIRouter:
@@ -29,7 +30,7 @@ def places_router(searcher: Searcher) -> APIRouter:
     router = APIRouter()
 
     @router.get("/api/places/{place_id}", response_model=PlaceFields, responses=PLACE_NOT_FOUND)
-    def place(place_id: Annotated[PlaceId, PathParam()]):
+    def place(place_id: str):
         """A place: its grid (CRS, pixel size, size, upper-left corner) and footprint, its centre (`lon`, `lat`),
         and `acquisitions`: every tile of it in date order, with the fields of /api/tiles/{id}."""
         return place_document(searcher, place_id)
@@ -37,13 +38,15 @@ def places_router(searcher: Searcher) -> APIRouter:
     return router
 
 
-def place_document(searcher: Searcher, place_id: int) -> dict:
-    """The JSON of GET /api/places/{id}; ApiError 404 for an id that names no place (the id is only ever a
-    catalogue key: PlaceId lets nothing but a number through)."""
-    row = searcher.store.place(place_id)
-    acquisitions = searcher.store.place_acquisitions(place_id) if row is not None else []
+def place_document(searcher: Searcher, place_id: str) -> dict:
+    """The JSON of GET /api/places/{id}; PlaceNotFound for an id that names no place."""
+    # An id is only ever a catalogue key: anything but a plain number is simply not a place.
+    if not (place_id.isascii() and place_id.isdigit() and len(place_id) <= 18):
+        raise PlaceNotFound(f"no place {place_id[:40]!r}: places are named by their numeric id")
+    row = searcher.store.place(int(place_id))
+    acquisitions = searcher.store.place_acquisitions(int(place_id)) if row is not None else []
     if not acquisitions:  # a place without tiles is deleted with its last one: never shown
-        raise ApiError(404, f"no place with id {place_id} in this index")
+        raise PlaceNotFound(f"no place with id {place_id} in this index")
     return {
         "place_id": row["id"],
         "crs": row["crs"],

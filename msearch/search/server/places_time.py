@@ -24,11 +24,12 @@ from msearch.search.change import ChangeFinder
 from msearch.search.searcher import Filters, QueryError, Searcher
 from msearch.search.server import params
 from msearch.search.server.contract import ApiError, errors
-from msearch.search.server.places import PlaceId
 from msearch.search.server.schemas import Language
 from msearch.search.timeline import UnknownPlace, place_timeline
 from msearch.store import SpaceMismatchError
 
+# Place ids are catalogue row ids, as tile ids are (params.MAX_TILE_ID).
+PlaceId = params.integer(ge=1, le=params.MAX_TILE_ID, description="A place id (`place_id` of a search result).")
 ExampleTile = Annotated[Optional[params.TileId], Query(description="A catalogued tile id as the example.")]
 TIMELINE_ERRORS = errors(
     404,

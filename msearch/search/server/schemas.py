@@ -95,14 +95,14 @@ class ResultProperties(BaseModel):
     date: Optional[str] = Field(description="Acquisition time, ISO 8601.")
     tile: Optional[str] = Field(description="MGRS tile.")
     cloud: Optional[float] = Field(description="Cloud cover, percent.")
-    place_id: Optional[int] = Field(ge=1, description="The place the tile is an acquisition of (/api/places/{id}).")
+    place_id: Optional[int] = Field(None, description="The place the tile is an acquisition of.")
     acquisitions: Optional[int] = Field(
-        ge=1, description="Per place: how many of its acquisitions pass the filters (null per acquisition)."
+        None, ge=1, description="Per place: how many of its acquisitions pass the filters (null per acquisition)."
     )
     dates: Optional[list[Optional[str]]] = Field(
-        description="Per place: its passing acquisitions' times, best first, at most 20 (null per acquisition)."
+        None, max_length=20, description="Per place: its passing acquisitions' times, best first (at most 20)."
     )
-    date_tile_ids: Optional[list[int]] = Field(description="Per place: the tile of each of `dates`.")
+    date_tile_ids: Optional[list[int]] = Field(None, max_length=20, description="Per place: the tile of each date.")
 
 
 class ResultFeature(BaseModel):
@@ -122,7 +122,7 @@ class SearchAnswer(BaseModel):
     route: Optional[Route] = Field(description="Beyond English: how the query reached the index.")
     truncated: bool = Field(description="Whether the text was cut to the text encoder's 77 tokens.")
     matching_tiles: Optional[int] = Field(ge=0, description="Tiles that pass the filters (null without filters).")
-    per_place: bool = Field(True, description="Whether each feature is a place (false: one per acquisition).")
+    per_place: bool = Field(description="Whether each result is a place (else an acquisition: all_acquisitions).")
     offset: int = Field(ge=0)
     returned: int = Field(ge=0, description="Features in this answer.")
     features: list[ResultFeature]
@@ -169,10 +169,10 @@ class TileFields(BaseModel):
     nodata_fraction: Optional[float]
     scene: Optional[str] = Field(description="Chips: the scene they were cut from.")
     window: Optional[str] = Field(description="Chips: 'col,row,width,height' on the 10 m grid.")
-    origin_x: Optional[float] = Field(description="The grid's upper-left corner, CRS units.")
-    origin_y: Optional[float]
-    pixel_height: Optional[float] = Field(description="The y pixel size, CRS units.")
-    place_id: Optional[int] = Field(description="The place the tile is an acquisition of.")
+    origin_x: Optional[float] = Field(None, description="Upper-left corner of the tile's grid, CRS units.")
+    origin_y: Optional[float] = Field(None, description="Upper-left corner of the tile's grid, CRS units.")
+    pixel_height: Optional[float] = Field(None, description="The grid's y pixel size, CRS units.")
+    place_id: Optional[int] = Field(None, description="The place the tile is an acquisition of.")
     run_id: Optional[int]
     indexed_at: Optional[str]
 

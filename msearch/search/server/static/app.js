@@ -140,6 +140,7 @@ function showResults(answer) {
   imagery.clear();
   clearSelection();
   state.features = answer ? answer.features : [];
+  if (!answer && typeof heat !== "undefined") heat.attach(null);
   const via = answer && answer.route ? ` (route ${answer.route})` : "";
   $("detected").textContent = answer && answer.lang ? `read as ${answer.lang} → ${answer.space}${via}` : answer ? `→ ${answer.space}` : "";
   if (!answer) return;
@@ -175,6 +176,7 @@ function showResults(answer) {
   }
   imagery.show(answer.features);
   if (footprints.getLayers().length) map.fitBounds(footprints.getBounds(), { maxZoom: 11, padding: [30, 30] });
+  if (typeof heat !== "undefined") heat.attach(answer); // heatmaps.js: a heat toggle per card
 }
 
 function resultCard(feature) {
