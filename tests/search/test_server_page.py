@@ -180,7 +180,9 @@ def test_each_result_quicklook_lies_on_the_map_at_its_footprint(server, browser)
     for rank, tile_id in enumerate(ids, start=1):
         with urllib.request.urlopen(f"{server}/api/tiles/{tile_id}") as response:
             footprint = json.load(response)["footprint"]
-        browser.find_element("css selector", f".result:nth-child({rank})").click()  # zooms to the tile
+        # Its picture, not the card's middle: a place's card is taller (its dates), and its middle falls on
+        # the card's buttons.
+        browser.find_element("css selector", f".result:nth-child({rank}) .thumb").click()  # zooms to the tile
 
         def drawn_at_the_footprint(d, tile_id=tile_id, footprint=footprint):
             overlay = _overlays(d)[tile_id]
