@@ -251,6 +251,25 @@ def test_the_collection_routes_answer_every_status_they_document(server, reached
         ask(method, path, 405)
 
 
+def test_the_place_route_answers_every_status_it_documents(server, reached):
+    """GET /api/places/{id} (msearch.search.server.places), each documented status answered once."""
+    from msearch.search.server.contract import MAX_URL_BYTES
+
+    def ask(method: str, path: str, status: int) -> dict:
+        response = httpx.request(method, server + path)
+        assert response.status_code == status, (method, path, response.text)
+        reached[(method, "/api/places/{place_id}")].add(status)
+        return response.json()
+
+    place = ask("GET", "/api/places/1", 200)
+    assert place["place_id"] == 1 and place["acquisitions"]
+    assert "no place with id 999999" in ask("GET", "/api/places/999999", 404)["error"]
+    assert "numeric id" in ask("GET", "/api/places/abc", 404)["error"]
+    ask("GET", "/api/places/1?x=1", 400)
+    ask("GET", f"/api/places/1?q={'x' * MAX_URL_BYTES}", 414)
+    ask("PUT", "/api/places/1", 405)
+
+
 def test_every_documented_status_is_reached(token_server, reached):
     """Runs after the tests above (pytest keeps file order): each status that the schema of a server with a
     token documents (all of them: 401 too) was answered to the fuzzer or to a test of this module."""
