@@ -202,6 +202,8 @@ def test_an_older_catalogue_is_rewritten_to_the_normal_form_and_never_misread(sh
     with store.engine.begin() as conn:  # as an older msearch wrote it: no schema version, float32 vectors
         conn.execute(text("DROP TABLE catalogue_meta"))
         as_catalogue_before_places(conn)
+        conn.execute(text("DROP TABLE collection_labels"))  # collections came with schema 4
+        conn.execute(text("DROP TABLE collections"))
         for tile_id, vector in zip(ids.tolist(), vectors):
             conn.execute(
                 text("UPDATE vectors SET vector = :vector WHERE tile_id = :tile_id"),
