@@ -277,9 +277,10 @@ def test_the_place_routes_answer_every_status_they_document(server, reached, cha
         reached[(method, template)].add(status)
         return response.json()
 
-    assert ask("GET", "/api/places/1", 200)["place_id"] == 1
-    ask("GET", "/api/places/99999", 404)
-    ask("GET", "/api/places/x", 404)  # a path id that is not a number names nothing
+    place = ask("GET", "/api/places/1", 200)
+    assert place["place_id"] == 1 and place["acquisitions"]
+    assert "no place with id 99999" in ask("GET", "/api/places/99999", 404)["error"]
+    assert "numeric id" in ask("GET", "/api/places/x", 404)["error"]  # a path id that is not a number
     ask("GET", "/api/places/1?max_clouds=1", 400)
     assert ask("GET", "/api/places/1/timeline?q=a+river", 200)["place_id"] == 1
     ask("GET", "/api/places/99999/timeline?q=a+river", 404)
