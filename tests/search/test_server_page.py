@@ -131,6 +131,41 @@ def test_an_address_opens_with_its_search(server, browser):
     _wait(browser, lambda d: "top_k" in d.find_element("id", "status").text, "the server's message about top_k")
 
 
+def test_heat_overlays_toggle_on_a_card_and_on_the_map(server, browser):
+    browser.get(server + "/?q=a+river&top_k=4")
+    _wait(browser, lambda d: len(_result_ids(d)) == 4, "4 results")
+    _wait(browser, lambda d: _loaded_quicklooks(d) == 4, "4 quicklook images")
+
+    def requested(d) -> list[str]:
+        return d.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+
+    assert not [name for name in requested(browser) if "/heatmap." in name]  # nothing until asked for
+
+    def card_heat(d) -> int:
+        return d.execute_script(
+            "return [...document.querySelectorAll('.result .thumb img.heat')]"
+            ".filter(i => i.complete && i.naturalWidth === 64).length"
+        )
+
+    def map_heat(d) -> int:
+        return len(d.find_elements("css selector", "#map img.heat-overlay"))
+
+    first = _result_ids(browser)[0]
+    browser.find_element("css selector", ".result:first-child button.heat").click()
+    _wait(browser, lambda d: card_heat(d) == 1 and map_heat(d) == 1, "the first result's heat on its card and map")
+    assert browser.find_elements("css selector", ".result:first-child .thumb img.heat")
+    assert [n for n in requested(browser) if f"/api/tiles/{first}/heatmap.png?q=a+river" in n]
+    browser.find_element("css selector", ".result:first-child button.heat").click()
+    _wait(browser, lambda d: card_heat(d) == 0 and map_heat(d) == 0, "the heat gone again")
+
+    browser.find_element("css selector", "#map button.heat-all").click()
+    _wait(browser, lambda d: card_heat(d) == 4 and map_heat(d) == 4, "every result's heat")
+    if os.environ.get("MSEARCH_HEAT_SCREENSHOT"):  # a picture of the overlays, where the developer asked for one
+        browser.save_screenshot(os.environ["MSEARCH_HEAT_SCREENSHOT"])
+    browser.find_element("css selector", "#map button.heat-all").click()
+    _wait(browser, lambda d: map_heat(d) == 0, "every heat overlay gone")
+
+
 def _overlays(driver) -> dict[int, dict]:
     """The quicklooks on the map, by tile id: where they are drawn (pixels in the map) and their state."""
     found = driver.execute_script(
