@@ -67,10 +67,13 @@ class Client:
         date_to: date | str | None = None,
         max_cloud: float | None = None,
         tile_id: str | None = None,
+        all_acquisitions: bool = False,
     ) -> dict:
         """A text search (GET /api/search), or with liked / unliked tile ids a relevance-feedback search
-        (POST /api/search): a GeoJSON FeatureCollection, best first. `bbox` is (minlon, minlat, maxlon, maxlat)
-        in WGS84; `tile_id` an MGRS tile; `route` (rgb, bridge, fuse) how a query beyond English is searched."""
+        (POST /api/search): a GeoJSON FeatureCollection, best first, one feature per place (`place_id`,
+        `acquisitions`, `dates`), or per acquisition with `all_acquisitions`. `bbox` is (minlon, minlat, maxlon,
+        maxlat) in WGS84; `tile_id` an MGRS tile; `route` (rgb, bridge, fuse) how a query beyond English is
+        searched."""
         like, unlike = [int(t) for t in like], [int(t) for t in unlike]
         filters = {
             "top_k": top_k,
@@ -82,6 +85,7 @@ class Client:
             "date_to": _date_text(date_to),
             "max_cloud": max_cloud,
             "tile_id": tile_id,
+            "all_acquisitions": all_acquisitions or None,
         }
         if like or unlike:
             if fuse or route:
@@ -98,6 +102,24 @@ class Client:
     def quicklook(self, tile_id: int) -> bytes:
         """The tile's true-colour quicklook, PNG bytes (GET /api/tiles/{id}/quicklook.png)."""
         return self._send("GET", f"/api/tiles/{int(tile_id)}/quicklook.png").content
+
+    def place(self, place_id: int) -> dict:
+        """A place and its acquisitions in date order (GET /api/places/{id})."""
+        return self.get(f"/api/places/{int(place_id)}")
+
+    def timeline(self, place_id: int, q: str | None = None, *, like: int | None = None, **params: Any) -> dict:
+        """Every acquisition of a place in date order, scored for a text `q` or an example tile `like` (GET
+        /api/places/{id}/timeline; `lang`, `space` as for search)."""
+        return self.get(f"/api/places/{int(place_id)}/timeline", q=q, like=like, **params)
+
+    def change(self, after: date | str, **params: Any) -> dict:
+        """Places ranked by change between dates (GET /api/change): `before`, `to`, `from_text` (the API's
+        `from`), `to_like`, `any`, `top_k`, `lang`, `space`, `bbox`, `max_cloud`, `tile_id`; a FeatureCollection."""
+        if "from_text" in params:
+            params["from"] = params.pop("from_text")
+        if "before" in params:
+            params["before"] = _date_text(params["before"])
+        return self.get("/api/change", after=_date_text(after), **params)
 
     def heatmap(
         self,

@@ -24,6 +24,7 @@ from typer.core import TyperGroup
 from msearch.cli import (
     align,
     catalogue,
+    change,
     classify,
     collection,
     detect,
@@ -35,6 +36,7 @@ from msearch.cli import (
     models,
     query,
     serve,
+    timeline,
 )
 
 # Paragraphs are single lines: the help keeps line breaks as written and wraps to the terminal itself.
@@ -84,6 +86,8 @@ def main() -> None:
 app.command()(index.index)
 app.command()(info.info)
 app.command()(query.query)
+app.command()(timeline.timeline)
+app.command()(change.change)
 app.command()(locate.locate)
 app.command("eval")(evaluate.evaluate)
 app.command()(align.align)

@@ -202,13 +202,32 @@ def plural(n: int, noun: str, verb: str = "", plural_verb: str = "") -> str:
 def parse_bbox(text: Optional[str]):
     if text is None:
         return None
+    return parse_numbers(text, 4, "--bbox must be four numbers minlon,minlat,maxlon,maxlat")
+
+
+def parse_numbers(text: str, count: int, rule: str) -> tuple[float, ...]:
+    """`count` comma-separated numbers, else exit 2 with "RULE, got TEXT"."""
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
         values = ()
-    if len(values) != 4:
-        fail(f"--bbox must be four numbers minlon,minlat,maxlon,maxlat, got {text!r}")
+    if len(values) != count:
+        fail(f"{rule}, got {text!r}")
     return values
+
+
+def echo_formatted(results: list, info: dict, as_json: bool, as_csv: bool, as_geojson: bool, columns=None) -> bool:
+    """Print results as JSON, CSV (`columns`: the CSV's, default the query's) or GeoJSON when one was asked for
+    (msearch.search.formats); False when none was, and the command prints its table."""
+    from msearch.search import formats
+
+    if as_json:
+        typer.echo(formats.to_json(results, info))
+    elif as_csv:
+        typer.echo(formats.to_csv(results, columns or formats.CSV_COLUMNS), nl=False)
+    elif as_geojson:
+        typer.echo(formats.to_geojson(results, info))
+    return as_json or as_csv or as_geojson
 
 
 def parse_date(text: Optional[str], option: str):

@@ -51,10 +51,18 @@ def evaluate(
     save_routes: bool = typer.Option(
         False, "--save-routes", help="With --routes: store the comparison, so queries take each language's best route."
     ),
+    per_place: bool = typer.Option(
+        False,
+        "--per-place",
+        help="Score places, as queries return them, instead of tiles: a place is relevant when any of its "
+        "acquisitions is.",
+    ),
 ):
     """Score retrieval with mAP@100 as the paper computes it (and friends), or zero-shot classification."""
     if save_routes and not routes:
         fail("--save-routes stores the comparison that --routes makes: pass both")
+    if per_place and (routes or task == "classify"):
+        fail("--per-place scores the places a retrieval returns: leave out --routes and --task classify")
     if out is not None:
         check_output(out.with_suffix(".json"), "--out")
     prompts = prompt_templates(templates)
@@ -70,7 +78,9 @@ def evaluate(
             result = evaluate_classification(searcher, queryset, space, prompts, label_column)
         else:
             with progress("evaluating", "queries") as report:
-                result = evaluate_retrieval(searcher, queryset, space, k, prompts, label_column, progress=report)
+                result = evaluate_retrieval(
+                    searcher, queryset, space, k, prompts, label_column, progress=report, per_place=per_place
+                )
     except search_errors() as exc:
         fail(str(exc))
     for warning in result.warnings:
@@ -100,6 +110,7 @@ def evaluate(
     data = report.as_dict()
     data["index_recall_at_k"] = {"mean": result.mean_index_recall, "per_query": result.index_recall}
     data["spaces"] = result.spaces
+    data["scored"] = "places" if per_place else "tiles"
     if out:
         write_text(out.with_suffix(".json"), json.dumps(data, indent=2, ensure_ascii=False))
         report.write_queries_csv(out.with_suffix(".csv"))
@@ -135,7 +146,8 @@ def evaluate(
             f"{m.precision_at_10:.3f}",
         )
     console.print(means)
-    console.print(f"index recall@{k} against exact search: {result.mean_index_recall:.4f}")
+    scored = "places (a place is relevant when any of its acquisitions is)" if per_place else "tiles"
+    console.print(f"scored: {scored}; index recall@{k} against exact search: {result.mean_index_recall:.4f}")
 
 
 def _evaluate_routes(

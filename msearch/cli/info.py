@@ -29,7 +29,10 @@ def info(
     if as_json:
         console.print_json(json.dumps(report))
         return
-    console.print(f"[bold]{report['directory']}[/bold]: {report['tiles']} tiles, {report['size_mb']:.1f} MB on disk")
+    console.print(
+        f"[bold]{report['directory']}[/bold]: {report['tiles']} tiles ({report['places']} places, "
+        f"{report['acquisitions']} acquisitions), {report['size_mb']:.1f} MB on disk"
+    )
     console.print(f"catalogue {report['catalogue']} (id {report['catalogue_id']})")
     table = Table("space", "encoder", "dim", "vectors", "search index", "text tower")
     for space in report["spaces"]:

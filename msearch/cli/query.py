@@ -14,6 +14,7 @@ from msearch.cli.common import (
     check_folder,
     check_output,
     console,
+    echo_formatted,
     err_console,
     fail,
     parse_bbox,
@@ -73,6 +74,12 @@ def query(
     checkpoint: Optional[List[str]] = typer.Option(
         None, help="SPACE=PATH: local weights for a space's encoder (repeatable)."
     ),
+    all_acquisitions: bool = typer.Option(
+        False,
+        "--all-acquisitions",
+        help="One result per acquisition (tile), as ranked before places: by default each result is a place, "
+        "its best acquisition with the dates of all its acquisitions that pass the filters.",
+    ),
 ):
     """Search an index by text (or by example with --like)."""
     if sum([as_json, as_csv, as_geojson]) > 1:
@@ -112,9 +119,18 @@ def query(
             index, checkpoints, pixels=ArchivePixels(ReadSettings(band_order=order)), catalogue=catalogue
         )
         if like is not None:
-            answer = searcher.like(like, top_k=top_k, space=space, filters=filters)
+            answer = searcher.like(like, top_k=top_k, space=space, filters=filters, all_acquisitions=all_acquisitions)
         else:
-            answer = searcher.query(text, top_k=top_k, lang=lang, space=space, fuse=fuse, filters=filters, route=route)
+            answer = searcher.query(
+                text,
+                top_k=top_k,
+                lang=lang,
+                space=space,
+                fuse=fuse,
+                filters=filters,
+                route=route,
+                all_acquisitions=all_acquisitions,
+            )
     except search_errors() as exc:
         fail(str(exc))
     if answer.truncated:
@@ -122,14 +138,9 @@ def query(
             "[yellow]note:[/yellow] the query is longer than the text encoder's 77 tokens and was truncated"
         )
     if len(answer.results) < top_k and answer.matching_tiles is not None:
-        err_console.print(f"only {answer.matching_tiles} tiles match the filters")
-    if as_json:
-        typer.echo(formats.to_json(answer.results, answer.info()))
-    elif as_csv:
-        typer.echo(formats.to_csv(answer.results), nl=False)
-    elif as_geojson:
-        typer.echo(formats.to_geojson(answer.results, answer.info()))
-    else:
+        places = f" of {len(answer.results)} places" if answer.per_place else ""
+        err_console.print(f"only {answer.matching_tiles} tiles{places} match the filters")
+    if not echo_formatted(answer.results, answer.info(), as_json, as_csv, as_geojson):
         via = f", route {answer.route}" if answer.route else ""
         console.print(f"[bold]{answer.query}[/bold]  ({answer.lang or 'image'} → {', '.join(answer.spaces)}{via})")
         console.print(formats.results_table(answer.results))

@@ -81,6 +81,10 @@ def tile_row(tile: Tile, stat_signature: str, digest: str) -> dict:
         "nodata_fraction": tile.nodata_fraction,
         "scene": tile.scene,
         "window": ",".join(map(str, source.window)) if source.window else None,
+        # the grid's upper-left corner and y pixel size, which with crs, size and pixel_size name the place
+        "origin_x": tile.transform[2] if tile.transform else None,
+        "origin_y": tile.transform[5] if tile.transform else None,
+        "pixel_height": abs(tile.transform[4]) if tile.transform else None,
     }
 
 

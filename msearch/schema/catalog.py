@@ -29,8 +29,9 @@ from sqlalchemy import (
 CATALOGUE_FILE = "catalogue.sqlite"
 # 1: the catalogue before it carried a version (no `catalogue_meta` table); 2: `catalogue_meta` with the
 # catalogue's id and version; 3: vectors stored as int8 codes with a scale (float32 before); 4: collections of
-# labelled examples (`collections`, `collection_labels`).
-SCHEMA_VERSION = 4
+# labelled examples (`collections`, `collection_labels`); 5: places (a grid key per tile:
+# `tiles.origin_x/origin_y/pixel_height`, and `tiles.place_id` naming a row of `places`).
+SCHEMA_VERSION = 5
 metadata = MetaData()
 
 # Paths and keys are compared as ranges of code points (`key >= 'a/' AND key < 'a0'` finds what lies under
@@ -44,6 +45,33 @@ catalogue_meta = Table(
     Column("key", String(64), primary_key=True),  # 'catalogue_id' (uuid4 hex, made once), 'schema_version'
     Column("value", Text, nullable=False),
 )
+
+# A place: ground that acquisitions cover on one grid (msearch.store.places). Tiles of the same CRS, pixel
+# size and size whose upper-left corners lie within half a pixel of each other are acquisitions of one place;
+# its grid and geometry are those of the first acquisition that made it. `grid_col`/`grid_row` (the corner in
+# whole pixels) are the lookup key; a tile without a CRS or a corner is a place of its own (crs None).
+places = Table(
+    "places",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("crs", Text),
+    Column("pixel_size", Float),  # x, CRS units
+    Column("pixel_height", Float),  # y, CRS units (not always the x size: EPSG:4326 grids)
+    Column("width", Integer),
+    Column("height", Integer),
+    Column("origin_x", Float),  # upper-left corner, CRS units
+    Column("origin_y", Float),
+    Column("grid_col", Integer),  # round(origin_x / pixel_size)
+    Column("grid_row", Integer),  # round(origin_y / pixel_height)
+    Column("min_lon", Float),
+    Column("min_lat", Float),
+    Column("max_lon", Float),
+    Column("max_lat", Float),
+    Column("centre_lon", Float),
+    Column("centre_lat", Float),
+    Column("footprint", Text),  # GeoJSON Polygon, WGS84
+)
+Index("ix_places_grid", places.c.crs, places.c.width, places.c.height, places.c.grid_col, places.c.grid_row)
 
 tiles = Table(
     "tiles",
@@ -82,6 +110,14 @@ tiles = Table(
     Column("nodata_fraction", Float),
     Column("scene", Text),  # chips: the scene they were cut from
     Column("window", Text),  # chips: 'col,row,width,height' on the 10 m grid
+    # The tile's own grid: its upper-left corner (CRS units) and y pixel size; with crs, width, height and
+    # pixel_size they name its place.
+    Column("origin_x", Float),
+    Column("origin_y", Float),
+    Column("pixel_height", Float),
+    # A row of `places`, without a foreign key: msearch deletes a place only once no tile names it, and the
+    # column is added by ALTER TABLE alike on SQLite and PostgreSQL.
+    Column("place_id", Integer),
     Column("run_id", Integer),
     Column("indexed_at", String(32)),
     UniqueConstraint("root", "key", name="uq_tiles_root_key"),
@@ -89,6 +125,7 @@ tiles = Table(
 Index("ix_tiles_acquired", tiles.c.acquired)
 Index("ix_tiles_mgrs", tiles.c.mgrs_tile)
 Index("ix_tiles_lon_lat", tiles.c.centre_lon, tiles.c.centre_lat)
+Index("ix_tiles_place", tiles.c.place_id, tiles.c.acquired)
 
 spaces = Table(
     "spaces",

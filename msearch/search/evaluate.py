@@ -95,8 +95,12 @@ def evaluate_retrieval(
     templates: Sequence[str] = TEMPLATES,
     label_column: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    per_place: bool = False,
 ) -> RetrievalEvaluation:
-    """`progress(done, total)` is called before the first query and after each."""
+    """`progress(done, total)` is called before the first query and after each. With `per_place`, places are
+    scored instead of tiles: the ranking is the top-k places a query returns (msearch.search.per_place), a place
+    is relevant when any of its acquisitions is, and the index's recall is against the exact per-place ranking
+    (places in the order of their best acquisition's exact score)."""
     queryset, label_based = load_queries(queries_path, label_column)
     warnings = list(queryset.warnings)
     if not queryset.queries:
@@ -104,6 +108,7 @@ def evaluate_retrieval(
     lookup = tile_lookup(searcher)
     ranked_queries, index_recall, spaces = [], {}, {}
     exact_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    place_cache: dict[str, dict[int, int]] = {}  # per space: tile id -> place id (per_place)
     unknown: dict[str, list[str]] = {}  # per query source: the relevant entries not in the index
     if progress is not None:
         progress(0, len(queryset.queries))
@@ -122,17 +127,35 @@ def evaluate_retrieval(
             exact_cache[name] = searcher.store.all_vectors(name)
         ids, matrix = exact_cache[name]
         scores = matrix @ vector.astype(np.float32)
-        exact = [int(ids[i]) for i in np.argsort(-scores, kind="stable")[:k]]
-        approx = [tile_id for tile_id, _ in searcher.search_vector(name, vector, k, None)]
+        order = np.argsort(-scores, kind="stable")
+        relevant = set(resolution.ids)
+        if per_place:
+            place_of = place_cache.setdefault(name, _places_of(searcher, ids))
+            exact = list(dict.fromkeys(place_of[int(ids[i])] for i in order))[:k]
+            approx = [_place_or_tile(hit.place_id, hit.best[0]) for hit in searcher.place_ranking(name, vector, k)]
+            relevant = {place_of.get(t, -t) for t in relevant}
+        else:
+            exact = [int(ids[i]) for i in order[:k]]
+            approx = [tile_id for tile_id, _ in searcher.search_vector(name, vector, k, None)]
         label = f"{query.query} [{lang}]"
         index_recall[label] = index_recall_at_k(approx, exact, k) if exact else 1.0
         spaces[label] = name
-        ranked_queries.append(RankedQuery(query=label, ranked=approx, relevant=set(resolution.ids), lang=lang))
+        ranked_queries.append(RankedQuery(query=label, ranked=approx, relevant=relevant, lang=lang))
         if progress is not None:
             progress(done, len(queryset.queries))
     if unknown:
         warnings.append(_not_indexed_summary(unknown, len(queryset.queries), "queries", "relevant tiles"))
     return RetrievalEvaluation(evaluate_rankings(ranked_queries, k=k), index_recall, spaces, warnings)
+
+
+def _places_of(searcher: Searcher, tile_ids: np.ndarray) -> dict[int, int]:
+    """Tile id -> its place id, or minus the tile id for a tile without a place (a place of its own)."""
+    places = searcher.store.places_of(tile_ids)
+    return {int(t): _place_or_tile(places.get(int(t)), int(t)) for t in tile_ids}
+
+
+def _place_or_tile(place_id: int | None, tile_id: int) -> int:
+    return place_id if place_id is not None else -tile_id
 
 
 def query_language(query) -> str:

@@ -37,7 +37,8 @@ def label_examples(
     if from_query is not None:
         if top <= 0:
             raise CollectionError(f"--top must be at least 1, got {top}")
-        answer = searcher.query(from_query, top_k=top, space=collection.space)
+        # the top tiles, as this command always labelled (per place it would take one acquisition of each place)
+        answer = searcher.query(from_query, top_k=top, space=collection.space, all_acquisitions=True)
         tiles["positive"] += [r.tile_id for r in answer.results if r.tile_id not in tiles["negative"]]
     return add_labels(searcher.store, name, tiles["positive"], tiles["negative"], files, note=note, by=by)
 

@@ -103,5 +103,14 @@ def _card(result: SearchResult, image: bytes | None) -> str:
         ("file", result.path),
         ("under", result.root),
     ]
+    if result.acquisitions is not None:  # a place: its passing acquisitions' dates, best first
+        shown = ", ".join((date or "undated")[:10] for date in result.dates or [])
+        more = (
+            f" (+{result.acquisitions - len(result.dates)} more)"
+            if result.acquisitions > len(result.dates or [])
+            else ""
+        )
+        fields.append(("place", f"{result.place_id} ({result.acquisitions} acquisitions)"))
+        fields.append(("dates", shown + more))
     rows = "".join(f"<dt>{name}</dt><dd>{html.escape(value)}</dd>" for name, value in fields)
     return f'<div class="result">{picture}<dl>{rows}</dl></div>'

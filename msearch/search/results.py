@@ -13,7 +13,8 @@ class SearchResult:
     `path` is the file as indexed, relative to `root` (the archive folder it was indexed under); `lon`/`lat`
     are the tile's centre in WGS84 degrees; `date` is the acquisition date or time in ISO 8601; `tile` is the
     Sentinel-2 MGRS tile ("32UPU"); `cloud` is cloud cover in percent; `space` names the encoder whose
-    embedding space was searched; `footprint` is a GeoJSON Polygon geometry in WGS84 (lon, lat order).
+    embedding space was searched; `footprint` is a GeoJSON Polygon geometry in WGS84 (lon, lat order);
+    `place_id` is the place the tile is an acquisition of (msearch.store.places).
 
     Numbers are stored as plain Python int/float, so NumPy scalars from a nearest-neighbour search may be
     passed in. A footprint is checked and normalised on the way in: coordinates within WGS84 bounds (which
@@ -33,6 +34,12 @@ class SearchResult:
     tile: str | None = None
     cloud: float | None = None
     footprint: dict | None = None
+    place_id: int | None = None
+    # Per place (the default search): how many of the place's acquisitions pass the filters, and the dates
+    # (acquisition times) of at most 20 of them, best first, with the tile id of each; None per acquisition.
+    acquisitions: int | None = None
+    dates: list[str | None] | None = None
+    date_tile_ids: list[int] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "rank", int(self.rank))

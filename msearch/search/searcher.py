@@ -3,7 +3,9 @@
 Routing: English goes to the multispectral space, the nine other languages to a space whose card speaks
 them (rs-m-clip); `space=` overrides; `fuse=True` merges the rankings of every space that understands the
 query by reciprocal rank fusion. Filters run in SQL first and the vector search is restricted to the ids
-they keep, so a filtered query returns k tiles whenever k matching tiles exist.
+they keep, so a filtered query returns k tiles whenever k matching tiles exist. Results are places by default
+(msearch.search.per_place: k places whenever k places have a passing acquisition); `all_acquisitions=True`
+gives one result per acquisition, ranked as before places existed.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Sequence
@@ -23,6 +25,7 @@ from msearch.models import ModelCard, get_card
 from msearch.schema import catalog
 from msearch.schema.pixels import CannotFeed
 from msearch.search.language import detect_language, parse_language
+from msearch.search.per_place import MAX_DATES, NPROBE_SCALE, PlaceHit, top_places
 from msearch.search.query_cache import QueryCache
 from msearch.search.results import SearchResult
 from msearch.store import IndexStore, SpaceIndex, SpaceMismatchError
@@ -92,6 +95,7 @@ class QueryAnswer:
     truncated: bool = False
     matching_tiles: int | None = None  # tiles that pass the filters (None without filters)
     route: str | None = None  # beyond English: rgb, bridge or fuse (see Searcher.query)
+    per_place: bool = True  # results are places (msearch.search.per_place); False: one per acquisition
 
     def info(self) -> dict:
         return {
@@ -101,6 +105,7 @@ class QueryAnswer:
             "route": self.route,
             "truncated": self.truncated,
             "matching_tiles": self.matching_tiles,
+            "per_place": self.per_place,
         }
 
 
@@ -279,8 +284,10 @@ class Searcher:
         fuse: bool = False,
         filters: Filters = Filters(),
         route: str | None = None,
+        all_acquisitions: bool = False,
     ) -> QueryAnswer:
-        """Top-k tiles for a text. Beyond English, `route` says how the query reaches the index (ROUTES); left
+        """Top-k places for a text (msearch.search.per_place), or with `all_acquisitions` the top-k tiles, one
+        result per acquisition. Beyond English, `route` says how the query reaches the index (ROUTES); left
         out, it is the route a stored evaluation found best for the language, else rgb (`default_route`)."""
         if not text or not text.strip():
             raise QueryError("the query is empty: give some words to search for")
@@ -297,7 +304,21 @@ class Searcher:
         if lang != "en" and space is None and not fuse and route is None:
             route, _ = self.default_route(lang)
         allowed = self.allowed_ids(filters)
+        matching = len(allowed) if allowed is not None else None
         if route in ("bridge", "fuse"):
+            if not all_acquisitions:
+                routed = {}
+
+                def rank(depth: int) -> list[tuple[int, float]]:
+                    ranked, routed["names"], routed["truncated"] = self.routed_ranking(
+                        text.strip(), lang, route, depth, allowed
+                    )
+                    return ranked
+
+                hits = self._top_places(rank, top_k, filters, allowed, [self.route(lang)])
+                names = routed["names"]
+                results = self._place_results(hits, "+".join(names))
+                return QueryAnswer(results, text, lang, names, routed["truncated"], matching, route)
             ranked, names, truncated = self.routed_ranking(text.strip(), lang, route, top_k, allowed)
             return QueryAnswer(
                 self.results_of(ranked[:top_k], "+".join(names)),
@@ -305,8 +326,9 @@ class Searcher:
                 lang,
                 names,
                 truncated,
-                len(allowed) if allowed is not None else None,
+                matching,
                 route,
+                per_place=False,
             )
         if fuse:
             if space is not None:
@@ -317,14 +339,40 @@ class Searcher:
         else:
             names = [self.route(lang, space)]
         truncated = False
+        vectors = {}
+        for name in names:
+            vectors[name], was_truncated = self.embed_text(name, text.strip())
+            truncated |= was_truncated
+        if not all_acquisitions:
+            if len(names) == 1:
+                hits = self.place_ranking(names[0], vectors[names[0]], top_k, filters, allowed)
+            else:
+
+                def rank(depth: int) -> list[tuple[int, float]]:
+                    return reciprocal_rank_fusion(
+                        [self._deep_search(n, vectors[n], max(depth, 100), allowed) for n in names]
+                    )
+
+                hits = self._top_places(rank, top_k, filters, allowed, names)
+            results = self._place_results(hits, "+".join(names))
+            return QueryAnswer(results, text, lang, names, truncated, matching, route)
         rankings = {}
         for name in names:
-            vector, was_truncated = self.embed_text(name, text.strip())
-            truncated |= was_truncated
-            rankings[name] = self.search_vector(name, vector, top_k if len(names) == 1 else max(top_k, 100), allowed)
+            rankings[name] = self.search_vector(
+                name, vectors[name], top_k if len(names) == 1 else max(top_k, 100), allowed
+            )
         ranked = rankings[names[0]] if len(names) == 1 else reciprocal_rank_fusion(list(rankings.values()))
         results = self.results_of(ranked[:top_k], "+".join(names))
-        return QueryAnswer(results, text, lang, names, truncated, len(allowed) if allowed is not None else None, route)
+        return QueryAnswer(results, text, lang, names, truncated, matching, route, per_place=False)
+
+    def text_vector(self, text: str, lang: str = "auto", space: str | None = None) -> tuple[str, np.ndarray, str]:
+        """(the space, the text's unit vector there, its language) of a text read in the space a query in
+        its language is answered in (`space` when given), as query() reads it without a route."""
+        if not text or not text.strip():
+            raise QueryError("the query is empty: give some words to search for")
+        lang = language_of(text, lang)
+        name = self.route(lang, space)
+        return name, self.embed_text(name, text.strip())[0], lang
 
     # -- routes beyond English ----------------------------------------------------------------------------
 
@@ -376,22 +424,39 @@ class Searcher:
         return reciprocal_rank_fusion([direct, bridged]), [source, bridge.to_space], truncated
 
     def like(
-        self, example: str, top_k: int = 10, space: str | None = None, filters: Filters = Filters()
+        self,
+        example: str,
+        top_k: int = 10,
+        space: str | None = None,
+        filters: Filters = Filters(),
+        all_acquisitions: bool = False,
     ) -> QueryAnswer:
-        """Tiles that look like an example: a tile id, a catalogued path, or a raster file."""
+        """Places that look like an example: a tile id, a catalogued path, or a raster file. The example's own
+        place is left out (its other dates would look most like it); with `all_acquisitions`, tiles, one result
+        per acquisition, only the example tile itself left out."""
         if top_k <= 0:
             raise QueryError(f"--top-k must be at least 1, got {top_k}")
         name, vector, tile_id = self.example_vector(example, space)
         allowed = self.allowed_ids(filters)
         if tile_id is not None and allowed is not None:
             allowed = allowed[allowed != tile_id]
+        matching = len(allowed) if allowed is not None else None
+        if not all_acquisitions:
+            hits = self._top_places(
+                lambda depth: self._deep_search(name, vector, depth, allowed),
+                top_k,
+                filters,
+                allowed,
+                [name],
+                examples=[tile_id] if tile_id is not None else [],
+                exact=(name, vector),
+            )
+            return QueryAnswer(
+                self._place_results(hits, name), f"like:{example}", None, [name], matching_tiles=matching
+            )
         ranked = [(t, s) for t, s in self.search_vector(name, vector, top_k + 1, allowed) if t != tile_id][:top_k]
         return QueryAnswer(
-            self.results_of(ranked, name),
-            f"like:{example}",
-            None,
-            [name],
-            matching_tiles=len(allowed) if allowed is not None else None,
+            self.results_of(ranked, name), f"like:{example}", None, [name], matching_tiles=matching, per_place=False
         )
 
     def example_vector(self, example: str, space: str | None = None) -> tuple[str, np.ndarray, int | None]:
@@ -432,6 +497,7 @@ class Searcher:
         lang: str = "auto",
         space: str | None = None,
         filters: Filters = Filters(),
+        all_acquisitions: bool = False,
     ) -> QueryAnswer:
         """Relevance feedback, Rocchio on unit vectors: the query vector is
 
@@ -440,7 +506,7 @@ class Searcher:
         where t is the text's unit vector (the term is left out without text) and liked / unliked are the
         catalogued tiles' stored unit vectors in the searched space (a mean is left out when its list is
         empty). With text the space is routed as for query(), without it as for like(). The examples
-        themselves are left out of the results."""
+        themselves are left out of the results, and per place (the default) their places too."""
         text = text.strip() if text else ""
         if not text and not like:
             raise QueryError("give a query text or at least one liked tile to search by example")
@@ -473,16 +539,23 @@ class Searcher:
         allowed = self.allowed_ids(filters)
         if allowed is not None:
             allowed = allowed[~np.isin(allowed, list(examples))]
+        shown = text or "like:" + ",".join(str(int(t)) for t in like)
+        matching = len(allowed) if allowed is not None else None
+        if not all_acquisitions:
+            query = vector / norm
+            hits = self._top_places(
+                lambda depth: self._deep_search(name, query, depth, allowed),
+                top_k,
+                filters,
+                allowed,
+                [name],
+                examples=sorted(examples),
+                exact=(name, query),
+            )
+            return QueryAnswer(self._place_results(hits, name), shown, detected, [name], truncated, matching)
         ranked = [(t, s) for t, s in self.search_vector(name, vector / norm, top_k + len(examples), allowed)]
         ranked = [(t, s) for t, s in ranked if t not in examples][:top_k]
-        return QueryAnswer(
-            self.results_of(ranked, name),
-            text or "like:" + ",".join(str(int(t)) for t in like),
-            detected,
-            [name],
-            truncated,
-            len(allowed) if allowed is not None else None,
-        )
+        return QueryAnswer(self.results_of(ranked, name), shown, detected, [name], truncated, matching, per_place=False)
 
     def _example_vectors(self, space: str, tile_ids: Sequence[int]) -> np.ndarray:
         try:
@@ -568,18 +641,101 @@ class Searcher:
         return np.asarray(ids, dtype=np.int64)
 
     def search_vector(
-        self, space: str, vector: np.ndarray, k: int, allowed: np.ndarray | None, nprobe_scale: int = 1
+        self,
+        space: str,
+        vector: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        nprobe_scale: int = 1,
+        rerank: bool = True,
     ) -> list[tuple[int, float]]:
         """Top-k (tile id, cosine) of one vector in a space, restricted to `allowed` ids when given (a small
-        subset is scored exactly, a large one searched through the index with an id selector); an inverted
-        file probes `nprobe_scale` times its tuned lists."""
+        subset is scored exactly, a large one searched through the index with an id selector). `nprobe_scale`
+        and `rerank` as for msearch.store.ann.search."""
         if allowed is not None and len(allowed) == 0:
             return []
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
         view = self.view(space)
         with self._lock:
-            scores, ids = self.store.search(view, query, k, allowed, nprobe_scale)
+            scores, ids = self.store.search(view, query, k, allowed, nprobe_scale, rerank)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+
+    def _deep_search(
+        self, space: str, vector: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> list[tuple[int, float]]:
+        """search_vector for places: per_place.NPROBE_SCALE times the lists probed, candidates not re-ranked
+        (per_place rescores every acquisition of the places they reach), and never short of k while k
+        candidates exist: an inverted file's probed lists may hold fewer than a deep search asks for, and then
+        4x more lists are probed, up to all of them. (A filtered search is never short: ann.search answers it
+        exactly where the probed lists fall short.)"""
+        view = self.view(space)
+        scale = NPROBE_SCALE
+        while True:
+            found = self.search_vector(space, vector, k, allowed, scale, rerank=False)
+            if allowed is not None or view.ann.kind == "flat" or len(found) >= min(k, view.ntotal):
+                return found
+            if view.ann.params["nprobe"] * scale >= view.ann.params["nlist"]:
+                return found
+            scale *= 4
+
+    def place_ranking(
+        self,
+        space: str,
+        vector: np.ndarray,
+        k: int,
+        filters: Filters = Filters(),
+        allowed: np.ndarray | None = None,
+    ) -> list[PlaceHit]:
+        """The top-k places for a unit query vector in a space, as a text query ranks them (`allowed`: the
+        filters' tile ids, when the caller has them already)."""
+        if allowed is None:
+            allowed = self.allowed_ids(filters)
+        return self._top_places(
+            lambda depth: self._deep_search(space, vector, depth, allowed),
+            k,
+            filters,
+            allowed,
+            [space],
+            exact=(space, vector),
+        )
+
+    def _top_places(
+        self,
+        rank,
+        top_k: int,
+        filters: Filters,
+        allowed: np.ndarray | None,
+        spaces: list[str],
+        examples: Sequence[int] = (),
+        exact: tuple[str, np.ndarray] | None = None,
+    ) -> list[PlaceHit]:
+        """per_place.top_places over `rank`, with the examples and their places left out."""
+        excluded = frozenset(int(t) for t in examples)
+        example_places = frozenset(p for p in self.store.places_of(excluded).values() if p is not None)
+        candidates = len(allowed) if allowed is not None else max(self.view(name).ntotal for name in spaces)
+        return top_places(
+            rank,
+            top_k,
+            self.store,
+            candidates=candidates,
+            where=filters.where() if filters.active else None,
+            exclude=excluded,
+            exclude_places=example_places,
+            exact=exact,
+        )
+
+    def _place_results(self, hits: list[PlaceHit], space: str) -> list[SearchResult]:
+        """One result per place: its best acquisition, with the place's passing acquisitions and dates."""
+        results = self.results_of([hit.best for hit in hits], space)
+        for i, hit in enumerate(hits):
+            shown = hit.acquisitions[:MAX_DATES]
+            results[i] = replace(
+                results[i],
+                acquisitions=len(hit.acquisitions),
+                dates=[acquired for _, _, acquired in shown],
+                date_tile_ids=[tile_id for tile_id, _, _ in shown],
+            )
+        return results
 
     def results_of(self, ranked: list[tuple[int, float]], space: str) -> list[SearchResult]:
         rows = self.store.tiles_by_id([t for t, _ in ranked])
@@ -600,6 +756,7 @@ class Searcher:
                     cloud=row["cloud_cover"],
                     space=space,
                     footprint=json.loads(row["footprint"]) if row["footprint"] else None,
+                    place_id=row["place_id"],
                 )
             )
         return results

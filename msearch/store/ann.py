@@ -199,11 +199,13 @@ def search(
     vectors_lookup: VectorsLookup | None = None,
     allowed_ids: np.ndarray | None = None,
     nprobe_scale: int = 1,
+    rerank: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, ids) per query, best first; missing results are (-inf, -1) as in faiss.
-
     `nprobe_scale` probes that many times the tuned number of lists (at most all of them), for queries farther
-    from the data than the tuning queries (a detector's direction).
+    from the data than the tuning queries (a detector's direction) or a per-place search, whose near-duplicate
+    acquisitions share lists. `rerank=False` leaves an ivf-pq index's candidates in the order and with the
+    approximate scores of their codes, for a caller that scores its candidates exactly itself (per-place search).
 
     `vectors_lookup(ids) -> (len(ids), d)` returns stored full vectors: required for ivf-pq (exact re-ranking),
     otherwise the index reconstructs them. `allowed_ids` restricts the search to those ids (which must be in
@@ -226,9 +228,10 @@ def search(
     else:
         nprobe = min(info.params["nlist"], info.params["nprobe"] * nprobe_scale)
         params = faiss.SearchParametersIVF(nprobe=nprobe, sel=selector)
-    depth = k * info.params["rerank_factor"] if info.kind == "ivf-pq" else k
+    reranked = info.kind == "ivf-pq" and rerank
+    depth = k * info.params["rerank_factor"] if reranked else k
     scores, found = index.search(queries, depth, params=params)
-    if info.kind == "ivf-pq":
+    if reranked:
         scores, found = _rerank(queries, found, k, vectors_lookup)
 
     if allowed_ids is not None:

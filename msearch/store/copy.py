@@ -37,6 +37,7 @@ from msearch.store.migrations import create_schema, lock_schema, prepare_catalog
 # Parents before children (foreign keys); catalogue_meta is the catalogue's own identity, never copied.
 COPIED_TABLES = (
     catalog.spaces,
+    catalog.places,
     catalog.tiles,
     catalog.vectors,
     catalog.runs,

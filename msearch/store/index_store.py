@@ -38,7 +38,7 @@ from msearch.config import index_dir as resolve_index_dir
 from msearch.schema import catalog
 from msearch.schema.catalog import CATALOGUE_FILE
 from msearch.schema.manifest import SpaceManifest
-from msearch.store import ann, vector_codec
+from msearch.store import ann, places, vector_codec
 from msearch.store.ann import AnnInfo
 from msearch.store.catalogue import (
     CatalogueError,
@@ -52,6 +52,7 @@ from msearch.store.catalogue import (
     sqlite_path,
 )
 from msearch.store.migrations import prepare_catalogue
+from msearch.store.places import PlaceAssigner, delete_empty_places
 
 SPACES_DIR = "spaces"
 # A reader that finds the FAISS file its manifest named already replaced by a concurrent writer reads the
@@ -380,9 +381,10 @@ class IndexStore:
         k: int,
         allowed_ids: np.ndarray | None = None,
         nprobe_scale: int = 1,
+        rerank: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, tile ids) per query in a view; exact re-ranking and id subsets read the stored
-        vectors from the catalogue (see ann.search, also for `nprobe_scale`)."""
+        vectors from the catalogue (see ann.search, also for `nprobe_scale` and `rerank`)."""
         space = view.manifest.space
         return ann.search(
             view.index,
@@ -392,6 +394,7 @@ class IndexStore:
             allowed_ids=allowed_ids,
             vectors_lookup=lambda ids: self.vectors_of(space, ids),
             nprobe_scale=nprobe_scale,
+            rerank=rerank,
         )
 
     def _generation(self, conn: Connection, space: str) -> int:
@@ -427,8 +430,11 @@ class IndexStore:
             upserts: dict[tuple[str, ...], object] = {}
             vectors_by_space: dict[str, list[dict]] = {}
             written_keys: dict[str, list[str]] = {}
+            assigner = PlaceAssigner(conn)
+            earlier_places = self._places_of_keys(conn, [row for row, _ in done])
             for row, vectors in done:
                 values = dict(row, run_id=run_id, indexed_at=now)
+                values["place_id"] = assigner.place_for(values)
                 columns = tuple(values)
                 if columns not in upserts:
                     statement = dialect_insert(conn, catalog.tiles)
@@ -449,6 +455,7 @@ class IndexStore:
                     )
                 )
                 conn.execute(catalog.vectors.insert(), rows)
+            delete_empty_places(conn, earlier_places)  # a re-read tile may have moved to another grid
             for root, keys in written_keys.items():
                 conn.execute(
                     delete(catalog.problems).where(catalog.problems.c.root == root, catalog.problems.c.key.in_(keys))
@@ -469,6 +476,18 @@ class IndexStore:
                 for view in views.values():
                     self.catch_up(view, conn)
 
+    def _places_of_keys(self, conn: Connection, rows: list[dict]) -> set[int]:
+        """The places that the catalogued tiles of these rows (by root and key) belong to now."""
+        keys_by_root: dict[str, list[str]] = {}
+        for row in rows:
+            keys_by_root.setdefault(row["root"], []).append(row["key"])
+        t = catalog.tiles.c
+        found: set[int] = set()
+        for root, keys in keys_by_root.items():
+            for chunk in id_chunks(keys):
+                found.update(conn.execute(select(t.place_id).where(t.root == root, t.key.in_(chunk))).scalars())
+        return found - {None}
+
     def vectors_of(self, space: str, tile_ids) -> np.ndarray:
         """Stored vectors of the given tiles, in the order given (for exact re-ranking and query-by-example)."""
         dim = self.manifest(space).dim
@@ -485,6 +504,20 @@ class IndexStore:
         if missing:
             raise KeyError(f"no {space} vectors for tiles {missing[:5]}")
         return matrix[[position[t] for t in wanted]]
+
+    def stored_vectors(self, space: str, tile_ids) -> tuple[np.ndarray, np.ndarray]:
+        """(tile ids, vectors) of those of the given tiles that have a vector in the space, in no set order."""
+        dim = self.manifest(space).dim
+        wanted = [int(i) for i in tile_ids]
+        rows = []
+        with self.engine.connect() as conn:
+            for chunk in id_chunks(wanted):
+                rows += conn.execute(
+                    select(catalog.vectors.c.tile_id, catalog.vectors.c.vector).where(
+                        catalog.vectors.c.space == space, catalog.vectors.c.tile_id.in_(chunk)
+                    )
+                ).all()
+        return vectors_from_rows(rows, dim)
 
     def all_vectors(self, space: str) -> tuple[np.ndarray, np.ndarray]:
         dim = self.manifest(space).dim
@@ -506,14 +539,51 @@ class IndexStore:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(catalog.tiles)).scalar())
 
+    # -- places (msearch.store.places): every tile is an acquisition of one place ----------------------------
+
+    def places_of(self, tile_ids) -> dict[int, int | None]:
+        """{tile id: place id} of the given tiles: what search results are grouped by."""
+        with self.engine.connect() as conn:
+            return places.place_ids_of(conn, tile_ids)
+
+    def place_of_tile(self, tile_id: int) -> int | None:
+        """The place of one tile; None when the tile is unknown."""
+        with self.engine.connect() as conn:
+            return places.place_of_tile(conn, tile_id)
+
+    def place(self, place_id: int) -> dict | None:
+        """A place's row (grid and geometry of its first acquisition); None when unknown."""
+        with self.engine.connect() as conn:
+            return places.place_row(conn, place_id)
+
+    def place_acquisitions(self, place_id: int) -> list[dict]:
+        """The tile rows of a place in date order (empty for an unknown place)."""
+        with self.engine.connect() as conn:
+            return places.acquisitions(conn, place_id)
+
+    def acquisitions_by_place(self, place_ids, where=None) -> dict[int, list[tuple[int, str | None]]]:
+        """{place id: [(tile id, acquired), ...] in date order}, only acquisitions passing `where` (a clause on
+        the tiles table) when given."""
+        with self.engine.connect() as conn:
+            return places.acquisitions_by_place(conn, place_ids, where)
+
+    def place_counts(self) -> tuple[int, int]:
+        """(places, acquisitions) in the catalogue."""
+        with self.engine.connect() as conn:
+            return places.place_counts(conn)
+
     def delete_tiles(self, conn: Connection, tile_ids: list[int], views: dict[str, SpaceIndex] | None = None) -> None:
         """Delete tiles and their vectors; the given open views drop them too and move to the new generation
         (so that saving them needs no refill). Other views of the space are refilled when next opened."""
         if not tile_ids:
             return
         for chunk in id_chunks(tile_ids):
+            emptied = (
+                conn.execute(select(catalog.tiles.c.place_id).where(catalog.tiles.c.id.in_(chunk))).scalars().all()
+            )
             conn.execute(delete(catalog.vectors).where(catalog.vectors.c.tile_id.in_(chunk)))
             conn.execute(delete(catalog.tiles).where(catalog.tiles.c.id.in_(chunk)))
+            delete_empty_places(conn, emptied)
         for space in self.manifests():
             self.bump_generation(conn, space)
             if views and space in views:

@@ -8,6 +8,7 @@ newer one (written by a later msearch) is refused, since reading it could misrea
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Callable
 
@@ -20,6 +21,7 @@ from msearch.schema.bands import canonical_order
 from msearch.schema.catalog import SCHEMA_VERSION, normal_time
 from msearch.store import vector_codec
 from msearch.store.catalogue import SCHEMA_LOCK_KEY, CatalogueError, backend, display_url, has_tables, meta_value
+from msearch.store.places import GEOMETRY_COLUMNS, PlaceAssigner
 
 CATALOGUE_ID, VERSION = "catalogue_id", "schema_version"
 
@@ -64,6 +66,89 @@ def _vectors_to_int8(conn: Connection) -> None:
 
 
 MIGRATION_CHUNK = 10_000
+PLACE_COLUMNS = ("origin_x", "origin_y", "pixel_height", "place_id")
+
+
+def _add_places(conn: Connection) -> None:
+    """4 -> 5: places (msearch.store.places). Every tile gets its grid corner and y pixel size, computed from
+    what the catalogue already stores, with no raster read and nothing re-embedded: its footprint is its grid's
+    corners carried to WGS84 (west-south, east-south, east-north, west-north), so the west-north and
+    west-south corners carried back to the tile's CRS give the corner and, over `height` pixels, the pixel
+    height (to well under a millimetre on UTM grids). A tile without a CRS or whose footprint is not that ring
+    (e.g. cut at the antimeridian) becomes a place of its own. Then every tile is assigned its place."""
+    tiles = catalog.tiles
+    catalog.places.create(conn)
+    for name in PLACE_COLUMNS:
+        column_type = tiles.c[name].type.compile(conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE tiles ADD COLUMN {name} {column_type}")
+    next(index for index in tiles.indexes if index.name == "ix_tiles_place").create(conn)
+    assigner = PlaceAssigner(conn)
+    columns = [tiles.c[name] for name in ("id", "crs", "pixel_size", "width", "height", "footprint", *GEOMETRY_COLUMNS)]
+    set_place = (
+        update(tiles)
+        .where(tiles.c.id == bindparam("tile_id"))
+        .values({name: bindparam(f"new_{name}") for name in PLACE_COLUMNS})
+    )
+    last = 0
+    while True:
+        rows = (
+            conn.execute(
+                select(*dict.fromkeys(columns)).where(tiles.c.id > last).order_by(tiles.c.id).limit(MIGRATION_CHUNK)
+            )
+            .mappings()
+            .all()
+        )
+        if not rows:
+            return
+        changes = []
+        for row, grid in zip(rows, _grids_from_footprints(rows)):
+            values = dict(row, **grid)
+            values["place_id"] = assigner.place_for(values)
+            changes.append({"tile_id": row["id"], **{f"new_{name}": values[name] for name in PLACE_COLUMNS}})
+        conn.execute(set_place, changes)
+        last = rows[-1]["id"]
+
+
+def _grids_from_footprints(rows) -> list[dict]:
+    """Per tile row: origin_x, origin_y and pixel_height from its WGS84 footprint (all None when unknown)."""
+    from rasterio.warp import transform
+
+    found = [{"origin_x": None, "origin_y": None, "pixel_height": None} for _ in rows]
+    corners_by_crs: dict[str, list[tuple[int, float, float, float, float]]] = {}
+    for i, row in enumerate(rows):
+        ring = _footprint_ring(row["footprint"])
+        if row["crs"] and ring and row["height"]:
+            (west_lon, south_lat), (north_west_lon, north_lat) = ring[0], ring[3]
+            corners_by_crs.setdefault(row["crs"], []).append((i, west_lon, south_lat, north_west_lon, north_lat))
+    for crs, corners in corners_by_crs.items():
+        xs = [c[1] for c in corners] + [c[3] for c in corners]
+        ys = [c[2] for c in corners] + [c[4] for c in corners]
+        try:
+            east, north = transform("EPSG:4326", crs, xs, ys)
+        except Exception:  # a CRS that PROJ cannot read today: those tiles stay places of their own
+            continue
+        n = len(corners)
+        for j, (i, *_) in enumerate(corners):
+            south_y, origin_x, origin_y = north[j], east[n + j], north[n + j]
+            found[i] = {
+                "origin_x": float(origin_x),
+                "origin_y": float(origin_y),
+                "pixel_height": float(abs(origin_y - south_y)) / rows[i]["height"],
+            }
+    return found
+
+
+def _footprint_ring(footprint: str | None) -> list | None:
+    """The ring of a footprint as the indexer writes it (a Polygon of five points), else None."""
+    if not footprint:
+        return None
+    try:
+        geometry = json.loads(footprint)
+    except ValueError:
+        return None
+    if geometry.get("type") != "Polygon" or len(geometry["coordinates"][0]) != 5:
+        return None
+    return geometry["coordinates"][0]
 
 
 def _add_collections(conn: Connection) -> None:
@@ -104,6 +189,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _add_catalogue_meta,
     2: _vectors_to_int8,
     3: _add_collections,
+    4: _add_places,
 }
 
 

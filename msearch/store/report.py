@@ -34,11 +34,14 @@ def index_report(index=None, with_problems: bool = False, catalogue: str | None 
             if with_problems
             else []
         )
+    places, acquisitions = store.place_counts()
     report = {
         "directory": str(store.directory),
         "catalogue": display_url(store.url),
         "catalogue_id": store.catalogue_id,
         "tiles": store.tile_count(),
+        "places": places,  # msearch.store.places: ground seen on one grid
+        "acquisitions": acquisitions,  # tiles, each an acquisition of its place
         "size_mb": size / 1e6,
         "spaces": [_space_report(m, counts.get(m.space, 0)) for m in store.manifests().values()],
         "last_run": dict(last, summary=json.loads(last["summary"]) if last and last["summary"] else None)

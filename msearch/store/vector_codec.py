@@ -37,12 +37,25 @@ def encode(vectors: np.ndarray) -> list[bytes]:
 def decode(blob: bytes, n: int, dim: int) -> np.ndarray:
     """(n, dim) float32 unit vectors from n concatenated blobs; ValueError when the size is not n blobs of
     `dim`."""
+    return decode_codes(*split(blob, n, dim))
+
+
+def split(blob: bytes, n: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scales (n, 1) float32, codes (n, dim) int8) of n concatenated blobs, undecoded: a caller that keeps
+    many vectors in memory keeps them at a quarter of float32's size and decodes them a chunk at a time. A
+    row's scale here is the one that makes its codes unit length (1 / |codes|; 1 for a zero vector, which stays
+    zero), not the stored one: see the module's docstring."""
     if len(blob) != n * stored_size(dim):
         raise ValueError(f"{len(blob)} bytes are not {n} stored {dim}-d vectors ({stored_size(dim)} bytes each)")
     if n == 0:
-        return np.empty((0, dim), np.float32)
+        return np.empty((0, 1), np.float32), np.empty((0, dim), np.int8)
     rows = np.frombuffer(blob, dtype=np.uint8).reshape(n, stored_size(dim))
-    codes = rows[:, SCALE_BYTES:].view(np.int8).astype(np.float64)
-    # In float64, so that the float32 result is unit length to within 1e-7; a zero vector stays zero.
-    norms = np.maximum(np.linalg.norm(codes, axis=1, keepdims=True), 1.0)
-    return (codes / norms).astype(np.float32)
+    codes = rows[:, SCALE_BYTES:].view(np.int8)
+    # In float64, so that the decoded float32 vectors are unit length to within 1e-7.
+    norms = np.maximum(np.linalg.norm(codes.astype(np.float64), axis=1, keepdims=True), 1.0)
+    return (1.0 / norms).astype(np.float32), codes
+
+
+def decode_codes(scales: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """The float32 unit vectors of `split`'s (scales, codes): codes x scale, as `decode` gives them."""
+    return (codes.astype(np.float64) * scales).astype(np.float32)

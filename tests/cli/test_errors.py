@@ -85,6 +85,25 @@ CASES = [
     (["detect", "c", "--out", "{missing}/d.parquet"], "the folder {missing} does not exist"),
     (["detect", "c", "--suggest", "3", "--top-k", "5"], "--suggest lists the tiles to label next"),
     (["detect", "c", "--index", "{missing}"], "no msearch index at {missing}"),
+    # timeline
+    (["timeline"], "give a PLACE (a place id, or tile:ID) or --at LON,LAT"),
+    (["timeline", "3"], "give a TEXT or --like EXAMPLE (one of them)"),
+    (["timeline", "3", "river", "--like", "1"], "give a TEXT or --like EXAMPLE (one of them)"),
+    (["timeline", "3", "a", "river"], "too many arguments: 'a river'"),
+    (["timeline", "--at", "1,2,3", "river"], "--at takes LON,LAT (two numbers)"),
+    (["timeline", "3", "river", "--json", "--csv"], "choose one of --json, --csv"),
+    (["timeline", "3", "river", "--plot", "{missing}/t.png"], "the folder {missing} does not exist"),
+    (["timeline", "3", "river", "--index", "{missing}"], "no msearch index at {missing}"),
+    # change
+    (["change", "--any"], "Missing option '--after'"),
+    (["change", "--after", "spring", "--any"], "--after must be a date as YYYY-MM-DD"),
+    (["change", "--after", "2020-05-01"], "one of --to TEXT, --to-like EXAMPLE or --any"),
+    (["change", "--after", "2020-05-01", "--to", "a", "--any"], "one of --to TEXT, --to-like EXAMPLE or --any"),
+    (["change", "--after", "2020-05-01", "--from", "a", "--any"], "--from TEXT goes with --to TEXT"),
+    (["change", "--after", "2020-05-01", "--any", "--before", "May"], "--before must be a date as YYYY-MM-DD"),
+    (["change", "--after", "2020-05-01", "--any", "--bbox", "1,2"], "four numbers"),
+    (["change", "--after", "2020-05-01", "--any", "--json", "--csv"], "choose one of --json, --csv, --geojson"),
+    (["change", "--after", "2020-05-01", "--any", "--index", "{missing}"], "no msearch index at {missing}"),
     # the group itself
     (["nosuch"], "No such command 'nosuch'"),
 ]

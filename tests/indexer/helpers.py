@@ -21,6 +21,7 @@ from msearch.schema import catalog
 from msearch.schema.bands import BAND_LAYOUTS
 from msearch.store import vector_codec
 from msearch.store.index_store import IndexStore
+from msearch.store.migrations import PLACE_COLUMNS
 
 MODELS = ["tiny-ms-clip", "rs-m-clip"]
 EUROSAT = ReadSettings(band_order=BAND_LAYOUTS["eurosat"])
@@ -254,3 +255,19 @@ def make_bad_archive(shared_data: Path, src: Path) -> dict[str, tuple[str, str]]
         "bad/all_zeros.tif": ("skipped", r"every pixel is nodata"),
         "bad/nans.tif": ("error", r"NaN"),
     }
+
+
+def as_catalogue_before_places(conn) -> None:
+    """Take places out of a catalogue, as schemas 1 to 4 had none (the caller sets the version)."""
+    conn.exec_driver_sql("DROP INDEX ix_tiles_place")
+    for name in PLACE_COLUMNS:
+        conn.exec_driver_sql(f"ALTER TABLE tiles DROP COLUMN {name}")
+    catalog.places.drop(conn)
+
+
+def as_catalogue_of_schema_3(conn) -> None:
+    """Take places and collections out of a catalogue, as schemas 1 to 3 had neither (the caller sets the
+    version and the vectors' format)."""
+    as_catalogue_before_places(conn)
+    catalog.collection_labels.drop(conn)  # collections came with schema 4
+    catalog.collections.drop(conn)

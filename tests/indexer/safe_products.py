@@ -101,6 +101,22 @@ def build_safe(shared_data: Path, folder: Path, level: str = "L2A") -> Path:
     return product
 
 
+def per_band_copy(safe: Path, folder: Path, level: str = "L2A") -> Path:
+    """The bands of a built L2A SAFE as a per-band folder (Major TOM style, named by the product), each band
+    at its native resolution, as GeoTIFFs: the same product in another layout."""
+    per_band = folder / PRODUCT[level]
+    per_band.mkdir(parents=True)
+    for jp2 in (safe / "GRANULE" / GRANULE[level] / "IMG_DATA").rglob("*.jp2"):
+        band, resolution = jp2.stem.split("_")[-2:]
+        if band != "SCL" and (band in ("B02", "B03", "B04", "B08")) == (resolution == "10m"):
+            with rasterio.open(jp2) as source:
+                profile = dict(source.profile, driver="GTiff", compress="deflate")
+                profile.pop("QUALITY", None), profile.pop("REVERSIBLE", None)
+                with rasterio.open(per_band / f"{band}.tif", "w", **profile) as out:
+                    out.write(source.read())
+    return per_band
+
+
 MAJORTOM_N9999 = "majortom-core-s2l2a/199U/199U_1099R/S2B_MSIL2A_20200223T032739_N9999_R018_T48QUE_20230924T183543"
 
 

@@ -17,8 +17,15 @@ from msearch.schema.bands import BAND_LAYOUTS
 from msearch.schema.catalog import normal_time
 from msearch.store.index_store import IndexStore
 from msearch.store.vector_codec import VECTOR_ATOL
-from tests.indexer.helpers import EUROSAT, copy_eurosat, gdal_on_grid, tiles_by_key, vectors_by_key
-from tests.indexer.safe_products import GRANULE, PRODUCT, build_safe, build_scene_safe
+from tests.indexer.helpers import (
+    EUROSAT,
+    as_catalogue_of_schema_3,
+    copy_eurosat,
+    gdal_on_grid,
+    tiles_by_key,
+    vectors_by_key,
+)
+from tests.indexer.safe_products import build_safe, build_scene_safe, per_band_copy
 
 MAJORTOM_CELL = "majortom-core-s2l2a/199U/199U_1099R"
 SCENE_PX, SCENE_BLOCK = 702, 128  # every row of chips crosses a block boundary
@@ -156,16 +163,7 @@ def test_safe_and_per_band_copies_of_one_product_are_catalogued_alike(shared_dat
     """The same L2A product as a SAFE and as a per-band folder (Major TOM style, named by the product):
     the same bands string (canonical order: B8A after B08) and the same acquisition time."""
     safe = build_safe(shared_data, tmp_path / "safe", "L2A")
-    per_band = tmp_path / "per-band" / PRODUCT["L2A"]
-    per_band.mkdir(parents=True)
-    for jp2 in (safe / "GRANULE" / GRANULE["L2A"] / "IMG_DATA").rglob("*.jp2"):
-        band, resolution = jp2.stem.split("_")[-2:]
-        if band != "SCL" and (band in ("B02", "B03", "B04", "B08")) == (resolution == "10m"):
-            with rasterio.open(jp2) as source:
-                profile = dict(source.profile, driver="GTiff", compress="deflate")
-                profile.pop("QUALITY", None), profile.pop("REVERSIBLE", None)
-                with rasterio.open(per_band / f"{band}.tif", "w", **profile) as out:
-                    out.write(source.read())
+    per_band = per_band_copy(safe, tmp_path / "per-band")
     assert len(list(per_band.glob("*.tif"))) == 12
     rows = {}
     for name, folder in (("safe", safe.parent), ("per-band", per_band.parent)):
@@ -203,6 +201,7 @@ def test_an_older_catalogue_is_rewritten_to_the_normal_form_and_never_misread(sh
     ids, vectors = store.all_vectors("tiny-ms-clip")
     with store.engine.begin() as conn:  # as an older msearch wrote it: no schema version, float32 vectors
         conn.execute(text("DROP TABLE catalogue_meta"))
+        as_catalogue_of_schema_3(conn)
         for tile_id, vector in zip(ids.tolist(), vectors):
             conn.execute(
                 text("UPDATE vectors SET vector = :vector WHERE tile_id = :tile_id"),

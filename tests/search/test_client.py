@@ -7,6 +7,7 @@ from msearch.client import Client, MsearchApiError
 from msearch.indexer.readers import ArchivePixels
 from msearch.search.quicklook import png_bytes, true_colour
 from msearch.search.searcher import Filters, Searcher
+from msearch.search.timeline import place_timeline
 from tests.search.live_server import live_server
 
 TOKEN = "client-test-token"
@@ -51,6 +52,30 @@ def test_filters_and_examples(client, searcher):
     assert ids(refined) == [r.tile_id for r in expected.results] and refined["like"] == liked[:1]
     alone = client.search(like=liked[:1], top_k=4)
     assert len(ids(alone)) == 4 and liked[0] not in ids(alone)
+
+
+def test_places_timelines_and_change(client, searcher):
+    answer = client.search("a river", top_k=3)
+    place_id = answer["features"][0]["properties"]["place_id"]
+    assert answer["per_place"] and answer["features"][0]["properties"]["acquisitions"] == 1  # EuroSAT: one date
+    tiles = client.search("a river", top_k=3, all_acquisitions=True)
+    assert not tiles["per_place"]
+    assert ids(tiles) == [r.tile_id for r in searcher.query("a river", top_k=3, all_acquisitions=True).results]
+    place = client.place(place_id)
+    assert place["place_id"] == place_id
+    assert [t["id"] for t in place["acquisitions"]] == [t["id"] for t in searcher.store.place_acquisitions(place_id)]
+    timeline = client.timeline(place_id, "a river")
+    expected = place_timeline(searcher, place_id, "a river").to_dict()
+    assert [a["tile_id"] for a in timeline["acquisitions"]] == [a["tile_id"] for a in expected["acquisitions"]]
+    assert [a["score"] for a in timeline["acquisitions"]] == pytest.approx(
+        [a["score"] for a in expected["acquisitions"]]
+    )
+    with pytest.raises(MsearchApiError) as unknown:
+        client.place(99999)
+    assert unknown.value.status == 404 and "no place with id 99999" in unknown.value.message
+    with pytest.raises(MsearchApiError) as undated:  # EuroSAT has no dates: no split date is inside them
+        client.change("2020-01-01", any=True)
+    assert undated.value.status == 422
 
 
 def test_tile_quicklook_info_and_schema(client, searcher):

@@ -37,6 +37,10 @@ def make_results() -> list[SearchResult]:
             tile="32UPU",
             cloud=3.5,
             footprint=MUNICH_FOOTPRINT,
+            place_id=5,  # a place's best acquisition, as a search per place gives it
+            acquisitions=2,
+            dates=["2021-06-14", "2021-05-10"],
+            date_tile_ids=[42, 43],
         ),
         SearchResult(
             rank=2,
@@ -128,8 +132,12 @@ def test_csv_round_trip():
         "space": "rs-m-clip",
         "tile_id": "42",
         "root": "/archive/bavaria",
+        "place_id": "5",
+        "acquisitions": "2",
+        "dates": "2021-06-14;2021-05-10",
     }
     assert (second["lat"], second["lon"], second["date"], second["cloud"]) == ("-25.5", "-47.25", "", "")
+    assert (second["place_id"], second["acquisitions"], second["dates"]) == ("", "", "")
     assert third["path"] == 'odd, name "quoted".tif'
 
 

@@ -121,7 +121,16 @@ def test_tile_quicklook_and_info(client, searcher):
 def test_the_page_and_its_files_are_served_by_the_package(client):
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-    for name in ("app.js", "app.css", "land-110m.geojson", "leaflet/leaflet.js", "leaflet/leaflet.css"):
+    for name in (
+        "app.js",
+        "places.js",
+        "places_time.js",
+        "heatmaps.js",
+        "app.css",
+        "land-110m.geojson",
+        "leaflet/leaflet.js",
+        "leaflet/leaflet.css",
+    ):
         assert client.get(f"/static/{name}").status_code == 200, name
     assert "http" not in page.text.replace("http-equiv", "")  # nothing from another site
     land = client.get("/static/land-110m.geojson").json()

@@ -197,6 +197,12 @@ def test_an_encoder_that_differs_from_the_index_is_409(eurosat_index, tmp_path, 
     response = client.post("/api/search", json={"q": "a river", "like": [1], "space": "tiny-ms-clip"})
     assert response.status_code == 409 and "--checkpoint" in response.json()["error"]
     reached[("POST", "/api/search")].add(409)
+    response = client.get("/api/places/1/timeline", params={"q": "a lake", "space": "tiny-ms-clip"})
+    assert response.status_code == 409 and "--checkpoint" in response.json()["error"]
+    reached[("GET", "/api/places/{place_id}/timeline")].add(409)
+    response = client.get("/api/change", params={"after": "2020-01-01", "to": "a lake", "space": "tiny-ms-clip"})
+    assert response.status_code == 409 and "--checkpoint" in response.json()["error"]
+    reached[("GET", "/api/change")].add(409)
 
 
 def test_the_collection_routes_answer_every_status_they_document(server, reached):
@@ -249,6 +255,43 @@ def test_the_collection_routes_answer_every_status_they_document(server, reached
         ("POST", "/api/collections/contract/suggest"),
     ):
         ask(method, path, 405)
+
+
+def test_the_place_routes_answer_every_status_they_document(server, reached, change_series):
+    """GET /api/places/{id}, its timeline and /api/change: each documented status answered once (the 200s of
+    a change, and the 404 of a timeline, over the dated Major TOM series; EuroSAT has no dates)."""
+    from fastapi.testclient import TestClient
+
+    from msearch.indexer.readers import ArchivePixels
+    from msearch.search.searcher import Searcher
+    from msearch.search.server import create_app
+    from msearch.search.server.contract import MAX_URL_BYTES
+
+    series = TestClient(create_app(Searcher(change_series.index, pixels=ArchivePixels())), base_url="http://127.0.0.1")
+
+    def ask(method: str, path: str, status: int, on=None, **options) -> dict:
+        response = (on or httpx).request(method, (server if on is None else "") + path, **options)
+        assert response.status_code == status, (method, path, response.text)
+        template = path.split("?")[0].replace("/places/1", "/places/{place_id}")
+        template = template.replace("/places/99999", "/places/{place_id}").replace("/places/x", "/places/{place_id}")
+        reached[(method, template)].add(status)
+        return response.json()
+
+    place = ask("GET", "/api/places/1", 200)
+    assert place["place_id"] == 1 and place["acquisitions"]
+    assert "no place with id 99999" in ask("GET", "/api/places/99999", 404)["error"]
+    assert "numeric id" in ask("GET", "/api/places/x", 404)["error"]  # a path id that is not a number
+    ask("GET", "/api/places/1?max_clouds=1", 400)
+    assert ask("GET", "/api/places/1/timeline?q=a+river", 200)["place_id"] == 1
+    ask("GET", "/api/places/99999/timeline?q=a+river", 404)
+    ask("GET", "/api/places/1/timeline?q=a+river&like=1", 422)
+    ask("GET", "/api/places/1/timeline?q=a+river&top_k=3", 400)
+    ask("GET", "/api/change?after=2020-05-01&any=true", 200, on=series)
+    ask("GET", "/api/change?after=2030-01-01&any=true", 422, on=series)
+    ask("GET", "/api/change?after=spring&any=true", 400)
+    for path in ("/api/places/1", "/api/places/1/timeline", "/api/change"):
+        ask("GET", f"{path}?q={'x' * MAX_URL_BYTES}", 414)
+        ask("POST", path, 405)
 
 
 def test_every_documented_status_is_reached(token_server, reached):

@@ -1,5 +1,7 @@
 """The page of `msearch serve` in a real headless browser (Debian's chromium and chromium-driver, driven by
-Selenium), against a real `msearch serve` process on a free loopback port that the test starts and stops."""
+Selenium), against a real `msearch serve` process on a free loopback port that the test starts and stops: over
+EuroSAT tiles, and over a Major TOM cell indexed at six dates (tests/places_series.py), whose places the page
+shows as one card each with a strip of its dates."""
 
 import json
 import os
@@ -8,6 +10,7 @@ import urllib.request
 
 import pytest
 
+from msearch.search.searcher import Searcher
 from tests.search.live_server import live_server
 
 TOP_K = 6
@@ -212,7 +215,9 @@ def test_each_result_quicklook_lies_on_the_map_at_its_footprint(server, browser)
     for rank, tile_id in enumerate(ids, start=1):
         with urllib.request.urlopen(f"{server}/api/tiles/{tile_id}") as response:
             footprint = json.load(response)["footprint"]
-        browser.find_element("css selector", f".result:nth-child({rank})").click()  # zooms to the tile
+        # Its picture, not the card's middle: a place's card is taller (its dates), and its middle falls on
+        # the card's buttons.
+        browser.find_element("css selector", f".result:nth-child({rank}) .thumb").click()  # zooms to the tile
 
         def drawn_at_the_footprint(d, tile_id=tile_id, footprint=footprint):
             overlay = _overlays(d)[tile_id]
@@ -232,3 +237,53 @@ def test_each_result_quicklook_lies_on_the_map_at_its_footprint(server, browser)
     hovered = "return [...document.querySelectorAll('.result.hovered')].map(c => Number(c.dataset.tileId))"
     _wait(browser, lambda d: d.execute_script(hovered) == [ids[-1]], "the card of the picture under the mouse")
     assert [t for t, o in _overlays(browser).items() if o["hovered"]] == [ids[-1]]
+
+
+# -- places ---------------------------------------------------------------------------------------------------
+
+PLACES_TOP_K = 4
+
+
+@pytest.fixture(scope="module")
+def places_server(places_series_index, tmp_path_factory):
+    with live_server(places_series_index, tmp_path_factory.mktemp("serve-places") / "serve.log") as base:
+        yield base
+
+
+def _cards(driver) -> list[dict]:
+    return driver.execute_script(
+        """return [...document.querySelectorAll('.result')].map(c => ({
+            tile: Number(c.dataset.tileId), place: Number(c.dataset.placeId),
+            dates: [...c.querySelectorAll('.dates .date')].map(b => [b.textContent, Number(b.dataset.tileId)]),
+            shown: [...c.querySelectorAll('.thumb img')].map(i => Number(i.dataset.tileId || c.dataset.tileId)),
+        }))"""
+    )
+
+
+def test_each_place_is_one_card_with_its_dates_and_a_date_shows_its_quicklook(
+    places_server, browser, places_series_index
+):
+    expected = Searcher(places_series_index).query("a river", top_k=PLACES_TOP_K).results
+    browser.get(places_server + f"/?q=a+river&top_k={PLACES_TOP_K}")
+    _wait(browser, lambda d: len(_result_ids(d)) == PLACES_TOP_K, f"{PLACES_TOP_K} place cards")
+    _wait(browser, lambda d: _loaded_quicklooks(d) == PLACES_TOP_K, f"{PLACES_TOP_K} quicklooks")
+    cards = _cards(browser)
+    assert [c["place"] for c in cards] == [r.place_id for r in expected]
+    assert [c["tile"] for c in cards] == [r.tile_id for r in expected]
+    assert browser.find_element("id", "status").text.startswith(f"{PLACES_TOP_K} places")
+    for card, result in zip(cards, expected):
+        # the strip: every date of the place, in date order, each naming its acquisition
+        assert [text for text, _ in card["dates"]] == sorted(d[:10] for d in result.dates)
+        assert sorted(tile for _, tile in card["dates"]) == sorted(result.date_tile_ids)
+    assert len(browser.find_elements("css selector", "#map path.footprint")) == PLACES_TOP_K
+
+    first = cards[0]
+    other_date, other_tile = next((text, tile) for text, tile in first["dates"] if tile != first["tile"])
+    browser.find_element("css selector", f".result:first-child .dates .date[data-tile-id='{other_tile}']").click()
+    _wait(browser, lambda d: _cards(d)[0]["shown"] == [other_tile], f"the quicklook of {other_date}")
+    _wait(browser, lambda d: _loaded_quicklooks(d) == PLACES_TOP_K, "the new quicklook loaded")
+    shown = browser.find_element("css selector", ".result:first-child .dates .date.shown")
+    assert shown.text == other_date
+    requested = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert any(name.endswith(f"/api/tiles/{other_tile}/quicklook.png") for name in requested)
+    assert not browser.find_element("id", "detail").is_displayed()  # a date click is not a card selection

@@ -24,6 +24,7 @@ from msearch.store.catalogue import (
 )
 from msearch.store.copy import COPIED_TABLES, catalogue_checksum, table_digest
 from msearch.store.index_store import CatalogueMismatchError, IndexStore, vectors_from_rows
+from tests.indexer.helpers import as_catalogue_of_schema_3
 from tests.store.test_index_store import DIM, GENERATOR, SPACE, fill
 
 runner = CliRunner()
@@ -92,17 +93,17 @@ def test_an_empty_postgresql_database_is_not_an_index(tmp_path, pg_catalogue):
 
 
 def as_float32_catalogue(store: IndexStore, version: int) -> None:
-    """Turn a catalogue back into one of schema 1 or 2, which stored vectors as float32."""
+    """Turn a catalogue back into one of schema 1 or 2, which stored vectors as float32 and had no collections
+    and no places."""
     ids, vectors = store.all_vectors(SPACE)
     with store.engine.begin() as conn:
+        as_catalogue_of_schema_3(conn)
         for tile_id, vector in zip(ids, vectors):
             conn.execute(
                 catalog.vectors.update()
                 .where(catalog.vectors.c.tile_id == int(tile_id))
                 .values(vector=vector.astype("<f4").tobytes())
             )
-        catalog.collection_labels.drop(conn)  # collections came with schema 4
-        catalog.collections.drop(conn)
         if version == 1:  # as msearch wrote it before catalogues carried a version
             catalog.catalogue_meta.drop(conn)
         else:
@@ -279,15 +280,18 @@ def test_paths_are_compared_by_code_point_on_both_backends(tmp_path, catalogue):
 def test_copy_sqlite_to_postgresql_and_back_is_identical(tmp_path, pg_catalogue, postgres_server):
     index = tmp_path / "index"
     store = small_index(index, None, n=40)
-    with store.engine.begin() as conn:  # a run and a problem, so that every table has rows
+    with store.engine.begin() as conn:  # a run, a problem and a place, so that every table has rows
         conn.execute(catalog.runs.insert().values(started_at="2026-11-30T00:00:00+00:00", status="finished"))
         conn.execute(catalog.problems.insert().values(run_id=1, root="/r", key="bad.tif", kind="error", reason="x"))
+        conn.execute(catalog.places.insert().values(crs="EPSG:32633", pixel_size=10.0, origin_x=399960.5))
+        conn.execute(catalog.tiles.update().where(catalog.tiles.c.id <= 3).values(place_id=1))
     query = GENERATOR.rows(500, 501)
     want = store.search(store.open_space(SPACE), query, 5)[1].tolist()
     source = str(index / catalog.CATALOGUE_FILE)
     counts, checksum = catalogue_checksum(source)
     assert counts == {
         "spaces": 1,
+        "places": 1,
         "tiles": 40,
         "vectors": 40,
         "runs": 1,

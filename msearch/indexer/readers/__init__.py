@@ -22,6 +22,8 @@ from msearch.schema.pixels import PlacedPixels
 STAC_READER = StacReader()
 READERS: tuple[Reader, ...] = (SafeReader(), STAC_READER, PerBandFolderReader(), MultibandGeoTIFFReader())
 READERS_BY_NAME = {reader.name: reader for reader in READERS}
+# A chip size no raster exceeds: discovery then gives every scene whole (ArchivePixels.of_tile reads a window of it).
+WHOLE_SCENE = 2**30
 
 
 @dataclass
@@ -127,6 +129,10 @@ class ArchivePixels:
             offset=row["offset"],
         )
         window = tuple(int(v) for v in row["window"].split(",")) if row["window"] else None
+        if window is not None:
+            # A chip is its catalogued window of the whole scene, whatever --chip-size cut it: the scene is
+            # found whole (a chip size no raster exceeds) and the window read from it.
+            settings = replace(settings, chip_size=WHOLE_SCENE)
         if is_remote(row["root"]):
             # root/path is the item's URL (a STAC API's item, or an item file of a remote catalogue); an item of
             # a remote item collection is keyed below the collection's file.
@@ -141,7 +147,9 @@ class ArchivePixels:
             sources = [s for s in sources if s.key.split("#", 1)[0] == row["path"]]
         else:
             sources = discover([Path(row["root"]) / row["path"]], settings).sources
-        source = next((s for s in sources if s.window == window), None)
+        source = next((s for s in sources if s.window is None), None)
         if source is None:
             raise FileNotFoundError(f"{row['path']} is no longer readable under {row['root']}")
+        if window is not None:
+            source = replace(source, key=f"{source.key}#{row['window']}", window=window)
         return read_tile(source, settings)

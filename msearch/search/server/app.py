@@ -1,12 +1,16 @@
 """The HTTP API and the web page of `msearch serve`, over one warm Searcher.
 
 Endpoints (errors are {"error": "what to change"}; msearch.search.server.contract says which status means what):
-    GET  /api/search                 a text search; a GeoJSON FeatureCollection, ranked as `msearch query`
+    GET  /api/search                 a text search; a GeoJSON FeatureCollection, ranked as `msearch query`:
+                                     places by default, one feature per acquisition with all_acquisitions
     POST /api/search                 relevance feedback: text and/or liked and unliked tile ids (Searcher.feedback)
+    GET  /api/places/{id}            a place and its acquisitions (msearch.search.server.places)
     GET  /api/tiles/{id}             a catalogued tile's fields
     GET  /api/tiles/{id}/quicklook.png   its true-colour quicklook (msearch.search.quicklook's stretch)
     GET  /api/tiles/{id}/heatmap.png, heatmap.tif, locate   where in it a query matches (server/heatmaps.py)
     GET  /api/info                   spaces, counts, index kinds (msearch info's report)
+    GET  /api/places/{id}/timeline   a place's acquisitions in date order, scored (msearch.search.server.places_time)
+    GET  /api/change                 places ranked by change between dates (msearch.search.server.places_time)
     GET  /api/openapi.json           the OpenAPI schema
     /api/collections/...             collections of labelled examples and their detectors (collections.py)
     GET  /health                     liveness, no token needed
@@ -40,6 +44,8 @@ from msearch.search.server.collections import collections_router
 from msearch.search.server.contract import ApiError, errors
 from msearch.search.server.heatmaps import heatmap_router
 from msearch.search.server.params import MAX_EXAMPLES, MAX_QUERY_CHARS, MAX_TOP_K, TileId, parse_bbox
+from msearch.search.server.places import places_router
+from msearch.search.server.places_time import places_time_router
 from msearch.search.server.schemas import (
     FeedbackAnswer,
     FeedbackRequest,
@@ -159,13 +165,25 @@ def create_app(
         max_cloud: Annotated[Optional[params.CloudPercent], Query()] = None,
         tile_id: Annotated[Optional[params.MgrsTile], Query()] = None,
         route: Annotated[Optional[Route], Query(description="Beyond English: rgb, bridge or fuse.")] = None,
+        all_acquisitions: Annotated[
+            bool, Query(description="One result per acquisition instead of per place.")
+        ] = False,
     ):
-        """A text search, ranked exactly as `msearch query` ranks it; results `offset` to `offset + top_k`."""
+        """A text search, ranked exactly as `msearch query` ranks it; results `offset` to `offset + top_k`.
+        Each result is a place (its best acquisition, `place_id`, `acquisitions`, `dates`), or with
+        `all_acquisitions=true` an acquisition."""
         _check_window(top_k, offset)
         filters = _filters(bbox, date_from, date_to, max_cloud, tile_id)
         answer = _answer(
             lambda: searcher.query(
-                q, top_k=offset + top_k, lang=lang, space=space, fuse=fuse, filters=filters, route=route
+                q,
+                top_k=offset + top_k,
+                lang=lang,
+                space=space,
+                fuse=fuse,
+                filters=filters,
+                route=route,
+                all_acquisitions=all_acquisitions,
             )
         )
         return _geojson(answer, offset)
@@ -185,6 +203,7 @@ def create_app(
                 lang=body.lang,
                 space=body.space,
                 filters=filters,
+                all_acquisitions=body.all_acquisitions,
             )
         )
         return _geojson(answer, body.offset, like=body.like, unlike=body.unlike)
@@ -213,6 +232,9 @@ def create_app(
 
     app.include_router(heatmap_router(searcher))
     app.include_router(collections_router(searcher, refresher.maybe_refresh, _filters))
+
+    app.include_router(places_router(searcher))
+    app.include_router(places_time_router(searcher, refresher.maybe_refresh, _filters))
 
     @app.get("/", response_class=Response, include_in_schema=False)
     def page():

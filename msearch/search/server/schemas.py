@@ -74,6 +74,7 @@ class FeedbackRequest(BaseModel):
     date_to: Optional[IsoDate] = None
     max_cloud: Optional[CloudPercent] = None
     tile_id: Optional[MgrsTile] = None
+    all_acquisitions: bool = Field(False, description="One result per acquisition instead of per place.")
 
     @model_validator(mode="after")
     def text_or_examples(self):
@@ -94,6 +95,14 @@ class ResultProperties(BaseModel):
     date: Optional[str] = Field(description="Acquisition time, ISO 8601.")
     tile: Optional[str] = Field(description="MGRS tile.")
     cloud: Optional[float] = Field(description="Cloud cover, percent.")
+    place_id: Optional[int] = Field(None, description="The place the tile is an acquisition of.")
+    acquisitions: Optional[int] = Field(
+        None, ge=1, description="Per place: how many of its acquisitions pass the filters (null per acquisition)."
+    )
+    dates: Optional[list[Optional[str]]] = Field(
+        None, max_length=20, description="Per place: its passing acquisitions' times, best first (at most 20)."
+    )
+    date_tile_ids: Optional[list[int]] = Field(None, max_length=20, description="Per place: the tile of each date.")
 
 
 class ResultFeature(BaseModel):
@@ -113,6 +122,7 @@ class SearchAnswer(BaseModel):
     route: Optional[Route] = Field(description="Beyond English: how the query reached the index.")
     truncated: bool = Field(description="Whether the text was cut to the text encoder's 77 tokens.")
     matching_tiles: Optional[int] = Field(ge=0, description="Tiles that pass the filters (null without filters).")
+    per_place: bool = Field(description="Whether each result is a place (else an acquisition: all_acquisitions).")
     offset: int = Field(ge=0)
     returned: int = Field(ge=0, description="Features in this answer.")
     features: list[ResultFeature]
@@ -159,8 +169,34 @@ class TileFields(BaseModel):
     nodata_fraction: Optional[float]
     scene: Optional[str] = Field(description="Chips: the scene they were cut from.")
     window: Optional[str] = Field(description="Chips: 'col,row,width,height' on the 10 m grid.")
+    origin_x: Optional[float] = Field(None, description="Upper-left corner of the tile's grid, CRS units.")
+    origin_y: Optional[float] = Field(None, description="Upper-left corner of the tile's grid, CRS units.")
+    pixel_height: Optional[float] = Field(None, description="The grid's y pixel size, CRS units.")
+    place_id: Optional[int] = Field(None, description="The place the tile is an acquisition of.")
     run_id: Optional[int]
     indexed_at: Optional[str]
+
+
+# -- places ------------------------------------------------------------------------------------------------
+class PlaceFields(BaseModel):
+    """GET /api/places/{id}: a place's grid, footprint and centre, and every acquisition of it in date order."""
+
+    place_id: int = Field(ge=1)
+    crs: Optional[str]
+    pixel_size: Optional[float]
+    pixel_height: Optional[float]
+    width: Optional[int]
+    height: Optional[int]
+    origin: Optional[Annotated[list[float], Field(min_length=2, max_length=2)]] = Field(
+        description="The grid's upper-left corner [x, y], CRS units."
+    )
+    lon: Optional[float] = Field(description="Centre longitude, WGS84.")
+    lat: Optional[float] = Field(description="Centre latitude, WGS84.")
+    bbox: Annotated[list[Optional[float]], Field(min_length=4, max_length=4)] = Field(
+        description="min lon, min lat, max lon, max lat (WGS84)."
+    )
+    footprint: Optional[Polygon] = Field(description="WGS84 GeoJSON Polygon.")
+    acquisitions: list[TileFields] = Field(description="Every tile of the place, in date order.")
 
 
 class Limits(BaseModel):

@@ -146,6 +146,7 @@ function showResults(answer) {
   if (!answer) return;
   const n = answer.features.length;
   let text = `${n} result${n === 1 ? "" : "s"}`;
+  if (answer.per_place) text = `${n} place${n === 1 ? "" : "s"}`;
   if (answer.matching_tiles !== null && answer.matching_tiles !== undefined) text += ` (${answer.matching_tiles} tiles match the filters)`;
   if (answer.truncated) text += " · the query was cut to the text encoder's 77 tokens";
   setStatus(text);
@@ -199,6 +200,7 @@ function resultCard(feature) {
     voteButton("unlike", "👎 less", "less like this: search again moving away from this tile", () => vote(p.tile_id, "unlike")),
   );
   card.append(thumb, meta, votes);
+  placeStrip(card, p); // places.js: a place's dates
   card.addEventListener("click", () => select(p.tile_id, false));
   card.addEventListener("mouseenter", () => imagery.hover(p.tile_id));
   card.addEventListener("mouseleave", () => imagery.hover(null));
@@ -312,6 +314,7 @@ function clearSelection() {
 
 async function select(tileId, fromMap) {
   state.selected = tileId;
+  document.dispatchEvent(new CustomEvent("msearch:select", { detail: { tileId } })); // places_time.js: its timeline
   for (const card of document.querySelectorAll(".result")) {
     const on = Number(card.dataset.tileId) === tileId;
     card.classList.toggle("selected", on);
