@@ -42,6 +42,9 @@ def detect(
     exhaustive: bool = typer.Option(
         False, "--exhaustive", help="Score every stored vector (chunked) instead of the search index's candidates."
     ),
+    per_place: bool = typer.Option(
+        False, "--per-place", help="Rank places (each by its most probable acquisition) instead of tiles."
+    ),
     suggest: Optional[int] = typer.Option(
         None, min=1, help="List the N unlabelled tiles the detector is least sure of (probability nearest 0.5)."
     ),
@@ -57,8 +60,8 @@ def detect(
         fail("choose one of --json, --csv, --geojson")
     if threshold is not None and not 0 < threshold < 1:
         fail(f"--threshold is a probability between 0 and 1 (exclusive), got {threshold}")
-    if suggest is not None and (top_k is not None or threshold is not None or exhaustive):
-        fail("--suggest lists the tiles to label next: leave out --top-k, --threshold and --exhaustive")
+    if suggest is not None and (top_k is not None or threshold is not None or exhaustive or per_place):
+        fail("--suggest lists the tiles to label next: leave out --top-k, --threshold, --exhaustive and --per-place")
     if out is not None:
         if out.suffix.lower() not in (".parquet", ".geojson"):
             fail(f"--out writes FILE.parquet (GeoParquet) or FILE.geojson, not {out.name!r}")
@@ -76,7 +79,7 @@ def detect(
         if suggest is not None:
             answer = detector.suggest(suggest, filters)
         else:
-            answer = detector.detect(top_k, threshold, filters, exhaustive)
+            answer = detector.detect(top_k, threshold, filters, exhaustive, per_place)
     except collection_errors() as exc:
         fail(str(exc))
     warn_missing(answer.collection)
@@ -102,7 +105,9 @@ def detect(
     elif as_geojson:
         typer.echo(formats.to_geojson(answer.results, answer.info()))
     else:
-        what = "label these next" if answer.suggestions else f"{len(answer.results)} detections"
+        what = "label these next" if answer.suggestions else plural(len(answer.results), "detection")
+        if answer.per_place:
+            what += ", one per place"
         console.print(f"[bold]{name}[/bold]  ({what}, space {answer.collection.space})")
         console.print(formats.results_table(answer.results, probability=True))
     if out is not None:

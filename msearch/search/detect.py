@@ -14,12 +14,13 @@ chunk by chunk, as a check on the candidates.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from msearch.search.formats import CSV_COLUMNS
+from msearch.search.per_place import MAX_DATES, top_places
 from msearch.search.results import SearchResult
 from msearch.search.searcher import Filters, QueryError, Searcher
 from msearch.store.catalogue import snapshot
@@ -154,6 +155,7 @@ class DetectionAnswer:
     truncated: bool = False  # the candidate search stopped at MAX_CANDIDATES
     matching_tiles: int | None = None
     suggestions: bool = False
+    per_place: bool = False
 
     def info(self) -> dict:
         return {
@@ -168,6 +170,7 @@ class DetectionAnswer:
             "matching_tiles": self.matching_tiles,
             "missing_labels": [item.name for item in self.collection.missing],
             "suggestions": self.suggestions,
+            "per_place": self.per_place,
         }
 
 
@@ -209,12 +212,16 @@ class Detector:
         threshold: float | None = None,
         filters: Filters = Filters(),
         exhaustive: bool = False,
+        per_place: bool = False,
     ) -> DetectionAnswer:
         """Tiles by probability, best first: the top_k (default DEFAULT_TOP_K without a threshold), or every tile
-        at or above `threshold` (at most top_k when both are given)."""
+        at or above `threshold` (at most top_k when both are given). `per_place`: places instead of tiles, each
+        by its most probable acquisition (see `_by_place`)."""
         _check_window(top_k, threshold)
         if top_k is None and threshold is None:
             top_k = DEFAULT_TOP_K
+        if per_place:
+            return self._by_place(top_k, threshold, filters, exhaustive)
         allowed = self.searcher.allowed_ids(filters)
         if exhaustive:
             ids, probabilities = self._exhaustive(allowed, top_k, threshold)
@@ -245,6 +252,45 @@ class Detector:
             truncated,
             len(allowed) if allowed is not None else None,
         )
+
+    def _by_place(
+        self, top_k: int | None, threshold: float | None, filters: Filters, exhaustive: bool
+    ) -> DetectionAnswer:
+        """The top_k places (every place with an acquisition at or above `threshold` without top_k), each as its
+        most probable acquisition with the place's passing acquisitions and dates, as a query's results per
+        place carry them. The tile ranking is made deeper until it holds top_k places (msearch.search.per_place),
+        so a place seen at many dates does not crowd the others out."""
+        allowed = self.searcher.allowed_ids(filters)
+        available = self._count(allowed)
+        ranked: dict[str, DetectionAnswer] = {}
+
+        def rank(depth: int) -> list[tuple[int, float]]:
+            ranked["tiles"] = self.detect(depth, threshold, filters, exhaustive)
+            return [(r.tile_id, r.probability) for r in ranked["tiles"].results]
+
+        hits = top_places(
+            rank,
+            top_k if top_k is not None else max(available, 1),
+            self.searcher.store,
+            candidates=available,
+            where=filters.where() if filters.active else None,
+        )
+        tiles = ranked["tiles"]
+        by_id = {r.tile_id: r for r in tiles.results}
+        results = []
+        for rank_, hit in enumerate(hits, start=1):
+            shown = hit.acquisitions[:MAX_DATES]
+            best = by_id[hit.best[0]]
+            results.append(
+                replace(
+                    best,
+                    rank=rank_,
+                    acquisitions=len(hit.acquisitions),
+                    dates=[acquired for _, _, acquired in shown],
+                    date_tile_ids=[tile_id for tile_id, _, _ in shown],
+                )
+            )
+        return replace(tiles, results=results, per_place=True)
 
     def suggest(self, n: int, filters: Filters = Filters()) -> DetectionAnswer:
         """The n unlabelled tiles whose probability is nearest 0.5 among the candidates (the next labels to

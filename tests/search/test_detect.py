@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import date
 
 import geopandas
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from msearch.cli import app
+from msearch.schema import catalog
 from msearch.search.detect import BACKGROUND_NEGATIVES, Detector
 from msearch.search.searcher import Filters, QueryError, Searcher
 from msearch.store.collections import CollectionError, add_labels, create_collection
@@ -67,6 +69,55 @@ def test_candidates_rescored_exactly_equal_the_exhaustive_scoring_on_the_top(pla
         r.tile_id for r in detector.detect(threshold=0.5, exhaustive=True).results
     ]
     assert {r.tile_id for r in above.results} >= OTHERS and all(r.probability >= 0.5 for r in above.results)
+
+
+def test_per_place_gives_each_place_once_by_its_most_probable_acquisition(planted, tmp_path):
+    """The planted tiles grouped three dates to a place (20 places); every background tile a place of its own."""
+    directory = tmp_path / "index"
+    shutil.copytree(planted, directory)
+    store = IndexStore(directory)
+    planted_place = {t: 1_000_000 + i // 3 for i, t in enumerate(planted_ids())}
+    with store.engine.begin() as conn:
+        conn.execute(catalog.tiles.update().values(place_id=catalog.tiles.c.id))
+        for tile_id, place_id in planted_place.items():
+            conn.execute(catalog.tiles.update().where(catalog.tiles.c.id == tile_id).values(place_id=place_id))
+    detector = Detector(Searcher(directory), "planted")
+    tiles = detector.detect(top_k=20_060, exhaustive=True).results
+    best_of_place = {}
+    for r in tiles:  # most probable first: the first tile of a place is its best
+        best_of_place.setdefault(planted_place.get(r.tile_id, r.tile_id), r)
+
+    answer = detector.detect(top_k=10, per_place=True)
+    assert answer.per_place and answer.info()["per_place"]
+    places = [r.place_id for r in answer.results]
+    assert len(set(places)) == 10 and set(places) <= set(planted_place.values())  # no place twice
+    assert [r.rank for r in answer.results] == list(range(1, 11))
+    for r in answer.results:
+        assert r.tile_id == best_of_place[r.place_id].tile_id
+        assert r.probability == pytest.approx(best_of_place[r.place_id].probability, rel=1e-6)
+        assert (
+            r.acquisitions == 3
+            and len(r.dates) == 3
+            and set(r.date_tile_ids) == {t for t, p in planted_place.items() if p == r.place_id}
+        )
+    # all 20 planted places before any background place, however many of their dates rank above
+    everything = detector.detect(top_k=25, per_place=True).results
+    assert {r.place_id for r in everything[:20]} == set(planted_place.values())
+    # filters apply to acquisitions before grouping: a date filter leaves fewer dates of each place
+    month = tiles[0].date[:7]
+    first, last = date.fromisoformat(f"{month}-01"), date.fromisoformat(f"{month}-28")
+    dated = detector.detect(top_k=5, per_place=True, filters=Filters(date_from=first, date_to=last))
+    assert dated.results and all(r.acquisitions == 1 and r.date.startswith(month) for r in dated.results)
+    # with a threshold and no top-k: every place that has an acquisition above it, once
+    above = detector.detect(threshold=0.5, per_place=True).results
+    expected = {p for p, r in best_of_place.items() if r.probability >= 0.5}
+    assert sorted(r.place_id for r in above) == sorted(expected)
+    done = CliRunner().invoke(app, ["detect", "planted", "--index", str(directory), "--per-place", "-k", "4", "--json"])
+    assert done.exit_code == 0, done.output
+    shown = json.loads(done.stdout)
+    assert shown["per_place"] and [r["place_id"] for r in shown["results"]] == places[:4]
+    refused = CliRunner().invoke(app, ["detect", "planted", "--index", str(directory), "--per-place", "--suggest", "3"])
+    assert refused.exit_code == 2 and "--per-place" in refused.output
 
 
 def test_the_same_collection_gives_the_same_probe(planted):

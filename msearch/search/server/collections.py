@@ -121,6 +121,9 @@ def collections_router(
         exhaustive: Annotated[
             bool, Query(description="Score every stored vector, not the index's candidates.")
         ] = False,
+        per_place: Annotated[
+            bool, Query(description="Places, each by its most probable acquisition, instead of tiles.")
+        ] = False,
         bbox: Annotated[Optional[params.BboxText], Query()] = None,
         date_from: Annotated[Optional[params.IsoDate], Query()] = None,
         date_to: Annotated[Optional[params.IsoDate], Query(description="The last day, included.")] = None,
@@ -130,7 +133,7 @@ def collections_router(
         FeatureCollection as `msearch detect --geojson` prints it (`probability`, `label` per feature; the
         fit and its cross-validation beside the features)."""
         filters = request_filters(bbox, date_from, date_to, max_cloud, None)
-        return _collection(_run(lambda: _detector(name).detect(top_k, threshold, filters, exhaustive)))
+        return _collection(_run(lambda: _detector(name).detect(top_k, threshold, filters, exhaustive, per_place)))
 
     @router.get("/{name}/suggest", responses=errors(404, 422, why=UNKNOWN | RULES))
     def suggest(
