@@ -175,7 +175,9 @@ function showResults(answer) {
     }
   }
   imagery.show(answer.features);
-  if (footprints.getLayers().length) map.fitBounds(footprints.getBounds(), { maxZoom: 11, padding: [30, 30] });
+  // Not animated: a card clicked while an animated zoom runs would have its own zoom dropped by Leaflet.
+  if (footprints.getLayers().length)
+    map.fitBounds(footprints.getBounds(), { maxZoom: 11, padding: [30, 30], animate: false });
   if (typeof heat !== "undefined") heat.attach(answer); // heatmaps.js: a heat toggle per card
 }
 
