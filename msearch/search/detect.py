@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from msearch.search.formats import CSV_COLUMNS
-from msearch.search.per_place import MAX_DATES, top_places
+from msearch.search.per_place import place_fields, top_places
 from msearch.search.results import SearchResult
 from msearch.search.searcher import Filters, QueryError, Searcher
 from msearch.store.catalogue import snapshot
@@ -277,19 +277,10 @@ class Detector:
         )
         tiles = ranked["tiles"]
         by_id = {r.tile_id: r for r in tiles.results}
-        results = []
-        for rank_, hit in enumerate(hits, start=1):
-            shown = hit.acquisitions[:MAX_DATES]
-            best = by_id[hit.best[0]]
-            results.append(
-                replace(
-                    best,
-                    rank=rank_,
-                    acquisitions=len(hit.acquisitions),
-                    dates=[acquired for _, _, acquired in shown],
-                    date_tile_ids=[tile_id for tile_id, _, _ in shown],
-                )
-            )
+        results = [
+            replace(by_id[hit.best[0]], rank=position, **place_fields(hit))
+            for position, hit in enumerate(hits, start=1)
+        ]
         return replace(tiles, results=results, per_place=True)
 
     def suggest(self, n: int, filters: Filters = Filters()) -> DetectionAnswer:

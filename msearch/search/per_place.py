@@ -46,6 +46,17 @@ class PlaceHit:
         return tile_id, score
 
 
+def place_fields(hit: PlaceHit) -> dict:
+    """A place's fields on its result (msearch.search.results.SearchResult): how many of its acquisitions pass
+    the filters, and the dates and tile ids of the best MAX_DATES of them."""
+    shown = hit.acquisitions[:MAX_DATES]
+    return {
+        "acquisitions": len(hit.acquisitions),
+        "dates": [acquired for _, _, acquired in shown],
+        "date_tile_ids": [tile_id for tile_id, _, _ in shown],
+    }
+
+
 def top_places(
     rank: Callable[[int], list[tuple[int, float]]],
     k: int,

@@ -25,7 +25,7 @@ from msearch.models import ModelCard, get_card
 from msearch.schema import catalog
 from msearch.schema.pixels import CannotFeed
 from msearch.search.language import detect_language, parse_language
-from msearch.search.per_place import MAX_DATES, NPROBE_SCALE, PlaceHit, top_places
+from msearch.search.per_place import NPROBE_SCALE, PlaceHit, place_fields, top_places
 from msearch.search.query_cache import QueryCache
 from msearch.search.results import SearchResult
 from msearch.store import IndexStore, SpaceIndex, SpaceMismatchError
@@ -727,15 +727,7 @@ class Searcher:
     def _place_results(self, hits: list[PlaceHit], space: str) -> list[SearchResult]:
         """One result per place: its best acquisition, with the place's passing acquisitions and dates."""
         results = self.results_of([hit.best for hit in hits], space)
-        for i, hit in enumerate(hits):
-            shown = hit.acquisitions[:MAX_DATES]
-            results[i] = replace(
-                results[i],
-                acquisitions=len(hit.acquisitions),
-                dates=[acquired for _, _, acquired in shown],
-                date_tile_ids=[tile_id for tile_id, _, _ in shown],
-            )
-        return results
+        return [replace(result, **place_fields(hit)) for result, hit in zip(results, hits)]
 
     def results_of(self, ranked: list[tuple[int, float]], space: str) -> list[SearchResult]:
         rows = self.store.tiles_by_id([t for t, _ in ranked])
