@@ -118,7 +118,8 @@ def choose_and_build(
 ) -> tuple[faiss.Index, AnnInfo]:
     """Build the index that suits the size of `vectors` (n, d) float32, unit rows; `ids` (n,) int64, unique.
 
-    `vectors` may be a np.memmap larger than RAM: it is read in chunks, apart from the training sample.
+    `vectors` may be a np.memmap larger than RAM, or int8 codes decoded as read (vector_codec.UnitCodes): it is
+    read in chunks, apart from the training sample.
     """
     n, dim = vectors.shape
     ids = np.asarray(ids, dtype=np.int64)

