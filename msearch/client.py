@@ -109,12 +109,14 @@ class Client:
 
     def timeline(self, place_id: int, q: str | None = None, *, like: int | None = None, **params: Any) -> dict:
         """Every acquisition of a place in date order, scored for a text `q` or an example tile `like` (GET
-        /api/places/{id}/timeline; `lang`, `space` as for search)."""
+        /api/places/{id}/timeline; `lang`, `space` as for search; `route`: rgb or bridge, for a text beyond
+        English)."""
         return self.get(f"/api/places/{int(place_id)}/timeline", q=q, like=like, **params)
 
     def change(self, after: date | str, **params: Any) -> dict:
         """Places ranked by change between dates (GET /api/change): `before`, `to`, `from_text` (the API's
-        `from`), `to_like`, `any`, `top_k`, `lang`, `space`, `bbox`, `max_cloud`, `tile_id`; a FeatureCollection."""
+        `from`), `to_like`, `any`, `top_k`, `lang`, `space`, `route` (rgb or bridge), `bbox`, `max_cloud`, `tile_id`; a
+        FeatureCollection."""
         if "from_text" in params:
             params["from"] = params.pop("from_text")
         if "before" in params:

@@ -10,6 +10,7 @@ import typer
 from msearch.cli.common import (
     CATALOGUE_OPTION,
     INDEX_OPTION,
+    ONE_SPACE_ROUTE_OPTION,
     console,
     echo_formatted,
     err_console,
@@ -40,6 +41,7 @@ def change(
     top_k: int = typer.Option(10, "--top-k", "-k", min=1, help="Number of places."),
     lang: str = typer.Option("auto", help="The texts' language: auto, en, pt, es, fr, de, nl, it, zh, ko or ru."),
     space: Optional[str] = typer.Option(None, help="Compare in this encoder space instead of the default."),
+    route: Optional[str] = ONE_SPACE_ROUTE_OPTION,
     bbox: Optional[str] = typer.Option(None, help="minlon,minlat,maxlon,maxlat (WGS84): places that intersect it."),
     max_cloud: Optional[float] = typer.Option(
         None, help="Use only acquisitions with at most this cloud cover (percent; unknown cover is excluded)."
@@ -81,6 +83,7 @@ def change(
             lang=lang,
             space=space,
             filters=filters,
+            route=route,
         )
     except search_errors() as exc:
         fail(str(exc))
@@ -90,6 +93,8 @@ def change(
             f"({answer.places_compared} compared)"
         )
     if not echo_formatted(answer.results, answer.info(), as_json, as_csv, as_geojson, CSV_COLUMNS):
+        read = f"{answer.lang} → " if answer.lang else ""
+        via = f", route {answer.route}" if answer.route else ""
         console.print(
             f"[bold]{answer.query}[/bold]: "
             + (
@@ -98,7 +103,7 @@ def change(
                 else f"before {answer.before}, after {answer.after}"
             )
             + " "
-            f"(archive {answer.first_date} to {answer.last_date}; {answer.space})"
+            f"(archive {answer.first_date} to {answer.last_date}; {read}{answer.space}{via})"
         )
         console.print(_table(answer.results))
 

@@ -34,6 +34,14 @@ CATALOGUE_OPTION = typer.Option(
     help="Catalogue database URL: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB "
     "(default: catalogue.sqlite in the index directory).",
 )
+# How a text beyond English is read where scores are compared (change, timeline): one space's route.
+ONE_SPACE_ROUTE_OPTION = typer.Option(
+    None,
+    "--route",
+    help="Beyond English: rgb (scored in the multilingual RGB space) or bridge (carried into the multispectral "
+    "space by `msearch align`'s map); not fuse, which has no scores to compare. Default: the better of the two "
+    "in a stored eval, else rgb.",
+)
 # A path of another kind (s3://, https://, ...): left to the reader that understands it.
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
 

@@ -10,6 +10,7 @@ import typer
 from msearch.cli.common import (
     CATALOGUE_OPTION,
     INDEX_OPTION,
+    ONE_SPACE_ROUTE_OPTION,
     check_output,
     console,
     err_console,
@@ -34,6 +35,7 @@ def timeline(
     catalogue: Optional[str] = CATALOGUE_OPTION,
     lang: str = typer.Option("auto", help="The TEXT's language: auto, en, pt, es, fr, de, nl, it, zh, ko or ru."),
     space: Optional[str] = typer.Option(None, help="Score in this encoder space instead of the language's default."),
+    route: Optional[str] = ONE_SPACE_ROUTE_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print the timeline as JSON."),
     as_csv: bool = typer.Option(False, "--csv", help="Print one CSV row per acquisition."),
     plot: Optional[Path] = typer.Option(None, help="Also write a PNG chart of score over time (e.g. timeline.png)."),
@@ -66,7 +68,7 @@ def timeline(
     try:
         searcher = Searcher(index, checkpoints, pixels=ArchivePixels(), catalogue=catalogue)
         place_id = resolve_place(searcher, place, at=point)
-        found = place_timeline(searcher, place_id, text, like=like, lang=lang, space=space)
+        found = place_timeline(searcher, place_id, text, like=like, lang=lang, space=space, route=route)
         if plot is not None:
             plot_timeline(found, plot)
     except search_errors() as exc:
@@ -76,9 +78,10 @@ def timeline(
     elif as_csv:
         typer.echo(formats.to_csv(found.acquisitions, CSV_COLUMNS), nl=False)
     else:
+        via = f", route {found.route}" if found.route else ""
         console.print(
             f"[bold]place {found.place_id}[/bold]: {len(found.acquisitions)} acquisitions, scored for "
-            f"[bold]{found.query}[/bold] ({found.lang or 'image'} → {found.space})"
+            f"[bold]{found.query}[/bold] ({found.lang or 'image'} → {found.space}{via})"
         )
         console.print(_table(found.acquisitions))
     if plot is not None:

@@ -10,9 +10,12 @@ has none, all of its acquisitions are used. Over the used acquisitions:
 
 - `--to TEXT`: s(a) is the cosine of acquisition a's stored vector with the text's vector (the score a query
   gives the tile); after_score and before_score are the medians of s over the period;
-  change = after_score - before_score.
+  change = after_score - before_score. A text beyond English is read by a route (Searcher.text_vector): rgb,
+  scored in the multilingual RGB space, or bridge, carried into the multispectral space by the bridge and
+  scored there; fuse has no scores to compare.
 - with `--from TEXT2` as well: change = (after_score - before_score) + (from_before_score - from_after_score),
-  the second term with the first text's medians: more like the second text, less like the first.
+  the second term with the first text's medians: more like the second text, less like the first. The
+  first text is read as the second is: in the same space, by the same route.
 - `--to-like EXAMPLE`: as `--to`, with the example's vector (a catalogued tile's stored vector or a file's
   embedding) in place of the text's; the example tile itself is left out of its place's statistics.
 - `--any`: each period's vector is the coordinate-wise median of its used vectors, normalised; similarity is
@@ -32,7 +35,7 @@ from datetime import date
 
 import numpy as np
 
-from msearch.search.searcher import Filters, QueryError, Searcher
+from msearch.search.searcher import Filters, QueryError, Searcher, TextVector
 from msearch.store.acquisitions import AcquisitionCache, SpaceAcquisitions
 
 CLEAR_CLOUD = 20.0  # percent
@@ -100,12 +103,14 @@ class ChangeAnswer:
     last_date: str
     places_compared: int  # places with acquisitions in both periods
     left_out: int  # places with acquisitions (that pass the filters) missing from one period
+    route: str | None = None  # a text beyond English: rgb or bridge (Searcher.text_vector)
 
     def info(self) -> dict:
         return {
             "query": self.query,
             "lang": self.lang,
             "space": self.space,
+            "route": self.route,
             "mode": self.mode,
             "after": self.after.isoformat(),
             "before": self.before.isoformat(),
@@ -136,11 +141,16 @@ class ChangeFinder:
         lang: str = "auto",
         space: str | None = None,
         filters: Filters = Filters(),
+        route: str | None = None,
     ) -> ChangeAnswer:
+        """Places ranked by change (module docstring). `route`: how a text beyond English is read
+        (Searcher.text_vector: rgb or bridge; left out, the stored route comparison's choice, else rgb)."""
         if sum([to is not None, to_like is not None, any_change]) != 1:
             raise QueryError("say what change to look for: one of --to TEXT, --to-like EXAMPLE or --any")
         if from_text is not None and to is None:
             raise QueryError("--from TEXT goes with --to TEXT: how much less like the first, more like the second")
+        if route is not None and to is None:
+            raise QueryError("--route is how a --to TEXT beyond English is read; --to-like and --any use no text")
         if top_k <= 0:
             raise QueryError(f"--top-k must be at least 1, got {top_k}")
         if filters.date_from is not None or filters.date_to is not None:
@@ -149,10 +159,11 @@ class ChangeFinder:
         if before > after:
             raise QueryError(f"--before {before} is after --after {after}: the periods would overlap")
         example = None
-        lang_read = None
+        read = None
         if to is not None:
-            name, vector, lang_read = self.searcher.text_vector(to, lang, space)
-            from_vector = self.searcher.text_vector(from_text, lang, name)[1] if from_text is not None else None
+            read = self.searcher.text_vector(to, lang, space, route)
+            name, vector = read.space, read.vector
+            from_vector = self._from_vector(from_text, lang, read) if from_text is not None else None
             query = to if from_text is None else f"{from_text} -> {to}"
         elif to_like is not None:
             name, vector, example = self.searcher.example_vector(to_like, space)
@@ -163,8 +174,16 @@ class ChangeFinder:
             query = "any"
         answer = self.rank(name, after, before, vector, from_vector, example, top_k, filters)
         answer.mode = "any" if any_change else "to-like" if to_like is not None else "to"
-        answer.query, answer.lang = query, lang_read
+        answer.query = query
+        answer.lang, answer.route = (read.lang, read.route) if read is not None else (None, None)
         return answer
+
+    def _from_vector(self, from_text: str, lang: str, to: TextVector) -> np.ndarray:
+        """The --from text's vector where the --to text's lies: in its space (English or a chosen space), or,
+        beyond English, by its route and so in its language (a route is refused for English)."""
+        if to.route is None:
+            return self.searcher.text_vector(from_text, lang, to.space).vector
+        return self.searcher.text_vector(from_text, to.lang, route=to.route).vector
 
     def rank(
         self,

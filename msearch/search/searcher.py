@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from sqlalchemy import and_, func, or_, select
@@ -29,7 +29,15 @@ from msearch.search.per_place import NPROBE_SCALE, PlaceHit, place_fields, top_p
 from msearch.search.query_cache import QueryCache
 from msearch.search.results import SearchResult
 from msearch.store import IndexStore, SpaceIndex, SpaceMismatchError
-from msearch.store.bridges import ROUTES, Bridge, BridgeMismatchError, bridges, check_bridge, stored_route
+from msearch.store.bridges import (
+    ONE_SPACE_ROUTES,
+    ROUTES,
+    Bridge,
+    BridgeMismatchError,
+    bridges,
+    check_bridge,
+    stored_route,
+)
 from msearch.store.catalogue import snapshot
 
 log = logging.getLogger(__name__)
@@ -41,6 +49,16 @@ ROCCHIO_WEIGHTS = (1.0, 0.75, 0.15)
 
 class QueryError(ValueError):
     """A query that cannot be answered as asked: the message says what to change."""
+
+
+class TextVector(NamedTuple):
+    """A text read as a query reads it, in the one space its scores lie in (Searcher.text_vector)."""
+
+    space: str
+    vector: np.ndarray  # unit length
+    lang: str
+    route: str | None  # beyond English without a chosen space: rgb or bridge; None for English or --space
+    truncated: bool = False  # the tokenizer cut the text
 
 
 @dataclass(frozen=True)
@@ -296,11 +314,7 @@ class Searcher:
         lang = language_of(text, lang)
         if route is not None and route not in ROUTES:
             raise QueryError(f"--route must be one of {', '.join(ROUTES)}, got {route!r}")
-        if route is not None and (lang == "en" or space is not None or fuse):
-            raise QueryError(
-                "--route chooses how a query beyond English reaches the index: "
-                "leave it out for English, and do not combine it with --space or --fuse"
-            )
+        refuse_route_beside(route, lang, space, fuse)
         if lang != "en" and space is None and not fuse and route is None:
             route, _ = self.default_route(lang)
         allowed = self.allowed_ids(filters)
@@ -365,14 +379,33 @@ class Searcher:
         results = self.results_of(ranked[:top_k], "+".join(names))
         return QueryAnswer(results, text, lang, names, truncated, matching, route, per_place=False)
 
-    def text_vector(self, text: str, lang: str = "auto", space: str | None = None) -> tuple[str, np.ndarray, str]:
-        """(the space, the text's unit vector there, its language) of a text read in the space a query in
-        its language is answered in (`space` when given), as query() reads it without a route."""
+    def text_vector(
+        self, text: str, lang: str = "auto", space: str | None = None, route: str | None = None
+    ) -> TextVector:
+        """A text read in the one space a score for it lies in, for what compares scores (a change, a
+        timeline). English, or with `space`: the text's unit vector in the space a query answers it in (no
+        route). Beyond English, `route` (ONE_SPACE_ROUTES) says how: rgb, its vector in the multilingual space;
+        bridge, that vector carried into the multispectral space by the bridge, as routed_ranking searches it.
+        Left out, the route a stored comparison found best of those two (`default_route`), else rgb. fuse is
+        refused: a fused ranking is merged by rank and has no scores to compare."""
         if not text or not text.strip():
             raise QueryError("the query is empty: give some words to search for")
         lang = language_of(text, lang)
+        if route == "fuse":
+            raise QueryError(
+                "--route fuse merges two spaces' rankings by rank, so it gives no scores to compare: a change "
+                "or a timeline compares scores within one space; choose --route rgb or --route bridge"
+            )
+        if route is not None and route not in ONE_SPACE_ROUTES:
+            raise QueryError(f"--route must be one of {', '.join(ONE_SPACE_ROUTES)}, got {route!r}")
+        refuse_route_beside(route, lang, space)
+        if lang != "en" and space is None and route is None:
+            route, _ = self.default_route(lang, among=ONE_SPACE_ROUTES)
         name = self.route(lang, space)
-        return name, self.embed_text(name, text.strip())[0], lang
+        vector, truncated = self.embed_text(name, text.strip())
+        if route == "bridge":
+            name, vector = self.bridged_vector(lang, vector, route)
+        return TextVector(name, vector, lang, route, truncated)
 
     # -- routes beyond English ----------------------------------------------------------------------------
 
@@ -395,13 +428,21 @@ class Searcher:
                 return bridge
         return None
 
-    def default_route(self, lang: str) -> tuple[str, str]:
+    def default_route(self, lang: str, among: tuple[str, ...] = ROUTES) -> tuple[str, str]:
         """(route, why) for a language beyond English: what a stored route comparison (`msearch eval
-        --routes --save-routes`) found best for it, else rgb."""
+        --routes --save-routes`) found best for it among `among`, else rgb."""
         bridge = self.bridge_for(lang)
         if bridge is None:
             return "rgb", "no bridge in this index (`msearch align` fits one)"
-        return stored_route(self.store.directory, bridge, lang)
+        return stored_route(self.store.directory, bridge, lang, among)
+
+    def bridged_vector(self, lang: str, vector: np.ndarray, route: str) -> tuple[str, np.ndarray]:
+        """(the multispectral space, the vector there) of a text's vector in the multilingual space, carried by
+        the bridge for `lang`; Bridge.apply normalises, so it is a unit vector as every query's is."""
+        bridge = self.bridge_for(lang)
+        if bridge is None:
+            raise QueryError(f"--route {route} needs a bridge into the multispectral space: run `msearch align`")
+        return self.not_empty(bridge.to_space), bridge.apply(vector)
 
     def routed_ranking(
         self, text: str, lang: str, route: str, k: int, allowed: np.ndarray | None = None
@@ -413,15 +454,13 @@ class Searcher:
         vector, truncated = self.embed_text(source, text)
         if route == "rgb":
             return self.search_vector(source, vector, k, allowed), [source], truncated
-        bridge = self.bridge_for(lang)
-        if bridge is None:
-            raise QueryError(f"--route {route} needs a bridge into the multispectral space: run `msearch align`")
+        target, bridged_vector = self.bridged_vector(lang, vector, route)
         depth = k if route == "bridge" else max(k, 100)
-        bridged = self.search_vector(bridge.to_space, bridge.apply(vector), depth, allowed)
+        bridged = self.search_vector(target, bridged_vector, depth, allowed)
         if route == "bridge":
-            return bridged, [bridge.to_space], truncated
+            return bridged, [target], truncated
         direct = self.search_vector(source, vector, depth, allowed)
-        return reciprocal_rank_fusion([direct, bridged]), [source, bridge.to_space], truncated
+        return reciprocal_rank_fusion([direct, bridged]), [source, target], truncated
 
     def like(
         self,
@@ -761,6 +800,17 @@ def language_of(text: str, lang: str) -> str:
         return detect_language(text) if lang == "auto" else lang
     except ValueError as exc:  # an unknown --lang, or a script none of the encoders learnt
         raise QueryError(str(exc)) from None
+
+
+def refuse_route_beside(route: str | None, lang: str, space: str | None, fuse: bool | None = None) -> None:
+    """A route is how a text beyond English reaches the index: refused for English and with a chosen space (and
+    with --fuse, where the caller has it: `fuse` not None)."""
+    if route is not None and (lang == "en" or space is not None or fuse):
+        others = "--space" if fuse is None else "--space or --fuse"
+        raise QueryError(
+            "--route chooses how a query beyond English reaches the index: "
+            f"leave it out for English, and do not combine it with {others}"
+        )
 
 
 def reciprocal_rank_fusion(rankings: list[list[tuple[int, float]]], k: int = RRF_K) -> list[tuple[int, float]]:

@@ -3,7 +3,9 @@
 The score of an acquisition is the score a query gives that tile: the query's vector (the same encoder and
 normalisation, from the same query cache) against the tile's stored vector, searched as a query restricted
 to the place's tiles searches (Searcher.search_vector). An acquisition without a vector in the space (an RGB
-file, for a multispectral space) is listed with no score.
+file, for a multispectral space) is listed with no score. A text beyond English is read by a route
+(Searcher.text_vector): rgb, scored in the multilingual RGB space, or bridge, carried into the multispectral
+space by the bridge and scored there.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Timeline:
     query: str
     lang: str | None
     space: str
+    route: str | None  # a text beyond English: rgb or bridge (Searcher.text_vector)
     lon: float | None
     lat: float | None
     footprint: dict | None
@@ -90,20 +93,25 @@ def place_timeline(
     like: str | None = None,
     lang: str = "auto",
     space: str | None = None,
+    route: str | None = None,
 ) -> Timeline:
-    """Every acquisition of the place, by date (then tile id), scored against the text or the example."""
+    """Every acquisition of the place, by date (then tile id), scored against the text or the example. `route`:
+    how a text beyond English is read (Searcher.text_vector: rgb or bridge; left out, the stored route
+    comparison's choice, else rgb)."""
     if (text is None) == (like is None):
         raise QueryError("give a query TEXT or --like EXAMPLE (one of them) to score the place's acquisitions")
+    if route is not None and like is not None:
+        raise QueryError("--route is how a TEXT beyond English is read; --like scores by an example")
     place = searcher.store.place(place_id)
     rows = searcher.store.place_acquisitions(place_id) if place is not None else []
     if not rows:
         raise UnknownPlace(f"no place with id {place_id} in this index")
     if like is not None:
         name, vector, _ = searcher.example_vector(like, space)
-        lang_read, query = None, f"like:{like}"
+        lang_read, route_read, query = None, None, f"like:{like}"
     else:
-        name, vector, lang_read = searcher.text_vector(text, lang, space)
-        query = text
+        read = searcher.text_vector(text, lang, space, route)
+        name, vector, lang_read, route_read, query = read.space, read.vector, read.lang, read.route, text
     ids = [int(r["id"]) for r in rows]
     with searcher.store.engine.connect() as conn:
         scored_ids = np.asarray(
@@ -123,6 +131,7 @@ def place_timeline(
         query=query,
         lang=lang_read,
         space=name,
+        route=route_read,
         lon=place["centre_lon"],
         lat=place["centre_lat"],
         footprint=json.loads(place["footprint"]) if place["footprint"] else None,

@@ -30,6 +30,9 @@ ROUTES_FILE = "routes.json"
 # How a query beyond English reaches the index: its own multilingual RGB space (rgb), carried into the
 # multispectral space by the bridge (bridge), or both merged by reciprocal rank fusion (fuse).
 ROUTES = ("rgb", "bridge", "fuse")
+# The routes whose scores lie in one space: what a change or a timeline compares scores in (a fused ranking is
+# merged by rank and has no scores to compare).
+ONE_SPACE_ROUTES = ("rgb", "bridge")
 
 
 class BridgeMismatchError(RuntimeError):
@@ -131,11 +134,20 @@ def load_routes(index_dir: Path, bridge: Bridge) -> dict | None:
     return routes
 
 
-def stored_route(index_dir: Path, bridge: Bridge, lang: str) -> tuple[str, str]:
-    """(route, why) for a language the bridge carries: what the stored route comparison found best, else rgb."""
+def stored_route(index_dir: Path, bridge: Bridge, lang: str, among: tuple[str, ...] = ROUTES) -> tuple[str, str]:
+    """(route, why) for a language the bridge carries: what the stored route comparison found best, else rgb.
+    `among` narrows the choice (ONE_SPACE_ROUTES): when the comparison chose a route outside it, the best
+    inside it by the stored mAP, ties going to rgb as the comparison's own choice does."""
     routes = load_routes(index_dir, bridge)
     measured = (routes or {}).get("languages", {}).get(lang)
     if not measured:
         return "rgb", "no stored route comparison for this language (`msearch eval QUERIES --routes --save-routes`)"
     scores = ", ".join(f"{route} {measured[route]:.3f}" for route in ROUTES if route in measured)
-    return measured["chosen"], f"mAP@{routes.get('k', 100)} on {routes.get('queryset', '?')}: {scores}"
+    why = f"mAP@{routes.get('k', 100)} on {routes.get('queryset', '?')}: {scores}"
+    if measured["chosen"] in among:
+        return measured["chosen"], why
+    scored = [route for route in among if route in measured]
+    if not scored:
+        return "rgb", f"the stored comparison chose {measured['chosen']} and scored none of {', '.join(among)}"
+    best = max(scored, key=lambda route: (measured[route], route == "rgb"))
+    return best, f"{why}; {measured['chosen']} was chosen, {best} is the best of {', '.join(among)}"

@@ -7,7 +7,10 @@
 
 Errors are {"error": "what to change"}: 400 a parameter that does not match the schema (a date that is not
 YYYY-MM-DD, a number out of range), 404 an unknown place (or a path that names no place id), 422 a request the schema cannot rule out (neither or
-both of q and like, no change mode or two, a split date outside the archive's dates, --before after --after).
+both of q and like, no change mode or two, a split date outside the archive's dates, --before after --after,
+a route for English, with a space or without a text, and route=fuse, which has no scores to compare).
+A text beyond English is read by `route`, rgb or bridge (Searcher.text_vector); left out, the better of the two
+in the stored route comparison, else rgb. The answer's `route` says which was taken.
 Examples are catalogued tile ids only: nothing reads a path a client gives.
 """
 
@@ -24,20 +27,32 @@ from msearch.search.change import ChangeFinder
 from msearch.search.searcher import Filters, QueryError, Searcher
 from msearch.search.server import params
 from msearch.search.server.contract import ApiError, errors
-from msearch.search.server.schemas import Language
+from msearch.search.server.schemas import Language, Route
 from msearch.search.timeline import UnknownPlace, place_timeline
 from msearch.store import SpaceMismatchError
 
 # Place ids are catalogue row ids, as tile ids are (params.MAX_TILE_ID).
 PlaceId = params.integer(ge=1, le=params.MAX_TILE_ID, description="A place id (`place_id` of a search result).")
 ExampleTile = Annotated[Optional[params.TileId], Query(description="A catalogued tile id as the example.")]
+# fuse is in the schema's enum, as for /api/search, and answered 422 with why (a fused ranking has no scores).
+OneSpaceRoute = Annotated[
+    Optional[Route],
+    Query(
+        description="Beyond English: how the text is read, rgb (the multilingual RGB space) or bridge (carried "
+        "into the multispectral space by the bridge); fuse is refused (422): a fused ranking has no scores to "
+        "compare. Default: the better of the two in the stored route comparison, else rgb."
+    ),
+]
+ROUTE_RULES = "a route for English or with a space; route=fuse (a fused ranking has no scores to compare)"
 TIMELINE_ERRORS = errors(
     404,
     409,
     422,
     why={
         404: "No place with this id in the index (or the path names no place id).",
-        422: "Neither or both of q and like; an example tile without a vector in the space; an unknown space.",
+        422: "Neither or both of q and like; an example tile without a vector in the space; an unknown space; "
+        + ROUTE_RULES
+        + "; a route with like.",
     },
 )
 CHANGE_ERRORS = errors(
@@ -46,7 +61,7 @@ CHANGE_ERRORS = errors(
     why={
         422: "No change mode or more than one (to, to_like, any); from without to; before after after; a split "
         "date outside the archive's dates; an example tile without a vector in the space; a bbox outside WGS84 "
-        "or with min > max.",
+        "or with min > max; " + ROUTE_RULES + "; a route without to.",
     },
 )
 
@@ -76,13 +91,14 @@ def places_time_router(searcher: Searcher, refresh: Callable[[], None], filters:
         like: ExampleTile = None,
         lang: Annotated[Language, Query()] = "auto",
         space: Annotated[Optional[params.SpaceName], Query()] = None,
+        route: OneSpaceRoute = None,
     ):
         """Every acquisition of the place in date order with its score for the text (or the example tile):
         the score a query gives that tile. `acquisitions[].score` is null for a tile without a vector in the
         space."""
         found = run(
             lambda: place_timeline(
-                searcher, place_id, q, like=str(like) if like is not None else None, lang=lang, space=space
+                searcher, place_id, q, like=str(like) if like is not None else None, lang=lang, space=space, route=route
             )
         )
         return JSONResponse(found.to_dict())
@@ -108,6 +124,7 @@ def places_time_router(searcher: Searcher, refresh: Callable[[], None], filters:
         bbox: Annotated[Optional[params.BboxText], Query()] = None,
         max_cloud: Annotated[Optional[params.CloudPercent], Query()] = None,
         tile_id: Annotated[Optional[params.MgrsTile], Query()] = None,
+        route: OneSpaceRoute = None,
     ):
         """Places ranked by how their acquisitions after the split differ from those before it, as `msearch
         change` ranks them (README, "Change between dates"). A FeatureCollection, one Feature per place (its
@@ -125,6 +142,7 @@ def places_time_router(searcher: Searcher, refresh: Callable[[], None], filters:
                 lang=lang,
                 space=space,
                 filters=kept,
+                route=route,
             )
         )
         collection = formats.geojson_collection(found.results, found.info())
