@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from msearch.search.change import MODES as CHANGE_MODES
@@ -36,7 +36,8 @@ IsoDay = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="YYYY-
 
 def absent_or(kind, description: str):
     """A field the server leaves out rather than sending null: `name: absent_or(int, "...")` is documented
-    as an optional key of type `kind` (not nullable), and defaults to None when the model reads a body."""
+    as an optional key of type `kind` (not nullable), and is None when a body read into the model lacks it (the
+    model then leaves such fields out when it writes a body: see CrossValidation)."""
     return Annotated[
         Union[kind, SkipJsonSchema[None]], Field(None, description=description, json_schema_extra=_no_default)
     ]
@@ -403,6 +404,10 @@ class CrossValidation(BaseModel):
     precision: absent_or(Probability, "At probability >= 0.5.")
     recall: absent_or(Probability, "At probability >= 0.5.")
     average_precision: absent_or(Probability, "Over the held-out probabilities.")
+
+    @model_serializer(mode="wrap")
+    def _leave_out_absent(self, write):
+        return {name: value for name, value in write(self).items() if value is not None}
 
 
 class ProbeFit(BaseModel):
