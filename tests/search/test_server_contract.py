@@ -1,6 +1,7 @@
 """`msearch serve` keeps the contract its OpenAPI schema states: Schemathesis (the schema-driven fuzzer) runs
 every check over every operation against a live server on loopback, with a fixed seed and bounded examples,
-without and with a token; every status the schema documents is reached, by the fuzzer or by a request here."""
+without and with a token, and over a dated archive for the routes of places over time; every status the schema
+documents is reached, by the fuzzer or by a request here, and every JSON answer matches its route's schema."""
 
 import json
 import shutil
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from jsonschema import Draft202012Validator
 
 from tests.search.live_server import live_server
 
@@ -18,11 +20,25 @@ SEED = 20261207
 TOKEN = "contract-test-token"
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 SCHEMATHESIS = shutil.which("schemathesis") or str(Path(sys.executable).parent / "schemathesis")
+# The collection the fuzzer's reading routes draw by name (schemathesis.toml), labelled before it runs: enough
+# positives for a detector, so that detect and suggest answer 200 bodies to the response checks.
+FUZZED_COLLECTION = "fuzzed"
+
+
+def label_a_collection(base: str, headers: dict | None = None) -> None:
+    """Create FUZZED_COLLECTION (the servers share an index: it may be there already) and label it."""
+    body = {"name": FUZZED_COLLECTION, "space": "tiny-ms-clip"}
+    created = httpx.post(f"{base}/api/collections", json=body, headers=headers)
+    assert created.status_code in (201, 409), created.text
+    body = {"positive": [1, 2], "negative": [3]}
+    labelled = httpx.post(f"{base}/api/collections/{FUZZED_COLLECTION}/labels", json=body, headers=headers)
+    assert labelled.status_code == 200, labelled.text
 
 
 @pytest.fixture(scope="module")
 def server(eurosat_index, tmp_path_factory):
     with live_server(eurosat_index, tmp_path_factory.mktemp("serve") / "serve.log") as base:
+        label_a_collection(base)
         yield base
 
 
@@ -30,6 +46,14 @@ def server(eurosat_index, tmp_path_factory):
 def token_server(eurosat_index, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve-token") / "serve.log"
     with live_server(eurosat_index, log, "--token", TOKEN) as base:
+        label_a_collection(base, {"Authorization": f"Bearer {TOKEN}"})
+        yield base
+
+
+@pytest.fixture(scope="module")
+def series_server(change_series, tmp_path_factory):
+    """Over the dated Major TOM series (EuroSAT has no dates: a change there is always a 422)."""
+    with live_server(change_series.index, tmp_path_factory.mktemp("serve-series") / "serve.log") as base:
         yield base
 
 
@@ -76,6 +100,22 @@ def test_the_fuzzer_finds_no_failure(server, reached, tmp_path):
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert record_fuzzed(report, reached) > 500
     assert {400, 422} <= reached[("GET", "/api/search")] and 200 in reached[("POST", "/api/search")]
+    # The routes whose 200 bodies need a thing that exists (schemathesis.toml's dictionaries) answered some.
+    for route in ("/api/places/{place_id}/timeline", "/api/tiles/{tile_id}/locate", "/api/collections/{name}/labels"):
+        assert 200 in reached[("GET", route)], route
+    for view in ("detect", "suggest"):
+        assert 200 in reached[("GET", f"/api/collections/{{name}}/{view}")], view
+
+
+def test_the_fuzzer_finds_no_failure_over_a_dated_archive(series_server, reached, tmp_path):
+    """The routes of places again over dated places, where a change is answered, not refused (the fuzzing phase
+    alone: the others' requests over these routes were made above)."""
+    report = tmp_path / "events.ndjson"
+    options = ("--max-examples", "20", "--include-path-regex", "^/api/(change|places/)", "--phases", "fuzzing")
+    result = run_schemathesis(series_server, report, *options)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert record_fuzzed(report, reached) > 30
+    assert 200 in reached[("GET", "/api/change")] and 200 in reached[("GET", "/api/places/{place_id}/timeline")]
 
 
 def test_the_fuzzer_finds_no_failure_with_a_token(token_server, reached, tmp_path):
@@ -292,6 +332,98 @@ def test_the_place_routes_answer_every_status_they_document(server, reached, cha
     for path in ("/api/places/1", "/api/places/1/timeline", "/api/change"):
         ask("GET", f"{path}?q={'x' * MAX_URL_BYTES}", 414)
         ask("POST", path, 405)
+
+
+def test_every_answer_body_is_documented(server):
+    """Each operation's success documents its body: a schema of its own (a $ref to a model) under the media
+    type it is sent with, not FastAPI's empty schema for a route without a response model."""
+    schema = httpx.get(f"{server}/api/openapi.json").json()
+    binary = {"type": "string", "format": "binary"}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            (status,) = [s for s in operation["responses"] if s.startswith("2")]
+            for media_type, body in operation["responses"][status]["content"].items():
+                if media_type.startswith("image/"):
+                    assert body["schema"] == binary, (method, path)
+                else:
+                    assert media_type in ("application/json", "application/geo+json"), (method, path)
+                    assert body["schema"]["$ref"].startswith("#/components/schemas/"), (method, path)
+    locate = schema["paths"]["/api/tiles/{tile_id}/locate"]["get"]["responses"]["200"]["content"]
+    assert list(locate) == ["application/geo+json"]
+
+
+def validator_of(schema: dict, method: str, path: str, status: int) -> tuple[str, Draft202012Validator]:
+    """(media type, validator) of an operation's answer with `status`, from the served OpenAPI schema (3.1:
+    its schemas are JSON Schema 2020-12, resolved against the document's components)."""
+    (media_type, body), *_ = schema["paths"][path][method.lower()]["responses"][str(status)]["content"].items()
+    return media_type, Draft202012Validator({**body["schema"], "components": schema["components"]})
+
+
+def test_every_json_answer_matches_the_schema_of_its_route(server, series_server):
+    """A real answer of each JSON operation validates against its route's schema as served, and the same answer
+    with one field of the wrong type (or out of its range) does not: the check can fail."""
+    served = {base: httpx.get(f"{base}/api/openapi.json").json() for base in (server, series_server)}
+    checked = set()
+
+    def check(method: str, url: str, template: str, wrong: tuple, status: int = 200, base: str = server, **options):
+        """Ask, validate the answer, then set the field at path `wrong[:-1]` to `wrong[-1]` and see it refused."""
+        response = httpx.request(method, base + url, timeout=60, **options)
+        assert response.status_code == status, (method, url, response.text)
+        media_type, validator = validator_of(served[base], method, template, status)
+        assert response.headers["content-type"].split(";")[0] == media_type, (method, url)
+        body = response.json()
+        assert [e.message for e in validator.iter_errors(body)] == [], (method, url)
+        *where, field, value = wrong
+        spoilt = json.loads(response.text)
+        place = spoilt
+        for key in where:
+            place = place[key]
+        assert field in place, (method, url, wrong)
+        place[field] = value
+        assert not validator.is_valid(spoilt), (method, url, wrong)
+        checked.add((method, template))
+        return body
+
+    check("GET", "/health", "/health", ("status", "fine"))
+    check("GET", "/api/info", "/api/info", ("tiles", "30"))
+    check("GET", "/api/search?q=a+river&top_k=3", "/api/search", ("features", 0, "properties", "rank", 0))
+    check("POST", "/api/search", "/api/search", ("like", ["1"]), json={"like": [1]})
+    check("GET", "/api/tiles/1", "/api/tiles/{tile_id}", ("footprint", "type", "Circle"))
+    check("GET", "/api/places/1", "/api/places/{place_id}", ("acquisitions", 0, "id", None))
+    timeline = "/api/places/{place_id}/timeline"
+    check("GET", "/api/places/1/timeline?q=a+river", timeline, ("acquisitions", 0, "score", "high"))
+    check("GET", "/api/places/1/timeline?like=1", timeline, ("acquisitions", []), base=series_server)
+    for url in ("/api/change?after=2020-05-01&any=true", "/api/change?after=2020-09-01&to=a+lake&from=a+field"):
+        answer = check("GET", url, "/api/change", ("features", 0, "properties", "change", "big"), base=series_server)
+        assert answer["features"], url
+    check("GET", "/api/change?after=2020-05-01&to_like=1", "/api/change", ("after", "May"), base=series_server)
+    check("GET", "/api/tiles/1/locate?q=a+river", "/api/tiles/{tile_id}/locate", ("properties", "threshold", "x"))
+    # A collection's life, beside the fuzzer's (which the test created before it ran).
+    check("POST", "/api/collections", "/api/collections", ("missing", -1), 201, json={"name": "answers"})
+    labels = "/api/collections/{name}/labels"
+    body = {"positive": [4, 5], "negative": [6]}
+    check("POST", "/api/collections/answers/labels", labels, ("collection", "labels", 0, "label", "yes"), json=body)
+    check("GET", "/api/collections", "/api/collections", ("collections", 0, "positives", "2"))
+    check("GET", "/api/collections/answers/labels", labels, ("labels", 0, "tile_id", 0))
+    detect = "/api/collections/{name}/detect"
+    found = check(
+        "GET", "/api/collections/answers/detect?top_k=5", detect, ("features", 0, "properties", "probability", 2)
+    )
+    assert len(found["features"]) == 5
+    found = check("GET", "/api/collections/answers/detect?per_place=true", detect, ("fit", "cross_validation", {}))
+    assert found["per_place"] and found["features"][0]["properties"]["acquisitions"] >= 1
+    suggest = "/api/collections/{name}/suggest"
+    check("GET", "/api/collections/answers/suggest?n=3", suggest, ("features", 0, "properties", "label", "unsure"))
+    check("DELETE", "/api/collections/answers", "/api/collections/{name}", ("labels", "3"))
+    json_operations = {
+        (method.upper(), path)
+        for schema in served.values()
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        for status, response in operation["responses"].items()
+        if status.startswith("2") and any("json" in media for media in response["content"])
+    }
+    assert json_operations - checked == set()
 
 
 def test_every_documented_status_is_reached(token_server, reached):

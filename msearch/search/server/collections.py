@@ -24,6 +24,13 @@ from msearch.search.searcher import Filters, QueryError, Searcher
 from msearch.search.server import params
 from msearch.search.server.contract import ApiError, errors
 from msearch.search.server.params import MAX_EXAMPLES, TileId
+from msearch.search.server.schemas import (
+    CollectionDeleted,
+    CollectionDetail,
+    CollectionList,
+    Detections,
+    LabelsChanged,
+)
 from msearch.store.collections import (
     NAME_PATTERN,
     CollectionError,
@@ -73,7 +80,7 @@ def collections_router(
     router = APIRouter(prefix="/api/collections", tags=["collections"])
     store = searcher.store
 
-    @router.get("")
+    @router.get("", response_model=CollectionList)
     def collections():
         """The collections, each with its space, note and counts of positive and negative labels."""
         return {"collections": list_collections(store)}
@@ -81,6 +88,7 @@ def collections_router(
     @router.post(
         "",
         status_code=201,
+        response_model=CollectionDetail,
         responses=errors(409, 422, why={409: "A collection of this name exists already.", 422: "No such space."}),
     )
     def create(body: NewCollection):
@@ -89,17 +97,17 @@ def collections_router(
             lambda: create_collection(store, body.name, searcher.example_space(body.space), body.note, "api").to_dict()
         )
 
-    @router.delete("/{name}", responses=errors(404, why=UNKNOWN))
+    @router.delete("/{name}", response_model=CollectionDeleted, responses=errors(404, why=UNKNOWN))
     def delete(name: CollectionName):
         """Delete a collection and its labels."""
         return {"deleted": name, "labels": _run(lambda: delete_collection(store, name))}
 
-    @router.get("/{name}/labels", responses=errors(404, why=UNKNOWN))
+    @router.get("/{name}/labels", response_model=CollectionDetail, responses=errors(404, why=UNKNOWN))
     def labels(name: CollectionName):
         """The collection, its labels and the labelled tiles no longer in the index (`missing_tiles`)."""
         return _run(lambda: get_collection(store, name).to_dict())
 
-    @router.post("/{name}/labels", responses=errors(404, 422, why=UNKNOWN | RULES))
+    @router.post("/{name}/labels", response_model=LabelsChanged, responses=errors(404, 422, why=UNKNOWN | RULES))
     def label(body: LabelChange, name: CollectionName):
         """Label tiles positive or negative (a tile labelled before takes its new label) and remove labels; then
         the collection as GET .../labels gives it."""
@@ -111,7 +119,7 @@ def collections_router(
 
         return _run(change)
 
-    @router.get("/{name}/detect", responses=errors(404, 422, why=UNKNOWN | RULES))
+    @router.get("/{name}/detect", response_model=Detections, responses=errors(404, 422, why=UNKNOWN | RULES))
     def detect(
         name: CollectionName,
         top_k: Annotated[params.TopK, Query()] = 100,
@@ -135,7 +143,7 @@ def collections_router(
         filters = request_filters(bbox, date_from, date_to, max_cloud, None)
         return _collection(_run(lambda: _detector(name).detect(top_k, threshold, filters, exhaustive, per_place)))
 
-    @router.get("/{name}/suggest", responses=errors(404, 422, why=UNKNOWN | RULES))
+    @router.get("/{name}/suggest", response_model=Detections, responses=errors(404, 422, why=UNKNOWN | RULES))
     def suggest(
         name: CollectionName,
         n: Annotated[params.integer(ge=1, le=MAX_SUGGESTIONS, description="How many tiles."), Query()] = 10,

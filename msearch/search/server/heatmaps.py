@@ -15,12 +15,11 @@ parameter), 404 for a tile or example id that names nothing, 422 for the rules b
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Optional
 
 from fastapi import APIRouter, Depends, Query
 from fastapi import Path as PathParam
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from msearch.search.heatmaps import (
     HeatMap,
@@ -34,7 +33,7 @@ from msearch.search.heatmaps import (
 from msearch.search.searcher import QueryError, Searcher
 from msearch.search.server import params
 from msearch.search.server.contract import ApiError, errors
-from msearch.search.server.schemas import Language
+from msearch.search.server.schemas import Language, Outlines
 
 PATCH_CACHE = 128  # tiles whose per-patch embeddings are kept (about 0.4 MB each for ViT-B/16)
 RULES = (
@@ -44,6 +43,10 @@ RULES = (
     "weights offline: `msearch serve --checkpoint SPACE=PATH`); (locate) a flat heat map without a threshold."
 )
 ERRORS = errors(404, 422, why={404: "No tile with this id, or no example tile with the id in like.", 422: RULES})
+
+
+class GeoJsonResponse(JSONResponse):
+    media_type = "application/geo+json"
 
 
 def _binary(media_type: str) -> dict:
@@ -87,9 +90,7 @@ def heatmap_router(searcher: Searcher) -> APIRouter:
         return Response(data, media_type="image/tiff", headers={"Cache-Control": "private, max-age=300"})
 
     @router.get(
-        "/api/tiles/{tile_id}/locate",
-        response_class=Response,
-        responses={200: {"content": {"application/geo+json": {"schema": {"type": "object"}}}}} | ERRORS,
+        "/api/tiles/{tile_id}/locate", response_model=Outlines, response_class=GeoJsonResponse, responses=ERRORS
     )
     def locate(
         threshold: Annotated[Optional[float], Query(ge=-2, le=2, description="Default: Otsu's, per tile.")] = None,
@@ -101,6 +102,6 @@ def heatmap_router(searcher: Searcher) -> APIRouter:
             collection = outline(heat_map, threshold)
         except QueryError as exc:  # a flat map has no Otsu threshold
             raise ApiError(422, str(exc)) from exc
-        return Response(json.dumps(collection), media_type="application/geo+json")
+        return collection
 
     return router

@@ -27,7 +27,7 @@ from msearch.search.change import ChangeFinder
 from msearch.search.searcher import Filters, QueryError, Searcher
 from msearch.search.server import params
 from msearch.search.server.contract import ApiError, errors
-from msearch.search.server.schemas import Language, Route
+from msearch.search.server.schemas import ChangeAnswer, Language, PlaceTimeline, Route
 from msearch.search.timeline import UnknownPlace, place_timeline
 from msearch.store import SpaceMismatchError
 
@@ -84,7 +84,7 @@ def places_time_router(searcher: Searcher, refresh: Callable[[], None], filters:
         except SpaceMismatchError as exc:
             raise ApiError(409, str(exc)) from exc
 
-    @router.get("/api/places/{place_id}/timeline", responses=TIMELINE_ERRORS)
+    @router.get("/api/places/{place_id}/timeline", response_model=PlaceTimeline, responses=TIMELINE_ERRORS)
     def timeline(
         place_id: Annotated[PlaceId, PathParam()],
         q: Annotated[Optional[params.QueryText], Query()] = None,
@@ -103,7 +103,7 @@ def places_time_router(searcher: Searcher, refresh: Callable[[], None], filters:
         )
         return JSONResponse(found.to_dict())
 
-    @router.get("/api/change", responses=CHANGE_ERRORS)
+    @router.get("/api/change", response_model=ChangeAnswer, responses=CHANGE_ERRORS)
     def change(
         after: Annotated[
             params.IsoDate, Query(description="Split date: acquisitions on or after it are the later period.")

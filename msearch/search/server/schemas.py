@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
+from msearch.search.change import MODES as CHANGE_MODES
 from msearch.search.language import AUTO, SUPPORTED_LANGUAGES
 from msearch.search.server.params import (
     MAX_EXAMPLES,
@@ -20,11 +22,32 @@ from msearch.search.server.params import (
     TileId,
     TopK,
 )
-from msearch.store.bridges import ROUTES
+from msearch.store.bridges import ONE_SPACE_ROUTES, ROUTES
+from msearch.store.collections import LABELS, NAME_PATTERN
 
 LANGUAGES = (AUTO, *SUPPORTED_LANGUAGES)
 Language = Literal[LANGUAGES]
 Route = Literal[ROUTES]
+# The route a text beyond English took where scores are compared within one space (timeline, change).
+ScoredRoute = Optional[Literal[ONE_SPACE_ROUTES]]
+Longitude = Annotated[float, Field(ge=-180, le=180, description="WGS84 longitude.")]
+Latitude = Annotated[float, Field(ge=-90, le=90, description="WGS84 latitude.")]
+Probability = Annotated[float, Field(ge=0, le=1)]
+IsoDay = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="YYYY-MM-DD.")]
+
+
+def absent_or(kind, description: str):
+    """A field the server leaves out rather than sending null: `name: absent_or(int, "...")` is documented
+    as an optional key of type `kind` (not nullable), and is None when a body read into the model lacks it (the
+    model then leaves such fields out when it writes a body: see CrossValidation)."""
+    return Annotated[
+        Union[kind, SkipJsonSchema[None]], Field(None, description=description, json_schema_extra=_no_default)
+    ]
+
+
+def _no_default(schema: dict) -> None:
+    schema.pop("default", None)  # None is how the model says "absent"; the body never holds null there
+
 
 # -- GeoJSON (RFC 7946), as the server writes it: positions are [lon, lat] in WGS84 --------------------------
 Position = Annotated[list[float], Field(min_length=2, max_length=2, description="[longitude, latitude]")]
@@ -230,3 +253,231 @@ class InfoReport(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
+
+
+# -- places over time ----------------------------------------------------------------------------------------
+class TimelineAcquisition(BaseModel):
+    tile_id: int = Field(ge=1)
+    date: Optional[str] = Field(description="Acquisition time, ISO 8601.")
+    score: Optional[float] = Field(
+        description="The score the query gives this tile (as GET /api/search would); null when the tile has no "
+        "vector in the space."
+    )
+    cloud: Optional[float] = Field(description="Cloud cover, percent.")
+    nodata: Optional[Probability] = Field(description="Share of the tile's pixels that are nodata.")
+    path: str = Field(description="The tile's key: relative path (+ '#col,row,width,height' for chips).")
+    level: Optional[str] = Field(description="Processing level (L1C, L2A).")
+
+
+class PlaceTimeline(BaseModel):
+    """GET /api/places/{id}/timeline: every acquisition of the place in date order, scored (`msearch timeline
+    --json`)."""
+
+    place_id: int = Field(ge=1)
+    query: str = Field(description="The text as asked, or `like:TILE_ID` for an example.")
+    lang: Optional[Language] = Field(description="The language the text was read as (null for an example).")
+    space: str = Field(description="The embedding space scored in.")
+    route: ScoredRoute = Field(description="How a text beyond English was read (null for English or an example).")
+    lon: Optional[Longitude] = Field(description="The place's centre.")
+    lat: Optional[Latitude] = Field(description="The place's centre.")
+    footprint: Optional[Polygon] = Field(description="The place's footprint, WGS84.")
+    acquisitions: list[TimelineAcquisition] = Field(min_length=1, description="In date order (then tile id).")
+
+
+class ChangeProperties(BaseModel):
+    """A place ranked by change. Scores are medians over each period's used acquisitions (the clear ones,
+    else all of them); which of them are set depends on the mode (the others are null)."""
+
+    rank: int = Field(ge=1)
+    change: float = Field(
+        description="to / to-like: after_score - before_score (+ from_before_score - from_after_score with from); "
+        "any: 1 - similarity. Larger is more change."
+    )
+    place_id: int = Field(ge=1)
+    space: str
+    before_acquisitions: int = Field(ge=1, description="Acquisitions of the earlier period that pass the filters.")
+    after_acquisitions: int = Field(ge=1, description="Acquisitions of the later period that pass the filters.")
+    before_used: int = Field(ge=1, description="Of those, the ones the statistics use (the clear ones, else all).")
+    after_used: int = Field(ge=1, description="Of those, the ones the statistics use (the clear ones, else all).")
+    before_tile_id: int = Field(ge=1, description="The earlier period's representative acquisition.")
+    after_tile_id: int = Field(ge=1, description="The later period's representative acquisition.")
+    before_score: Optional[float] = Field(description="to / to-like: the earlier period's median score.")
+    after_score: Optional[float] = Field(description="to / to-like: the later period's median score.")
+    from_before_score: Optional[float] = Field(description="With from: the earlier period's median for that text.")
+    from_after_score: Optional[float] = Field(description="With from: the later period's median for that text.")
+    similarity: Optional[float] = Field(description="any: the cosine of the two periods' median vectors.")
+    lon: Optional[Longitude] = Field(description="The place's centre.")
+    lat: Optional[Latitude] = Field(description="The place's centre.")
+
+
+class ChangeFeature(BaseModel):
+    type: Literal["Feature"]
+    id: int = Field(ge=1, description="The place id.")
+    geometry: Optional[Geometry] = Field(description="The place's footprint, else a Point at its centre, else null.")
+    properties: ChangeProperties
+
+
+class ChangeAnswer(BaseModel):
+    """GET /api/change: a GeoJSON FeatureCollection of places, most changed first, with the query's
+    description as foreign members (`msearch change --geojson`)."""
+
+    type: Literal["FeatureCollection"]
+    query: str = Field(description="The `to` text (`FROM -> TO` with from), `like:TILE_ID`, or `any`.")
+    lang: Optional[Language] = Field(description="The language the text was read as (null without text).")
+    space: str
+    route: ScoredRoute = Field(description="How a `to` text beyond English was read (null otherwise).")
+    mode: Literal[CHANGE_MODES]
+    after: IsoDay = Field(description="Acquisitions on or after it are the later period.")
+    before: IsoDay = Field(description="Acquisitions before it are the earlier period.")
+    archive_dates: Annotated[list[IsoDay], Field(min_length=2, max_length=2)] = Field(
+        description="The first and last acquisition dates of the space's tiles."
+    )
+    places_compared: int = Field(ge=0, description="Places with acquisitions in both periods.")
+    left_out: int = Field(ge=0, description="Places with acquisitions missing from one of the periods.")
+    features: list[ChangeFeature]
+
+
+# -- collections and detectors ---------------------------------------------------------------------------------
+CollectionName = Annotated[str, Field(pattern=NAME_PATTERN.pattern, max_length=128)]
+Timestamp = Annotated[str, Field(description="ISO 8601, UTC, to the second.")]
+
+
+class CollectionSummary(BaseModel):
+    name: CollectionName
+    space: str = Field(description="The embedding space its examples are in.")
+    note: Optional[str]
+    created_by: Optional[str] = Field(description="`api`, or the user who ran the command.")
+    created_at: Timestamp
+    positives: int = Field(ge=0, description="Positive labels, missing tiles included.")
+    negatives: int = Field(ge=0, description="Negative labels, missing tiles included.")
+
+
+class CollectionList(BaseModel):
+    """GET /api/collections: every collection, by name."""
+
+    collections: list[CollectionSummary]
+
+
+class CollectionLabel(BaseModel):
+    """A labelled example: a catalogued tile (by root and key, which survive index runs) or a file."""
+
+    label: Literal[LABELS]
+    tile_id: Optional[int] = Field(ge=1, description="The tile's current id; null for a file or a missing tile.")
+    root: Optional[str] = Field(description="The tile's archive folder; null for a file.")
+    key: Optional[str] = Field(description="The tile's key under root; null for a file.")
+    file: Optional[str] = Field(description="A file example's absolute path when it was embedded; null for a tile.")
+    note: Optional[str]
+    added_by: Optional[str]
+    added_at: Timestamp
+
+
+class CollectionDetail(BaseModel):
+    """A collection with its labels: GET /api/collections/{name}/labels, and the answer of a creation."""
+
+    name: CollectionName
+    space: str = Field(description="The embedding space its examples are in.")
+    note: Optional[str]
+    created_by: Optional[str] = Field(description="`api`, or the user who ran the command.")
+    created_at: Timestamp
+    positives: int = Field(ge=0, description="Positive labels of catalogued tiles and files.")
+    negatives: int = Field(ge=0, description="Negative labels of catalogued tiles and files.")
+    missing: int = Field(ge=0, description="Labels of tiles no longer in the index (len of missing_tiles).")
+    labels: list[CollectionLabel] = Field(description="Catalogued tiles and files, in the order labelled.")
+    missing_tiles: list[CollectionLabel] = Field(description="Labelled tiles no longer in the index (kept).")
+
+
+class LabelsChanged(BaseModel):
+    """POST /api/collections/{name}/labels: what changed, and the collection after."""
+
+    added: int = Field(ge=0, description="Tiles labelled that were not before.")
+    changed: int = Field(ge=0, description="Tiles labelled before that took the other label.")
+    removed: int = Field(ge=0, description="Labels removed (`remove`).")
+    collection: CollectionDetail
+
+
+class CollectionDeleted(BaseModel):
+    deleted: CollectionName
+    labels: int = Field(ge=0, description="How many labels went with it.")
+
+
+class CrossValidation(BaseModel):
+    """The probe's stratified cross-validation on its own examples; the scores are left out with fewer
+    than 2 folds."""
+
+    folds: int = Field(ge=1)
+    precision: absent_or(Probability, "At probability >= 0.5.")
+    recall: absent_or(Probability, "At probability >= 0.5.")
+    average_precision: absent_or(Probability, "Over the held-out probabilities.")
+
+    @model_serializer(mode="wrap")
+    def _leave_out_absent(self, write):
+        return {name: value for name, value in write(self).items() if value is not None}
+
+
+class ProbeFit(BaseModel):
+    positives: int = Field(ge=2)
+    negatives: int = Field(ge=0, description="Labelled negatives.")
+    background_negatives: int = Field(ge=0, description="Unlabelled tiles drawn from the archive as negatives.")
+    regularisation_c: float = Field(gt=0, description="C of the logistic regression (inverse L2 strength).")
+    cross_validation: CrossValidation
+
+
+class DetectionProperties(ResultProperties):
+    score: float = Field(description="The probe's decision value w.x + b (the probability's logit).")
+    probability: Probability
+    label: Optional[Literal[LABELS]] = Field(description="The tile's label in the collection; null if unlabelled.")
+
+
+class DetectionFeature(ResultFeature):
+    properties: DetectionProperties
+
+
+class Detections(BaseModel):
+    """GET /api/collections/{name}/detect and .../suggest: a GeoJSON FeatureCollection of tiles (or places, with
+    per_place) by probability, with the detector's fit as foreign members (`msearch detect --geojson`)."""
+
+    type: Literal["FeatureCollection"]
+    query: str = Field(description="`detect:NAME`.")
+    lang: None = Field(description="Always null: a detector reads no text.")
+    space: str = Field(description="The collection's space, scored in.")
+    collection: CollectionName
+    fit: ProbeFit
+    candidates_scored: int = Field(ge=0, description="Tiles scored exactly.")
+    exhaustive: bool = Field(description="Whether every stored vector was scored (else the index's candidates).")
+    truncated: bool = Field(description="Whether the candidate search stopped at its deepest.")
+    matching_tiles: Optional[int] = Field(ge=0, description="Tiles that pass the filters (null without filters).")
+    missing_labels: list[str] = Field(description="Labelled tiles no longer in the index, as root/key.")
+    suggestions: bool = Field(description="Whether these are suggestions (nearest probability 0.5, unlabelled).")
+    per_place: bool = Field(description="Whether each feature is a place (its most probable acquisition).")
+    features: list[DetectionFeature]
+
+
+# -- heat maps -----------------------------------------------------------------------------------------------
+class OutlineProperties(BaseModel):
+    tile_id: int = Field(ge=1)
+    mean_score: float = Field(description="The mean score of the outline's patches.")
+    max_score: float = Field(description="The highest score of the outline's patches.")
+    patches: int = Field(ge=1, description="Patches inside the outline.")
+
+
+class OutlineFeature(BaseModel):
+    type: Literal["Feature"]
+    geometry: Polygon = Field(description="Adjacent patches at or above the threshold, merged; WGS84.")
+    properties: OutlineProperties
+
+
+class OutlineSummary(BaseModel):
+    tile_id: int = Field(ge=1)
+    space: str
+    threshold: float = Field(description="The score an outlined patch reaches.")
+    threshold_method: Literal["otsu", "given"] = Field(description="Otsu's threshold of the tile, or `threshold`.")
+    patches: int = Field(ge=0, description="Patches of the tile with a score (not nodata).")
+
+
+class Outlines(BaseModel):
+    """GET /api/tiles/{id}/locate: a GeoJSON FeatureCollection of the best-scoring patches' outlines, best
+    first (`msearch locate`), with the tile's threshold as the collection's `properties`."""
+
+    type: Literal["FeatureCollection"]
+    features: list[OutlineFeature]
+    properties: OutlineSummary
