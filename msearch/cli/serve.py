@@ -36,13 +36,20 @@ def serve(
         fail(str(exc))
     checkpoints = space_checkpoints(checkpoint)
     from msearch.indexer.readers import ArchivePixels
+    from msearch.models import CardError
     from msearch.search.searcher import Searcher
     from msearch.store.catalogue import CatalogueError
 
     try:
         searcher = Searcher(index, checkpoints, pixels=ArchivePixels(), catalogue=catalogue)
+        searcher.spaces()  # a space whose model card is unknown here would fail every request: refuse to start
     except (FileNotFoundError, CatalogueError) as exc:
         fail(str(exc))
+    except CardError as exc:
+        fail(
+            f"the index at {searcher.store.directory} was made with a model card this installation does not "
+            f"know: {exc}; put that card's JSON file in $MSEARCH_CARDS or ~/.config/msearch/cards/"
+        )
     # Without a token only loopback Host headers are answered: a page elsewhere cannot reach the API by DNS rebinding.
     hosts = None if token else list(LOOPBACK_NAMES)
     err_console.print(

@@ -348,3 +348,16 @@ def test_serve_refuses_another_address_without_a_token(eurosat_index, tmp_path, 
     assert refused.exit_code == 2 and "--token" in refused.output
     missing = runner.invoke(app, ["serve", "--index", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "no msearch index" in missing.output
+
+
+def test_serve_refuses_an_index_whose_model_card_it_does_not_know(eurosat_index, tmp_path, monkeypatch):
+    """Started anyway, every query would answer 500: the command says which card is missing, exit 2."""
+    from typer.testing import CliRunner
+
+    from msearch.cli import app
+
+    monkeypatch.setenv("MSEARCH_CARDS", str(tmp_path / "no-cards"))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.config/msearch/cards either
+    refused = CliRunner().invoke(app, ["serve", "--index", str(eurosat_index)])
+    assert refused.exit_code == 2
+    assert "model card this installation does not know" in refused.output and "MSEARCH_CARDS" in refused.output
