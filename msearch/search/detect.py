@@ -14,6 +14,8 @@ chunk by chunk, as a check on the candidates.
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator
 
@@ -346,6 +348,50 @@ class Detector:
             Detection(**vars(result), probability=float(p), label=labelled.get(result.tile_id))
             for result, p in zip(plain, probabilities)
         ]
+
+
+class FittedDetectors:
+    """The detectors of a long-lived searcher (msearch serve), each fitted once per state of its collection and
+    of its space's vectors, so that the page's detections, their threshold and the suggestions reuse one fit (a
+    fit reads the labelled vectors, draws BACKGROUND_NEGATIVES more from the catalogue and cross-validates: 0.19 s
+    on a 1M-vector catalogue, bench/detect.py --catalogue). A label added or removed, by any process, or an index
+    run that changed the space (its vectors' generation and last seq, once the searcher is refreshed) fits it
+    again. The `keep` most recently used are kept."""
+
+    def __init__(self, searcher: Searcher, keep: int = 16):
+        self.searcher = searcher
+        self.keep = keep
+        self._fitted: OrderedDict[str, tuple[tuple, Detector]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Detector:
+        state = self._state(name)
+        with self._lock:
+            cached = self._fitted.get(name)
+            if cached is not None and cached[0] == state:
+                self._fitted.move_to_end(name)
+                return cached[1]
+        # Fitted outside the lock; `state` was read before the fit, so a label added meanwhile makes the next call
+        # see another state and fit again.
+        detector = Detector(self.searcher, name)
+        with self._lock:
+            self._fitted[name] = (state, detector)
+            self._fitted.move_to_end(name)
+            while len(self._fitted) > self.keep:
+                self._fitted.popitem(last=False)
+        return detector
+
+    def _state(self, name: str) -> tuple:
+        collection = get_collection(self.searcher.store, name)
+        labels = tuple(
+            (item.label, item.tile_id, item.root, item.key, item.file, item.added_at)
+            for item in collection.labels + collection.missing
+        )
+        vectors = None
+        if collection.space in self.searcher.store.manifests():  # else Detector raises the clear error
+            view = self.searcher.view(collection.space)
+            vectors = (view.generation, view.synced_seq)
+        return collection.id, collection.space, labels, vectors
 
 
 def candidate_probabilities(

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from msearch.cli import app
 from msearch.schema import catalog
-from msearch.search.detect import BACKGROUND_NEGATIVES, Detector
+from msearch.search.detect import BACKGROUND_NEGATIVES, Detector, FittedDetectors
 from msearch.search.searcher import Filters, QueryError, Searcher
-from msearch.store.collections import CollectionError, add_labels, create_collection
+from msearch.store.collections import CollectionError, add_labels, create_collection, remove_labels
 from msearch.store.index_store import IndexStore
 from tests.search.planted import PLANTED, SPACE, planted_ids
 
@@ -123,6 +123,35 @@ def test_per_place_gives_each_place_once_by_its_most_probable_acquisition(plante
 def test_the_same_collection_gives_the_same_probe(planted):
     first, second = Detector(Searcher(planted), "planted"), Detector(Searcher(planted), "planted")
     np.testing.assert_array_equal(first.probe.weights, second.probe.weights)
+
+
+def test_a_server_fits_a_detector_once_per_state_of_its_labels_and_vectors(planted, tmp_path):
+    """msearch serve's detectors (FittedDetectors): the same fit while nothing changed; fitted again when a label
+    is added or removed, and when an index run deleted a tile of the space (once the searcher is refreshed)."""
+    directory = tmp_path / "index"
+    shutil.copytree(planted, directory)
+    searcher = Searcher(directory)
+    detectors = FittedDetectors(searcher)
+    first = detectors.get("planted")
+    assert detectors.get("planted") is first and first.probe.negatives == 0
+
+    background = next(t for t in range(1, 20_000) if t not in set(planted_ids()))
+    add_labels(searcher.store, "planted", negative=[background])
+    relabelled = detectors.get("planted")
+    assert relabelled is not first and relabelled.probe.negatives == 1
+    assert detectors.get("planted") is relabelled
+    remove_labels(searcher.store, "planted", [background])
+    unlabelled = detectors.get("planted")
+    assert unlabelled is not relabelled and unlabelled.probe.negatives == 0
+    np.testing.assert_array_equal(unlabelled.probe.weights, first.probe.weights)
+
+    other = next(t for t in range(background + 1, 20_000) if t not in set(planted_ids()))
+    with searcher.store.engine.begin() as conn:
+        searcher.store.delete_tiles(conn, [other])
+    assert detectors.get("planted") is unlabelled  # the searcher has not seen the index run yet
+    searcher.refresh()
+    refitted = detectors.get("planted")
+    assert refitted is not unlabelled and detectors.get("planted") is refitted
 
 
 def test_filters_restrict_the_detections(planted):

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from msearch.search import formats
-from msearch.search.detect import DetectionAnswer, Detector
+from msearch.search.detect import DetectionAnswer, Detector, FittedDetectors
 from msearch.search.searcher import Filters, QueryError, Searcher
 from msearch.search.server import params
 from msearch.search.server.contract import ApiError, errors
@@ -78,6 +78,7 @@ def collections_router(
     """The routes over a searcher; `refresh` brings it up to date with index runs before a detector scores,
     `request_filters(bbox, date_from, date_to, max_cloud, tile_id)` reads the filters as /api/search does."""
     router = APIRouter(prefix="/api/collections", tags=["collections"])
+    detectors = FittedDetectors(searcher)
     store = searcher.store
 
     @router.get("", response_model=CollectionList)
@@ -158,7 +159,7 @@ def collections_router(
 
     def _detector(name: str) -> Detector:
         refresh()
-        return Detector(searcher, name)
+        return detectors.get(name)
 
     return router
 
