@@ -55,6 +55,8 @@ def test_timeline_chart_of_a_result_and_change_mode(series_server, browser, chan
     assert int(first) == change_series.place_of(searcher, CHANGED_CHIP)
     assert len(browser.find_elements("css selector", "#map path.footprint")) == 9
     assert "1 left out" in browser.find_element("id", "status").text
+    reading = browser.find_element("id", "detected").text  # no text to read for --any: the space scored
+    assert reading.startswith("→ ") and reading.removeprefix("→ ") in searcher.spaces()
     _wait(
         browser,
         lambda d: (

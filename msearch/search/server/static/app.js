@@ -132,6 +132,12 @@ function setStatus(text, isError = false) {
   $("status").classList.toggle("error", isError);
 }
 
+// How the answer's text was read: its language, the space searched and, beyond English, the route taken.
+function showReading(answer) {
+  const via = answer && answer.route ? ` (route ${answer.route})` : "";
+  $("detected").textContent = answer && answer.lang ? `read as ${answer.lang} → ${answer.space}${via}` : answer ? `→ ${answer.space}` : "";
+}
+
 function showResults(answer) {
   const list = $("results");
   list.replaceChildren();
@@ -141,8 +147,7 @@ function showResults(answer) {
   clearSelection();
   state.features = answer ? answer.features : [];
   if (!answer && typeof heat !== "undefined") heat.attach(null);
-  const via = answer && answer.route ? ` (route ${answer.route})` : "";
-  $("detected").textContent = answer && answer.lang ? `read as ${answer.lang} → ${answer.space}${via}` : answer ? `→ ${answer.space}` : "";
+  showReading(answer);
   if (!answer) return;
   const n = answer.features.length;
   let text = `${n} result${n === 1 ? "" : "s"}`;

@@ -147,6 +147,7 @@
 
   function showChanges(answer) {
     const list = $("results");
+    showReading(answer);
     const n = answer.features.length;
     let text = `${n} place${n === 1 ? "" : "s"} ranked by change (${answer.places_compared} compared`;
     text += answer.left_out ? `; ${answer.left_out} left out: no acquisition in one of the periods)` : ")";
