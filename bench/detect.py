@@ -153,7 +153,7 @@ def measure_catalogue(workdir: Path, n: int, size: int) -> dict:
                         for i, v in enumerate(chunk)
                     ],
                 )
-        view = store.open_space(SPACE)
+        view = store.open_space(SPACE, fill=False)  # built here, as `msearch index` builds it at this size
         store.rebuild_ann(view)
         store.save_space(view)
         create_collection(store, "planted", SPACE)

@@ -38,11 +38,11 @@ def rebuild_spaces(
     notes = []
     for space in spaces or list(store.manifests()):
         manifest = store.manifest(space)
-        view = store.open_space(space)
+        view = store.open_space(space, fill=False)  # rebuilt below: a space without its FAISS file is not built twice
         encoder, why_not = None, ""
         # Below the exact threshold the index is exact search: there is nothing to tune, so no model is loaded.
         tuned = ann.choose_kind(
-            view.ntotal,
+            store.vector_count(space),
             settings.get("exact_threshold", view.ann.exact_threshold),
             settings.get("compressed_threshold", view.ann.compressed_threshold),
         )

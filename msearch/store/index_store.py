@@ -24,6 +24,7 @@ index; `rebuild_ann` retrains it (`msearch index --rebuild-ann`), and `ann.needs
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -53,6 +54,8 @@ from msearch.store.catalogue import (
 )
 from msearch.store.migrations import prepare_catalogue
 from msearch.store.places import PlaceAssigner, delete_empty_places
+
+log = logging.getLogger(__name__)
 
 SPACES_DIR = "spaces"
 # A reader that finds the FAISS file its manifest named already replaced by a concurrent writer reads the
@@ -216,11 +219,19 @@ class IndexStore:
 
     # -- FAISS views -----------------------------------------------------------------------------------
 
-    def open_space(self, space: str) -> SpaceIndex:
-        """The space's FAISS index, brought up to the catalogue's committed state (one consistent snapshot)."""
+    def open_space(self, space: str, *, fill: bool = True) -> SpaceIndex:
+        """The space's FAISS index, brought up to the catalogue's committed state (one consistent snapshot).
+
+        Without a usable FAISS file (a new index directory over a team's catalogue, a file deleted or lost), the
+        view is filled from the catalogue's vectors: exact search while the space is below its exact threshold;
+        past it, the index kind its size calls for, trained and tuned as `rebuild_ann` builds it (minutes for
+        millions of vectors, logged), never every vector in an exact index in RAM (20 GB at 10M 512-d vectors).
+        Readers do not save it: `msearch index --rebuild-ann` does. `fill=False` leaves such a view empty, for a
+        caller that rebuilds the index itself."""
         for _ in range(OPEN_ATTEMPTS):
             manifest = self.manifest(space)
             path = self.space_dir(space) / manifest.faiss_file if manifest.faiss_file else None
+            build = False
             with snapshot(self.engine) as conn:
                 generation = self._generation(conn, space)
                 try:
@@ -230,7 +241,15 @@ class IndexStore:
                         continue  # a concurrent save replaced the file after we read the manifest: read it again
                     index = None  # the named file is lost (deleted by hand, disk trouble): refill from the vectors
                 if index is None:
-                    view = SpaceIndex(manifest, ann.new_flat_index(manifest.dim), flat_info(0), 0, generation)
+                    recorded = ann_info(manifest)  # the settings of the index the space had, if any
+                    empty = AnnInfo(
+                        "flat", 0, recorded.target_recall, 1.0, recorded.exact_threshold, recorded.compressed_threshold
+                    )
+                    view = SpaceIndex(manifest, ann.new_flat_index(manifest.dim), empty, 0, generation)
+                    n = self._vector_count(conn, space)
+                    build = ann.choose_kind(n, empty.exact_threshold, empty.compressed_threshold) != "flat"
+                    if build or not fill:
+                        break
                 else:
                     view = SpaceIndex(manifest, index, ann_info(manifest), manifest.synced_seq, generation)
                     if manifest.generation != generation:
@@ -240,7 +259,17 @@ class IndexStore:
                         view.synced_seq = 0
                 self.catch_up(view, conn)
             return view
-        raise RuntimeError(f"space {space!r}: its FAISS file kept being replaced while opening it; try again")
+        else:
+            raise RuntimeError(f"space {space!r}: its FAISS file kept being replaced while opening it; try again")
+        if build and fill:
+            log.warning(
+                "space %s has no usable FAISS file: building its index from the catalogue's %d vectors (save one "
+                "with `msearch index --rebuild-ann`)",
+                space,
+                n,
+            )
+            self.rebuild_ann(view)
+        return view
 
     def catch_up(self, view: SpaceIndex, conn: Connection) -> int:
         """Add vectors committed after the view's sync point (replacing older vectors of the same tiles)."""
@@ -346,11 +375,7 @@ class IndexStore:
         try:
             with snapshot(self.engine) as conn:
                 generation = self._generation(conn, space)
-                n = int(
-                    conn.execute(
-                        select(func.count()).select_from(catalog.vectors).where(catalog.vectors.c.space == space)
-                    ).scalar()
-                )
+                n = self._vector_count(conn, space)
                 codes = (
                     np.lib.format.open_memmap(scratch, mode="w+", dtype=np.int8, shape=(n, dim))
                     if n
@@ -403,6 +428,18 @@ class IndexStore:
             vectors_lookup=lambda ids: self.vectors_of(space, ids),
             nprobe_scale=nprobe_scale,
             rerank=rerank,
+        )
+
+    def vector_count(self, space: str) -> int:
+        """How many vectors the catalogue holds in the space."""
+        with self.engine.connect() as conn:
+            return self._vector_count(conn, space)
+
+    def _vector_count(self, conn: Connection, space: str) -> int:
+        return int(
+            conn.execute(
+                select(func.count()).select_from(catalog.vectors).where(catalog.vectors.c.space == space)
+            ).scalar()
         )
 
     def _generation(self, conn: Connection, space: str) -> int:

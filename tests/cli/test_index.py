@@ -154,7 +154,7 @@ def test_missing_folder_is_a_clear_error(tmp_path):
     assert "nope does not exist" in " ".join(result.stderr.split())
 
 
-def test_rebuild_ann_retrains_with_the_target_recall_and_info_shows_it(shared_data, tmp_path):
+def test_rebuild_ann_retrains_with_the_target_recall_and_info_shows_it(shared_data, tmp_path, caplog):
     from msearch.store.index_store import IndexStore
 
     src, index = tmp_path / "src", tmp_path / "index"
@@ -177,6 +177,15 @@ def test_rebuild_ann_retrains_with_the_target_recall_and_info_shows_it(shared_da
     assert spaces["tiny-ms-clip"]["search"].startswith("ivf-flat")
     assert spaces["rs-m-clip"]["search"] == "exact search"  # --model chose one space
     assert spaces["tiny-ms-clip"]["retrain_advised"] is False
+
+    # Its FAISS file lost: --rebuild-ann builds it once (the space is opened empty, not built on opening too).
+    (store.space_dir("tiny-ms-clip") / store.manifest("tiny-ms-clip").faiss_file).unlink()
+    with caplog.at_level("WARNING", logger="msearch.store.index_store"):
+        again = cli("index", "--rebuild-ann", "--index", index, "--model", "tiny-ms-clip")
+    assert again.exit_code == 0, again.output
+    assert "tiny-ms-clip: 9 vectors, searched with ivf-flat" in " ".join(again.output.split())
+    assert "no usable FAISS file" not in caplog.text
+    assert (store.space_dir("tiny-ms-clip") / store.manifest("tiny-ms-clip").faiss_file).exists()
     table = " ".join(cli("info", "--index", index).output.split())
     assert re.search(
         r"last run #1 \(finished\), started \S+: indexed 9, unchanged 0, skipped 0, failed 0, "

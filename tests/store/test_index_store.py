@@ -151,6 +151,29 @@ def test_filtered_and_unfiltered_search_agree_with_exact_search_at_the_top(store
         assert set(row.tolist()) <= set(allowed.tolist()) and len(row) == 10
 
 
+def test_a_space_past_its_exact_threshold_without_its_faiss_file_is_built_as_its_size_calls_for(store, caplog):
+    """A FAISS file lost, or a new index directory over a team's catalogue: the view is not every vector in an
+    exact index in RAM (20 GB at 10M) but the index rebuild_ann builds, with the space's recorded settings."""
+    fill(store, 0, 4_500)
+    view = store.open_space(SPACE)
+    saved = store.rebuild_ann(view, **THRESHOLDS)
+    store.save_space(view)
+    queries = GENERATOR.rows(300_000, 300_020)
+    want = store.search(view, queries, 10)
+    (store.space_dir(SPACE) / store.manifest(SPACE).faiss_file).unlink()
+
+    with caplog.at_level("WARNING", logger="msearch.store.index_store"):
+        rebuilt = store.open_space(SPACE)
+    assert "no usable FAISS file" in caplog.text and "4500 vectors" in caplog.text
+    assert isinstance(rebuilt.index, faiss.IndexIVFPQ) and rebuilt.ann == saved and rebuilt.ntotal == 4_500
+    found = store.search(rebuilt, queries, 10)
+    np.testing.assert_array_equal(found[1], want[1])
+    np.testing.assert_allclose(found[0], want[0], atol=1e-6)
+
+    empty = store.open_space(SPACE, fill=False)  # for a caller that rebuilds anyway: --rebuild-ann
+    assert empty.ntotal == 0 and empty.ann.exact_threshold == THRESHOLDS["exact_threshold"]
+
+
 def test_a_reader_retries_when_a_writer_replaces_the_file_it_was_about_to_read(store, monkeypatch):
     fill(store, 0, 50)
     writer = store.open_space(SPACE)
