@@ -306,13 +306,17 @@ class IndexStore:
         excluded = {int(t) for t in exclude}
         rng = np.random.default_rng(seed)
         with snapshot(self.engine) as conn:
-            low, high, count = conn.execute(
-                select(func.min(catalog.vectors.c.seq), func.max(catalog.vectors.c.seq), func.count()).where(
-                    catalog.vectors.c.space == space
-                )
-            ).one()
-            if not count:
+            seq, in_space = catalog.vectors.c.seq, catalog.vectors.c.space == space
+            # One aggregate a statement: SQLite answers a lone min() or max() from the (space, seq) index at once,
+            # but scans every entry of the space for several in one statement (1.1 s at 10M vectors).
+            low = conn.execute(select(func.min(seq)).where(in_space)).scalar()
+            if low is None:
                 return np.empty(0, np.int64), np.empty((0, self.manifest(space).dim), np.float32)
+            high = conn.execute(select(func.max(seq)).where(in_space)).scalar()
+            # Counted only as far as the draw needs to know: whether n vectors are left beyond the excluded tiles.
+            count = conn.execute(
+                select(func.count()).select_from(select(seq).where(in_space).limit(n + len(excluded)).subquery())
+            ).scalar()
             wanted = min(n, count - len(excluded))
             chosen: dict[int, np.ndarray] = {}
             tried: set[int] = set()

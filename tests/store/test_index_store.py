@@ -174,6 +174,18 @@ def test_a_space_past_its_exact_threshold_without_its_faiss_file_is_built_as_its
     assert empty.ntotal == 0 and empty.ann.exact_threshold == THRESHOLDS["exact_threshold"]
 
 
+def test_a_sample_of_the_space_is_seeded_leaves_out_what_is_excluded_and_never_asks_for_more_than_there_is(store):
+    fill(store, 0, 40)
+    with store.engine.begin() as conn:
+        store.delete_tiles(conn, list(range(11, 21)))  # a gap of seqs in the middle: 30 vectors left
+    ids, vectors = store.sample_vectors(SPACE, 10, seed=3, exclude=[1, 2, 3])
+    assert len(set(ids.tolist())) == 10 and not {1, 2, 3} & set(ids.tolist()) and not set(range(11, 21)) & set(ids)
+    np.testing.assert_array_equal(vectors, store.vectors_of(SPACE, ids))
+    assert store.sample_vectors(SPACE, 10, seed=3, exclude=[1, 2, 3])[0].tolist() == ids.tolist()
+    everything, _ = store.sample_vectors(SPACE, 500, seed=3, exclude=[1, 2, 3])  # more than there is: all 27 left
+    assert sorted(everything.tolist()) == [t for t in range(4, 41) if not 11 <= t <= 20]
+
+
 def test_a_reader_retries_when_a_writer_replaces_the_file_it_was_about_to_read(store, monkeypatch):
     fill(store, 0, 50)
     writer = store.open_space(SPACE)
