@@ -34,6 +34,11 @@ CATALOGUE_OPTION = typer.Option(
     help="Catalogue database URL: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB "
     "(default: catalogue.sqlite in the index directory).",
 )
+# The filters of what ranks tiles (query, detect), as msearch.search.searcher.Filters takes them.
+BBOX_OPTION = typer.Option(None, help="minlon,minlat,maxlon,maxlat (WGS84): tiles that intersect it.")
+DATE_FROM_OPTION = typer.Option(None, help="Acquired on or after YYYY-MM-DD.")
+DATE_TO_OPTION = typer.Option(None, help="Acquired on or before YYYY-MM-DD.")
+MAX_CLOUD_OPTION = typer.Option(None, help="At most this cloud cover (percent); tiles of unknown cover are excluded.")
 # How a text beyond English is read where scores are compared (change, timeline): one space's route.
 ONE_SPACE_ROUTE_OPTION = typer.Option(
     None,

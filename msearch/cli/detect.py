@@ -9,8 +9,12 @@ from typing import Optional
 import typer
 
 from msearch.cli.common import (
+    BBOX_OPTION,
     CATALOGUE_OPTION,
+    DATE_FROM_OPTION,
+    DATE_TO_OPTION,
     INDEX_OPTION,
+    MAX_CLOUD_OPTION,
     check_output,
     collection_errors,
     console,
@@ -33,12 +37,10 @@ def detect(
     ),
     threshold: Optional[float] = typer.Option(None, help="Only tiles with at least this probability (0-1)."),
     space: Optional[str] = typer.Option(None, help="Check that the collection is of this space."),
-    bbox: Optional[str] = typer.Option(None, help="minlon,minlat,maxlon,maxlat (WGS84): tiles that intersect it."),
-    date_from: Optional[str] = typer.Option(None, help="Acquired on or after YYYY-MM-DD."),
-    date_to: Optional[str] = typer.Option(None, help="Acquired on or before YYYY-MM-DD."),
-    max_cloud: Optional[float] = typer.Option(
-        None, help="At most this cloud cover (percent); tiles of unknown cover are excluded."
-    ),
+    bbox: Optional[str] = BBOX_OPTION,
+    date_from: Optional[str] = DATE_FROM_OPTION,
+    date_to: Optional[str] = DATE_TO_OPTION,
+    max_cloud: Optional[float] = MAX_CLOUD_OPTION,
     exhaustive: bool = typer.Option(
         False, "--exhaustive", help="Score every stored vector (chunked) instead of the search index's candidates."
     ),

@@ -8,8 +8,12 @@ from typing import List, Optional
 import typer
 
 from msearch.cli.common import (
+    BBOX_OPTION,
     CATALOGUE_OPTION,
+    DATE_FROM_OPTION,
+    DATE_TO_OPTION,
     INDEX_OPTION,
+    MAX_CLOUD_OPTION,
     band_order_option,
     check_folder,
     check_output,
@@ -51,12 +55,10 @@ def query(
         help="With --like FILE: band order of a multiband file without band descriptions (l2a, l1c, eurosat or "
         "B01,B02,...). Default: the order the file was catalogued with.",
     ),
-    bbox: Optional[str] = typer.Option(None, help="minlon,minlat,maxlon,maxlat (WGS84): tiles that intersect it."),
-    date_from: Optional[str] = typer.Option(None, help="Acquired on or after YYYY-MM-DD."),
-    date_to: Optional[str] = typer.Option(None, help="Acquired on or before YYYY-MM-DD."),
-    max_cloud: Optional[float] = typer.Option(
-        None, help="At most this cloud cover (percent); tiles of unknown cover are excluded."
-    ),
+    bbox: Optional[str] = BBOX_OPTION,
+    date_from: Optional[str] = DATE_FROM_OPTION,
+    date_to: Optional[str] = DATE_TO_OPTION,
+    max_cloud: Optional[float] = MAX_CLOUD_OPTION,
     tile_id: Optional[str] = typer.Option(None, help="MGRS tile, e.g. 33NZA."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
     as_csv: bool = typer.Option(False, "--csv", help="Print results as CSV."),
